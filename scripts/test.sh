@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Lint (ruff), type-check (mypy) and test (pytest) the project.
+# Extra arguments are passed to pytest, e.g. scripts/test.sh -k synthetic -x
+# Every step runs even when an earlier one failed; the exit code is 1 if any failed.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash scripts/bootstrap.sh
+BIN=.venv/bin
+failed=()
+
+# step NAME COMMAND...: run COMMAND, remember NAME when it fails.
+step() {
+    local name=$1 rc=0
+    shift
+    echo "== $name"
+    "$@" || rc=$?
+    if [ "$rc" -ne 0 ]; then
+        echo "== $name FAILED (exit $rc)"
+        failed+=("$name")
+    fi
+}
+
+step ruff "$BIN/ruff" check --output-format=concise .
+step mypy "$BIN/mypy" fraudcep adapters/fraudcep_cli
+
+# --- services ------------------------------------------------------------------------
+# Services the tests talk to (Kafka broker, moto server, webhook receiver, ...) start
+# here, each from its own script under scripts/, exporting the address the tests read;
+# stop_services stops them again on exit.
+stop_services() {
+    :
+}
+trap stop_services EXIT
+# --- end of services -----------------------------------------------------------------
+
+# Flink differential harness: its build script prints the harness path on its last line.
+if [ -f tests/differential/build-harness.sh ]; then
+    echo "== flink harness"
+    harness_log=$(mktemp)
+    if bash tests/differential/build-harness.sh | tee "$harness_log"; then
+        harness=$(tail -n 1 "$harness_log" | tr -d '\r')
+        if [ -n "$harness" ]; then
+            export FRAUDCEP_FLINK_HARNESS=$harness
+            echo "== flink harness: FRAUDCEP_FLINK_HARNESS=$harness"
+        else
+            echo "== flink harness FAILED (no path on the last line)"
+            failed+=("flink harness")
+        fi
+    else
+        echo "== flink harness FAILED"
+        failed+=("flink harness")
+    fi
+    rm -f "$harness_log"
+fi
+
+echo "== pytest"
+rc=0
+"$BIN/python" -m pytest -q -p no:cacheprovider "$@" || rc=$?
+case $rc in
+0) ;;
+5)
+    echo "== pytest FAILED: no tests were collected" >&2
+    failed+=(pytest)
+    ;;
+*) failed+=(pytest) ;;
+esac
+
+if [ "${#failed[@]}" -ne 0 ]; then
+    echo "test.sh: failed: ${failed[*]}" >&2
+    exit 1
+fi
