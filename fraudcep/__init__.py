@@ -1,0 +1,43 @@
+"""fraudcep: Flink CEP's pattern semantics as a Python library, for payment-fraud detection."""
+
+from __future__ import annotations
+
+import time
+
+from fraudcep.alert import Alert, LateEvent, TimedOutMatch
+from fraudcep.engine import Engine, EngineStats, TimeMode
+from fraudcep.errors import (
+    ConfigurationError,
+    EventError,
+    FraudcepError,
+    MalformedPatternError,
+    SnapshotError,
+)
+from fraudcep.pattern import Pattern, WithinType
+from fraudcep.rule import Rule
+from fraudcep.skip import SkipStrategy
+
+
+def system_clock() -> int:
+    """Wall-clock epoch milliseconds, for processing time (the core never reads it itself)."""
+    return time.time_ns() // 1_000_000
+
+
+__all__ = [
+    "Alert",
+    "ConfigurationError",
+    "Engine",
+    "EngineStats",
+    "EventError",
+    "FraudcepError",
+    "LateEvent",
+    "MalformedPatternError",
+    "Pattern",
+    "Rule",
+    "SkipStrategy",
+    "SnapshotError",
+    "TimeMode",
+    "TimedOutMatch",
+    "WithinType",
+    "system_clock",
+]

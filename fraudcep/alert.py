@@ -1,0 +1,57 @@
+"""What the engine hands back: alerts (complete matches), timed-out partial matches, late events."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+
+@attrs.frozen
+class Alert:
+    """A complete match of one rule for one key.
+
+    ``events`` maps stage names to the events matched to them, in pattern order — the shape of
+    Flink's ``Map<String, List<T>>``. ``alert_id`` is derived from the rule, the key and the
+    matched events only, so the same match has the same id across runs, restores and machines.
+    """
+
+    rule_id: str
+    key: Hashable
+    events: Mapping[str, Sequence[Any]]
+    first_ts: int
+    last_ts: int
+    alert_id: str
+    emitted_at: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly rendering (events as given)."""
+        return {
+            "alert_id": self.alert_id,
+            "rule_id": self.rule_id,
+            "key": self.key,
+            "first_ts": self.first_ts,
+            "last_ts": self.last_ts,
+            "emitted_at": self.emitted_at,
+            "events": {name: list(evs) for name, evs in self.events.items()},
+        }
+
+
+@attrs.frozen
+class TimedOutMatch:
+    """A partial match whose window ended before it completed (Flink's timeout side output)."""
+
+    rule_id: str
+    key: Hashable
+    events: Mapping[str, Sequence[Any]]
+    timeout_ts: int
+
+
+@attrs.frozen
+class LateEvent:
+    """An event that arrived after the watermark had passed its timestamp; it was not matched."""
+
+    event: Any
+    timestamp: int
+    watermark: int

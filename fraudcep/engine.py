@@ -1,0 +1,498 @@
+"""The engine: many rules over one stream, keyed state, event time, timers and snapshots.
+
+This is the part Flink's ``CepOperator`` plays. Events are buffered until the watermark passes
+their timestamp, then fed in timestamp order (equal timestamps in arrival order) to every rule,
+each rule keeping one :class:`~fraudcep.nfa.KeyState` per key. Time is advanced per key before
+the key sees an event of a later timestamp, and timers fire at the watermark for keys whose
+windows expire, so timeouts, pending ``not_followed_by`` matches and skip-held matches come out
+exactly when Flink would emit them.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import heapq
+import json
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from datetime import timedelta
+from typing import Any
+
+import attrs
+
+from fraudcep.alert import Alert, LateEvent, TimedOutMatch
+from fraudcep.compiler import compile_pattern
+from fraudcep.errors import ConfigurationError, EventError
+from fraudcep.nfa import NOT_STARTED, KeyState, Matcher, Run, as_mapping, path
+from fraudcep.rule import Rule, field_getter
+from fraudcep.timeutil import MAX_TIMESTAMP, MIN_TIMESTAMP, duration_ms, timestamp_ms
+
+
+class TimeMode(enum.Enum):
+    """Which clock drives windows and ordering."""
+
+    EVENT_TIME = "event_time"
+    PROCESSING_TIME = "processing_time"
+
+
+class _Skip:
+    """Marks a rule an event cannot affect (it is not buffered for that rule)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<skip>"
+
+
+SKIP: Any = _Skip()
+
+
+@attrs.frozen
+class EngineStats:
+    """Counters since the engine was created (or restored), and the current state sizes."""
+
+    events_in: int
+    events_late: int
+    alerts: int
+    timeouts: int
+    partial_matches_dropped: int
+    forced_watermarks: int
+    live_keys: int
+    live_partial_matches: int
+    buffered_events: int
+    watermark: int | None
+
+
+class _RuleRuntime:
+    """A rule with its matcher and its per-key state."""
+
+    __slots__ = ("index", "key_index", "keys", "matcher", "pending", "rule")
+
+    def __init__(self, index: int, rule: Rule, key_index: int) -> None:
+        self.index = index
+        self.rule = rule
+        self.key_index = key_index
+        self.matcher = Matcher(compile_pattern(rule.pattern), rule.pattern.skip_strategy)
+        self.keys: dict[Hashable, KeyState] = {}
+        self.pending: dict[Hashable, int] = {}  # buffered, unprocessed events per key
+
+
+class Engine:
+    """Run ``rules`` over a stream of events; see ``docs/concepts.md``."""
+
+    def __init__(
+        self,
+        rules: Iterable[Rule],
+        *,
+        timestamp: str | Callable[[Any], Any] | None = "ts",
+        time_mode: TimeMode = TimeMode.EVENT_TIME,
+        clock: Callable[[], int] | None = None,
+        max_out_of_orderness: timedelta | int = 0,
+        auto_watermark: bool = True,
+        max_partial_matches_per_key: int = 10_000,
+        max_buffered_events: int = 1_000_000,
+        on_timeout: Callable[[TimedOutMatch], None] | None = None,
+        on_late: Callable[[LateEvent], None] | None = None,
+        event_id: str | Callable[[Any], Any] | None = None,
+    ) -> None:
+        self.rules: tuple[Rule, ...] = tuple(rules)
+        _check_rules(self.rules)
+        if not isinstance(time_mode, TimeMode):
+            raise ConfigurationError(f"time_mode must be a TimeMode, got {time_mode!r}")
+        self.time_mode = time_mode
+        if time_mode is TimeMode.PROCESSING_TIME:
+            if clock is None:
+                raise ConfigurationError(
+                    "processing time needs a clock: pass clock=fraudcep.system_clock "
+                    "(or any callable returning epoch milliseconds)"
+                )
+        elif timestamp is None:
+            raise ConfigurationError("event time needs timestamp= (a field name or a callable)")
+        self._clock = clock
+        self._timestamp_spec = timestamp
+        self._timestamp = _timestamp_reader(timestamp) if timestamp is not None else None
+        self.max_out_of_orderness = duration_ms(max_out_of_orderness, "max_out_of_orderness")
+        if self.max_out_of_orderness < 0:
+            raise ConfigurationError("max_out_of_orderness cannot be negative")
+        self.auto_watermark = auto_watermark
+        self.max_partial_matches_per_key = _positive(
+            max_partial_matches_per_key, "max_partial_matches_per_key"
+        )
+        self.max_buffered_events = _positive(max_buffered_events, "max_buffered_events")
+        self._on_timeout = on_timeout
+        self._on_late = on_late
+        self._event_id = field_getter(event_id) if isinstance(event_id, str) else event_id
+
+        key_specs: list[Any] = []
+        self._key_functions: list[Callable[[Any], Hashable]] = []
+        self._rules: list[_RuleRuntime] = []
+        for i, rule in enumerate(self.rules):
+            spec = rule.key
+            if spec in key_specs:
+                key_index = key_specs.index(spec)
+            else:
+                key_index = len(key_specs)
+                key_specs.append(spec)
+                self._key_functions.append(rule.key_function())
+            self._rules.append(_RuleRuntime(i, rule, key_index))
+
+        self._seq = 0  # arrival order (ties in the event buffer)
+        self._order = 0  # processing order (orders runs by their start event)
+        self._max_ts = MIN_TIMESTAMP
+        self._watermark = MIN_TIMESTAMP
+        self._buffer: list[tuple[int, int, Any, tuple[Any, ...]]] = []
+        self._timers: list[tuple[int, int, int, Any]] = []
+        self._timer_tie = 0
+        self._timeouts: list[TimedOutMatch] = []
+        self._late: list[LateEvent] = []
+        self._counts = {
+            "events_in": 0,
+            "events_late": 0,
+            "alerts": 0,
+            "timeouts": 0,
+            "partial_matches_dropped": 0,
+            "forced_watermarks": 0,
+        }
+
+    # -- feeding events --------------------------------------------------------------------
+
+    def process(self, event: Any) -> list[Alert]:
+        """Take one event; returns the alerts that became final because of it."""
+        out: list[Alert] = []
+        if self.time_mode is TimeMode.PROCESSING_TIME:
+            self._process_now(event, out)
+        else:
+            self._process_event_time(event, out)
+        return out
+
+    def process_many(self, events: Iterable[Any]) -> list[Alert]:
+        """Take many events; returns every alert they produced, in emission order."""
+        out: list[Alert] = []
+        if self.time_mode is TimeMode.PROCESSING_TIME:
+            for event in events:
+                self._process_now(event, out)
+        else:
+            for event in events:
+                self._process_event_time(event, out)
+        return out
+
+    def advance_watermark(self, timestamp: int) -> list[Alert]:
+        """Declare that no event with a timestamp <= ``timestamp`` will arrive any more."""
+        if self.time_mode is TimeMode.PROCESSING_TIME:
+            raise ConfigurationError("advance_watermark() is for event time; use advance_time()")
+        ts = timestamp_ms(timestamp)
+        out: list[Alert] = []
+        if ts > self._watermark:
+            self._advance(ts, out)
+        return out
+
+    def advance_time(self) -> list[Alert]:
+        """Processing time: fire the windows that have expired by ``clock()``."""
+        if self.time_mode is not TimeMode.PROCESSING_TIME:
+            raise ConfigurationError("advance_time() is for processing time")
+        assert self._clock is not None
+        out: list[Alert] = []
+        now = self._clock()
+        if now > self._watermark:
+            self._watermark = now
+        self._fire_timers(self._watermark, out)
+        return out
+
+    def flush(self) -> list[Alert]:
+        """End of input: every buffered event is processed and every window closes."""
+        out: list[Alert] = []
+        if self.time_mode is TimeMode.PROCESSING_TIME:
+            self._watermark = MAX_TIMESTAMP
+            self._fire_timers(MAX_TIMESTAMP, out)
+        elif self._watermark < MAX_TIMESTAMP:
+            self._advance(MAX_TIMESTAMP, out)
+        return out
+
+    # -- side outputs ----------------------------------------------------------------------
+
+    def drain_timeouts(self) -> list[TimedOutMatch]:
+        """Timed-out partial matches collected since the last call (without ``on_timeout``)."""
+        out, self._timeouts = self._timeouts, []
+        return out
+
+    def drain_late(self) -> list[LateEvent]:
+        """Late events collected since the last call (without ``on_late``)."""
+        out, self._late = self._late, []
+        return out
+
+    @property
+    def watermark(self) -> int | None:
+        """The current watermark (event time) or the latest clock reading (processing time)."""
+        return None if self._watermark == MIN_TIMESTAMP else self._watermark
+
+    @property
+    def stats(self) -> EngineStats:
+        return EngineStats(
+            live_keys=sum(len(r.keys) for r in self._rules),
+            live_partial_matches=sum(
+                sum(1 for run in ks.partial if run.order != NOT_STARTED) + len(ks.completed)
+                for r in self._rules
+                for ks in r.keys.values()
+            ),
+            buffered_events=len(self._buffer),
+            watermark=self.watermark,
+            **self._counts,
+        )
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """The whole engine state as bytes (see :mod:`fraudcep.snapshot`)."""
+        from fraudcep.snapshot import dump
+
+        return dump(self)
+
+    @classmethod
+    def restore(cls, blob: bytes, rules: Iterable[Rule], **options: Any) -> Engine:
+        """An engine that continues exactly where the snapshotted one stopped.
+
+        ``rules`` must be the rules the snapshot was taken with (same ids and structure);
+        ``options`` are the constructor's keyword options.
+        """
+        from fraudcep.snapshot import load
+
+        engine = cls(rules, **options)
+        load(engine, blob)
+        return engine
+
+    # -- event time ------------------------------------------------------------------------
+
+    def _process_event_time(self, event: Any, out: list[Alert]) -> None:
+        reader = self._timestamp
+        assert reader is not None
+        ts = reader(event)
+        if ts <= self._watermark:
+            self._report_late(event, ts)
+            return
+        keys = [f(event) for f in self._key_functions]
+        self._counts["events_in"] += 1
+        self._seq += 1
+        seq = self._seq
+        max_ts = ts if ts > self._max_ts else self._max_ts
+        self._max_ts = max_ts
+        new_watermark = max_ts - self.max_out_of_orderness - 1 if self.auto_watermark else 0
+        # An event no later event can precede (its timestamp is at most one past the new
+        # watermark) is judged now: if it cannot start a run for a key without live state or
+        # buffered events, it can change nothing for that rule and is not buffered for it.
+        decide_now = self.auto_watermark and ts <= new_watermark + 1
+        per_rule: list[Any] = []
+        relevant = False
+        for rr in self._rules:
+            key = keys[rr.key_index]
+            if (
+                decide_now
+                and key not in rr.keys
+                and key not in rr.pending
+                and not rr.matcher.can_start(event, ts)
+            ):
+                per_rule.append(SKIP)
+            else:
+                per_rule.append(key)
+                rr.pending[key] = rr.pending.get(key, 0) + 1
+                relevant = True
+        if relevant:
+            heapq.heappush(self._buffer, (ts, seq, event, tuple(per_rule)))
+        if self.auto_watermark and new_watermark > self._watermark:
+            self._advance(new_watermark, out)
+        if len(self._buffer) > self.max_buffered_events:
+            self._counts["forced_watermarks"] += 1
+            self._advance(self._buffer[0][0], out)
+
+    def _advance(self, watermark: int, out: list[Alert]) -> None:
+        self._watermark = watermark
+        buffer = self._buffer
+        rules = self._rules
+        while buffer and buffer[0][0] <= watermark:
+            ts, _, event, per_rule = heapq.heappop(buffer)
+            # runs are ordered by when their start event was processed (Flink's EventId order)
+            self._order += 1
+            seq = self._order
+            for rr, key in zip(rules, per_rule, strict=True):
+                if key is SKIP:
+                    continue
+                left = rr.pending[key] - 1
+                if left:
+                    rr.pending[key] = left
+                else:
+                    del rr.pending[key]
+                self._step(rr, key, event, ts, seq, out)
+        self._fire_timers(watermark, out)
+
+    # -- processing time -------------------------------------------------------------------
+
+    def _process_now(self, event: Any, out: list[Alert]) -> None:
+        assert self._clock is not None
+        now = self._clock()
+        if now > self._watermark:
+            self._watermark = now
+        now = self._watermark
+        keys = [f(event) for f in self._key_functions]
+        self._counts["events_in"] += 1
+        self._fire_timers(now, out)
+        self._order += 1
+        for rr in self._rules:
+            self._step(rr, keys[rr.key_index], event, now, self._order, out)
+
+    # -- per key ---------------------------------------------------------------------------
+
+    def _step(
+        self, rr: _RuleRuntime, key: Hashable, event: Any, ts: int, seq: int, out: list[Alert]
+    ) -> None:
+        ks = rr.keys.get(key)
+        matcher = rr.matcher
+        if ks is None:
+            if not matcher.can_start(event, ts):
+                return
+            ks = rr.keys[key] = matcher.new_key_state()
+            ks.time = ts
+        elif ks.time < ts:
+            self._advance_key(rr, key, ks, ts, out)
+        for run in matcher.process(ks, event, ts, seq):
+            out.append(self._alert(rr, key, run, ts))
+        if len(ks.partial) > self.max_partial_matches_per_key + 1:
+            self._shed(ks)
+        self._settle(rr, key, ks)
+
+    def _advance_key(
+        self, rr: _RuleRuntime, key: Hashable, ks: KeyState, ts: int, out: list[Alert]
+    ) -> None:
+        matches, timeouts = rr.matcher.advance_time(ks, ts)
+        for run in matches:
+            out.append(self._alert(rr, key, run, ts))
+        for run, timeout_ts in timeouts:
+            self._report_timeout(rr, key, run, timeout_ts)
+
+    def _settle(self, rr: _RuleRuntime, key: Hashable, ks: KeyState) -> None:
+        """Forget an idle key, or make sure a timer is set for its next expiry."""
+        if ks.idle:
+            del rr.keys[key]
+            return
+        deadline = rr.matcher.deadline(ks)
+        if deadline != ks.deadline:
+            ks.deadline = deadline
+            if deadline is not None:
+                self._timer_tie += 1
+                heapq.heappush(self._timers, (deadline, self._timer_tie, rr.index, key))
+
+    def _fire_timers(self, now: int, out: list[Alert]) -> None:
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            deadline, _, index, key = heapq.heappop(timers)
+            rr = self._rules[index]
+            ks = rr.keys.get(key)
+            if ks is None or ks.deadline != deadline:
+                continue  # superseded
+            ks.deadline = None
+            self._advance_key(rr, key, ks, now, out)
+            self._settle(rr, key, ks)
+
+    def _shed(self, ks: KeyState) -> None:
+        """Over the cap: drop the partial matches that started last (counted in stats)."""
+        from fraudcep import javaheap
+
+        started = sorted(
+            (run for run in ks.partial if run.order != NOT_STARTED), key=lambda r: r.order
+        )
+        doomed = {id(run) for run in started[self.max_partial_matches_per_key :]}
+        javaheap.remove_if(ks.partial, lambda r: id(r) in doomed)
+        self._counts["partial_matches_dropped"] += len(doomed)
+
+    # -- outputs ---------------------------------------------------------------------------
+
+    def _alert(self, rr: _RuleRuntime, key: Hashable, run: Run, emitted_at: int) -> Alert:
+        nodes = path(run.node)
+        self._counts["alerts"] += 1
+        return Alert(
+            rule_id=rr.rule.id,
+            key=key,
+            events=as_mapping(run.node),
+            first_ts=nodes[0].ts if nodes else emitted_at,
+            last_ts=nodes[-1].ts if nodes else emitted_at,
+            alert_id=self._alert_id(rr.rule.id, key, nodes),
+            emitted_at=emitted_at,
+        )
+
+    def _alert_id(self, rule_id: str, key: Hashable, nodes: Sequence[Any]) -> str:
+        identity = self._event_id or canonical_event
+        parts = [rule_id, canonical_key(key), [[n.name, n.ts, identity(n.event)] for n in nodes]]
+        blob = json.dumps(parts, separators=(",", ":"), ensure_ascii=False, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+    def _report_timeout(self, rr: _RuleRuntime, key: Hashable, run: Run, timeout_ts: int) -> None:
+        self._counts["timeouts"] += 1
+        timed_out = TimedOutMatch(rr.rule.id, key, as_mapping(run.node), timeout_ts)
+        if self._on_timeout is not None:
+            self._on_timeout(timed_out)
+        else:
+            self._timeouts.append(timed_out)
+
+    def _report_late(self, event: Any, ts: int) -> None:
+        self._counts["events_late"] += 1
+        late = LateEvent(event, ts, self._watermark)
+        if self._on_late is not None:
+            self._on_late(late)
+        else:
+            self._late.append(late)
+
+
+def canonical_event(event: Any) -> Any:
+    """A stable, content-based identity for an event (used in alert ids)."""
+    return json.dumps(
+        _plain(event), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+    )
+
+
+def canonical_key(key: Any) -> str:
+    return json.dumps(_plain(key), sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict | list | tuple | str | int | float | bool) or value is None:
+        return value
+    if attrs.has(type(value)):
+        return attrs.asdict(value)
+    if hasattr(value, "__dataclass_fields__"):
+        import dataclasses
+
+        return dataclasses.asdict(value)
+    if hasattr(value, "_asdict"):
+        return value._asdict()
+    if hasattr(value, "__dict__"):
+        return vars(value)
+    return str(value)
+
+
+def _timestamp_reader(spec: str | Callable[[Any], Any]) -> Callable[[Any], int]:
+    raw = field_getter(spec) if isinstance(spec, str) else spec
+
+    def read(event: Any) -> int:
+        value = raw(event)
+        if type(value) is int:
+            return value
+        try:
+            return timestamp_ms(value)
+        except TypeError as exc:
+            raise EventError(f"{exc}: {event!r:.200}") from None
+
+    return read
+
+
+def _positive(value: int, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigurationError(f"{what} must be a positive int, got {value!r}")
+    return value
+
+
+def _check_rules(rules: Sequence[Rule]) -> None:
+    seen: set[str] = set()
+    for rule in rules:
+        if not isinstance(rule, Rule):
+            raise ConfigurationError(f"expected Rule objects, got {rule!r}")
+        if rule.id in seen:
+            raise ConfigurationError(f"two rules share the id {rule.id!r}")
+        seen.add(rule.id)

@@ -1,0 +1,65 @@
+"""A rule: a pattern, a name for it, and how events are partitioned into keys."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import attrs
+
+from fraudcep.errors import ConfigurationError, EventError
+from fraudcep.pattern import Pattern
+
+KeySpec = str | Callable[[Any], Hashable]
+
+
+def field_getter(name: str) -> Callable[[Any], Any]:
+    """Read field ``name`` of a mapping, or attribute ``name`` of any other object."""
+    item = operator.itemgetter(name)
+
+    def get(event: Any) -> Any:
+        try:
+            return item(event)
+        except (KeyError, TypeError, IndexError):
+            try:
+                return getattr(event, name)
+            except AttributeError:
+                raise EventError(f"event has no field {name!r}: {event!r:.200}") from None
+
+    get.__name__ = f"field_{name}"
+    return get
+
+
+def _check_id(_: Rule, __: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(f"a rule id must be a non-empty string, got {value!r}")
+
+
+def _check_pattern(rule: Rule, _: attrs.Attribute[Pattern], value: Pattern) -> None:
+    if not isinstance(value, Pattern):
+        raise ConfigurationError(f"rule {rule.id!r}: pattern must be a Pattern, got {value!r}")
+
+
+def _check_key(rule: Rule, _: attrs.Attribute[KeySpec], value: KeySpec) -> None:
+    if isinstance(value, str):
+        if not value:
+            raise ConfigurationError(f"rule {rule.id!r}: the key field name is empty")
+    elif not callable(value):
+        raise ConfigurationError(
+            f"rule {rule.id!r}: key must be a field name or a callable, got {value!r}"
+        )
+
+
+@attrs.frozen
+class Rule:
+    """``Rule(id, pattern, key=...)``: run ``pattern`` separately for every key."""
+
+    id: str = attrs.field(validator=_check_id)
+    pattern: Pattern = attrs.field(validator=_check_pattern)
+    key: KeySpec = attrs.field(validator=_check_key)
+
+    def key_function(self) -> Callable[[Any], Hashable]:
+        if isinstance(self.key, str):
+            return field_getter(self.key)
+        return self.key

@@ -1,0 +1,262 @@
+"""Engine snapshots: the whole engine state as versioned, checksummed bytes.
+
+Layout: ``MAGIC`` (8 bytes), format version (u16), reserved (u16), body length (u64), SHA-256
+of the body (32 bytes), then the body: zlib-compressed JSON. The JSON holds the rules'
+fingerprints (ids and compiled structure), the clocks, the event buffer, timers, and for every
+rule and key the partial and completed matches — matched events stored once and referenced by
+index, as the in-memory structure shares them. Heaps are stored in their array order, so a
+restored engine continues exactly as the one that never stopped.
+
+Events and keys must be JSON values (dicts with string keys, lists, strings, numbers,
+booleans, None); tuples in keys are kept as tuples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import zlib
+from typing import TYPE_CHECKING, Any
+
+from fraudcep.errors import SnapshotError
+from fraudcep.nfa import NOT_STARTED, KeyState, Node, Run
+
+if TYPE_CHECKING:
+    from fraudcep.engine import Engine, _RuleRuntime
+
+MAGIC = b"FCEPSNAP"
+FORMAT_VERSION = 1
+_HEADER = struct.Struct(">8sHHQ32s")
+
+
+def dump(engine: Engine) -> bytes:
+    """Serialize ``engine``."""
+    from fraudcep.engine import SKIP
+
+    writer = _Writer()
+    doc: dict[str, Any] = {
+        "format": FORMAT_VERSION,
+        "rules": [fingerprint(rr) for rr in engine._rules],
+        "time_mode": engine.time_mode.value,
+        "seq": engine._seq,
+        "order": engine._order,
+        "max_ts": engine._max_ts,
+        "watermark": engine._watermark,
+        "timer_tie": engine._timer_tie,
+        "counts": dict(engine._counts),
+        "buffer": [
+            [ts, seq, writer.event(event), [None if k is SKIP else [_key(k)] for k in keys]]
+            for ts, seq, event, keys in engine._buffer
+        ],
+        "timers": [
+            [deadline, tie, index, _key(key)]
+            for deadline, tie, index, key in engine._timers
+            if _live_timer(engine, deadline, index, key)
+        ],
+        "keys": [
+            [[_key(key), _key_state(writer, ks)] for key, ks in rr.keys.items()]
+            for rr in engine._rules
+        ],
+        "timeouts": [
+            [t.rule_id, _key(t.key), writer.mapping(t.events), t.timeout_ts]
+            for t in engine._timeouts
+        ],
+        "late": [[writer.event(x.event), x.timestamp, x.watermark] for x in engine._late],
+    }
+    doc["events"] = writer.events
+    doc["nodes"] = writer.nodes
+    try:
+        raw = json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise SnapshotError(
+            f"cannot snapshot: events and keys must be JSON values ({exc})"
+        ) from None
+    body = zlib.compress(raw.encode(), 6)
+    header = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(body), hashlib.sha256(body).digest())
+    return header + body
+
+
+def load(engine: Engine, blob: bytes) -> None:
+    """Fill a freshly built ``engine`` (same rules) with the state in ``blob``."""
+    from fraudcep.alert import LateEvent, TimedOutMatch
+    from fraudcep.engine import SKIP
+
+    doc = read(blob)
+    expected = [fingerprint(rr) for rr in engine._rules]
+    if doc["rules"] != expected:
+        got_ids = [r["id"] for r in doc["rules"]]
+        want_ids = [r["id"] for r in expected]
+        detail = (
+            f"rule ids {got_ids} vs {want_ids}"
+            if got_ids != want_ids
+            else "the same rule ids, but the patterns differ in structure"
+        )
+        raise SnapshotError(
+            f"snapshot was taken with other rules than restore() got ({detail}); "
+            "restore with the rules the snapshot was taken with"
+        )
+    if doc["time_mode"] != engine.time_mode.value:
+        raise SnapshotError(
+            f"snapshot was taken in {doc['time_mode']} mode, restore asked for "
+            f"{engine.time_mode.value}"
+        )
+    try:
+        events = doc["events"]
+        nodes: list[Node] = []
+        for name, event_index, ts, seq, prev in doc["nodes"]:
+            nodes.append(
+                Node(name, events[event_index], ts, seq, nodes[prev] if prev >= 0 else None)
+            )
+        engine._seq = doc["seq"]
+        engine._order = doc["order"]
+        engine._max_ts = doc["max_ts"]
+        engine._watermark = doc["watermark"]
+        engine._timer_tie = doc["timer_tie"]
+        engine._counts.update(doc["counts"])
+        engine._buffer = [
+            (ts, seq, events[ev], tuple(SKIP if k is None else _unkey(k[0]) for k in keys))
+            for ts, seq, ev, keys in doc["buffer"]
+        ]
+        for _, _, _, keys in engine._buffer:
+            for rr, key in zip(engine._rules, keys, strict=True):
+                if key is not SKIP:
+                    rr.pending[key] = rr.pending.get(key, 0) + 1
+        engine._timers = [
+            (deadline, tie, index, _unkey(key)) for deadline, tie, index, key in doc["timers"]
+        ]
+        for rr, entries in zip(engine._rules, doc["keys"], strict=True):
+            for key, state in entries:
+                rr.keys[_unkey(key)] = _restore_key_state(rr, state, nodes)
+        engine._timeouts = [
+            TimedOutMatch(rule_id, _unkey(key), _unmapping(mapping, events), ts)
+            for rule_id, key, mapping, ts in doc["timeouts"]
+        ]
+        engine._late = [LateEvent(events[ev], ts, wm) for ev, ts, wm in doc["late"]]
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise SnapshotError(f"snapshot content is inconsistent: {exc!r}") from None
+
+
+def read(blob: bytes) -> dict[str, Any]:
+    """Check the header and checksum of ``blob`` and return its decoded body."""
+    if not isinstance(blob, bytes | bytearray | memoryview):
+        raise SnapshotError(f"a snapshot is bytes, got {type(blob).__name__}")
+    blob = bytes(blob)
+    if len(blob) < _HEADER.size or blob[:8] != MAGIC:
+        raise SnapshotError("not a fraudcep snapshot (bad magic bytes)")
+    _, version, _, length, digest = _HEADER.unpack_from(blob)
+    if version != FORMAT_VERSION:
+        raise SnapshotError(
+            f"snapshot format version {version} is not supported by this fraudcep "
+            f"(it reads version {FORMAT_VERSION})"
+        )
+    body = blob[_HEADER.size :]
+    if len(body) != length:
+        raise SnapshotError(f"snapshot is truncated: body has {len(body)} of {length} bytes")
+    if hashlib.sha256(body).digest() != digest:
+        raise SnapshotError("snapshot checksum mismatch: the snapshot is corrupt")
+    try:
+        doc: dict[str, Any] = json.loads(zlib.decompress(body))
+    except (zlib.error, ValueError) as exc:
+        raise SnapshotError(f"snapshot body cannot be decoded: {exc}") from None
+    if doc.get("format") != FORMAT_VERSION:
+        raise SnapshotError("snapshot body declares another format version than its header")
+    return doc
+
+
+def fingerprint(rr: _RuleRuntime) -> dict[str, Any]:
+    """What identifies a rule's state layout: its id and its compiled automaton."""
+    nfa = rr.matcher.nfa
+    structure = "|".join(
+        f"{s.name}/{s.kind.value}/{s.window_ms}:"
+        + ",".join(f"{t.action.value}>{t.target.name}" for t in s.transitions)
+        for s in nfa.states
+    )
+    structure += f"|window={nfa.window_ms}|skip={rr.matcher.skip}"
+    return {"id": rr.rule.id, "structure": hashlib.sha256(structure.encode()).hexdigest()}
+
+
+class _Writer:
+    """Assigns indices to events and nodes so each is written once."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self.nodes: list[list[Any]] = []
+        self._event_index: dict[int, int] = {}
+        self._node_index: dict[int, int] = {}
+
+    def event(self, event: Any) -> int:
+        index = self._event_index.get(id(event))
+        if index is None:
+            index = self._event_index[id(event)] = len(self.events)
+            self.events.append(event)
+        return index
+
+    def node(self, node: Node | None) -> int:
+        if node is None:
+            return -1
+        chain: list[Node] = []
+        current: Node | None = node
+        while current is not None and id(current) not in self._node_index:
+            chain.append(current)
+            current = current.prev
+        for n in reversed(chain):
+            prev = self._node_index[id(n.prev)] if n.prev is not None else -1
+            self._node_index[id(n)] = len(self.nodes)
+            self.nodes.append([n.name, self.event(n.event), n.ts, n.seq, prev])
+        return self._node_index[id(node)]
+
+    def mapping(self, mapping: Any) -> list[Any]:
+        return [[name, [self.event(e) for e in evs]] for name, evs in mapping.items()]
+
+
+def _run(writer: _Writer, run: Run) -> list[Any]:
+    return [run.state.index, writer.node(run.node), run.start_ts, run.prev_ts, run.order]
+
+
+def _key_state(writer: _Writer, ks: KeyState) -> dict[str, Any]:
+    return {
+        "partial": [_run(writer, r) for r in ks.partial],
+        "completed": [_run(writer, r) for r in ks.completed],
+        "time": ks.time,
+        "deadline": ks.deadline,
+    }
+
+
+def _restore_key_state(rr: _RuleRuntime, state: dict[str, Any], nodes: list[Node]) -> KeyState:
+    matcher = rr.matcher
+    states = matcher.nfa.states
+
+    def run(fields: list[Any]) -> Run:
+        index, node, start_ts, prev_ts, order = fields
+        if order == NOT_STARTED and node < 0 and states[index] is matcher.nfa.start:
+            return matcher.start_run
+        return Run(states[index], nodes[node] if node >= 0 else None, start_ts, prev_ts, order)
+
+    ks = matcher.new_key_state()
+    ks.partial = [run(f) for f in state["partial"]]
+    ks.completed = [run(f) for f in state["completed"]]
+    ks.time = state["time"]
+    ks.deadline = state["deadline"]
+    return ks
+
+
+def _live_timer(engine: Engine, deadline: int, index: int, key: Any) -> bool:
+    ks = engine._rules[index].keys.get(key)
+    return ks is not None and ks.deadline == deadline
+
+
+def _key(key: Any) -> Any:
+    if isinstance(key, tuple):
+        return {"$tuple": [_key(k) for k in key]}
+    return key
+
+
+def _unkey(value: Any) -> Any:
+    if isinstance(value, dict) and "$tuple" in value:
+        return tuple(_unkey(v) for v in value["$tuple"])
+    return value
+
+
+def _unmapping(mapping: list[Any], events: list[Any]) -> dict[str, list[Any]]:
+    return {name: [events[i] for i in idxs] for name, idxs in mapping}
