@@ -1,0 +1,1 @@
+"""The ``fraudcep`` command line: wires the core and its adapters together."""
