@@ -61,7 +61,16 @@ class Transition:
 class State:
     """An NFA state. ``name`` is unique ("a", "a:0", ...); ``base`` is the stage name."""
 
-    __slots__ = ("base", "index", "kind", "name", "transitions", "window_ms")
+    __slots__ = (
+        "base",
+        "index",
+        "kind",
+        "name",
+        "no_proceed",
+        "relaxed",
+        "transitions",
+        "window_ms",
+    )
 
     def __init__(self, name: str, kind: StateKind) -> None:
         self.name = name
@@ -70,6 +79,8 @@ class State:
         self.transitions: list[Transition] = []
         self.index = -1
         self.window_ms = 0
+        self.no_proceed = True  # set by CompiledNFA: no proceed edge leaves this state
+        self.relaxed: CompiledCondition | None = None  # set when edges are [take c, ignore not c]
 
     def add(self, action: Action, target: State, condition: Condition | None) -> None:
         self.transitions.append(Transition(action, self, target, condition))
@@ -106,6 +117,8 @@ class CompiledNFA:
                     if key not in cache:
                         cache[key] = compile_condition(t.condition)
                     t.test = cache[key]
+            state.no_proceed = all(t.action is not Action.PROCEED for t in state.transitions)
+            state.relaxed = _relaxed_test(state)
 
     def describe(self) -> str:
         return "\n".join(repr(s) for s in self.states)
@@ -538,6 +551,23 @@ class _Compiler:
         condition = _with_until(TRUE, self._group_until(), True)
         assert condition is not None
         return condition
+
+
+def _relaxed_test(state: State) -> CompiledCondition | None:
+    """The take condition of a state whose only edges are ``take c`` and ``ignore not c``."""
+    if len(state.transitions) != 2:
+        return None
+    take, ignore = state.transitions
+    if (
+        take.action is Action.TAKE
+        and ignore.action is Action.IGNORE
+        and take.condition is not None
+        and isinstance(ignore.condition, Not)
+        and ignore.condition.inner is take.condition
+        and take.test is not None
+    ):
+        return take.test
+    return None
 
 
 def _can_be_empty(stage: Stage) -> bool:

@@ -66,13 +66,15 @@ class EngineStats:
 class _RuleRuntime:
     """A rule with its matcher and its per-key state."""
 
-    __slots__ = ("index", "key_index", "keys", "matcher", "pending", "rule")
+    __slots__ = ("first_test", "index", "key_index", "keys", "matcher", "pending", "rule")
 
     def __init__(self, index: int, rule: Rule, key_index: int) -> None:
         self.index = index
         self.rule = rule
         self.key_index = key_index
         self.matcher = Matcher(compile_pattern(rule.pattern), rule.pattern.skip_strategy)
+        # a one-argument test equivalent to matcher.can_start, when the start state allows it
+        self.first_test = self.matcher.simple_start_test()
         self.keys: dict[Hashable, KeyState] = {}
         self.pending: dict[Hashable, int] = {}  # buffered, unprocessed events per key
 
@@ -145,14 +147,12 @@ class Engine:
         self._timer_tie = 0
         self._timeouts: list[TimedOutMatch] = []
         self._late: list[LateEvent] = []
-        self._counts = {
-            "events_in": 0,
-            "events_late": 0,
-            "alerts": 0,
-            "timeouts": 0,
-            "partial_matches_dropped": 0,
-            "forced_watermarks": 0,
-        }
+        self._events_in = 0
+        self._events_late = 0
+        self._alerts = 0
+        self._timeouts_count = 0
+        self._partial_matches_dropped = 0
+        self._forced_watermarks = 0
 
     # -- feeding events --------------------------------------------------------------------
 
@@ -236,8 +236,26 @@ class Engine:
             ),
             buffered_events=len(self._buffer),
             watermark=self.watermark,
-            **self._counts,
+            **self._counters(),
         )
+
+    def _counters(self) -> dict[str, int]:
+        return {
+            "events_in": self._events_in,
+            "events_late": self._events_late,
+            "alerts": self._alerts,
+            "timeouts": self._timeouts_count,
+            "partial_matches_dropped": self._partial_matches_dropped,
+            "forced_watermarks": self._forced_watermarks,
+        }
+
+    def _set_counters(self, counters: dict[str, int]) -> None:
+        self._events_in = counters["events_in"]
+        self._events_late = counters["events_late"]
+        self._alerts = counters["alerts"]
+        self._timeouts_count = counters["timeouts"]
+        self._partial_matches_dropped = counters["partial_matches_dropped"]
+        self._forced_watermarks = counters["forced_watermarks"]
 
     # -- snapshots -------------------------------------------------------------------------
 
@@ -263,45 +281,52 @@ class Engine:
     # -- event time ------------------------------------------------------------------------
 
     def _process_event_time(self, event: Any, out: list[Alert]) -> None:
-        reader = self._timestamp
-        assert reader is not None
-        ts = reader(event)
+        ts = self._timestamp(event)  # type: ignore[misc]
         if ts <= self._watermark:
             self._report_late(event, ts)
             return
-        keys = [f(event) for f in self._key_functions]
-        self._counts["events_in"] += 1
+        key_functions = self._key_functions
+        if len(key_functions) == 1:
+            only = key_functions[0](event)
+            keys = None
+        else:
+            keys = [f(event) for f in key_functions]
+        self._events_in += 1
         self._seq += 1
-        seq = self._seq
-        max_ts = ts if ts > self._max_ts else self._max_ts
-        self._max_ts = max_ts
-        new_watermark = max_ts - self.max_out_of_orderness - 1 if self.auto_watermark else 0
+        if ts > self._max_ts:
+            self._max_ts = ts
+        auto = self.auto_watermark
+        new_watermark = self._max_ts - self.max_out_of_orderness - 1
         # An event no later event can precede (its timestamp is at most one past the new
         # watermark) is judged now: if it cannot start a run for a key without live state or
         # buffered events, it can change nothing for that rule and is not buffered for it.
-        decide_now = self.auto_watermark and ts <= new_watermark + 1
+        decide_now = auto and ts <= new_watermark + 1
         per_rule: list[Any] = []
         relevant = False
         for rr in self._rules:
-            key = keys[rr.key_index]
-            if (
-                decide_now
-                and key not in rr.keys
-                and key not in rr.pending
-                and not rr.matcher.can_start(event, ts)
-            ):
-                per_rule.append(SKIP)
-            else:
-                per_rule.append(key)
-                rr.pending[key] = rr.pending.get(key, 0) + 1
-                relevant = True
+            key = only if keys is None else keys[rr.key_index]
+            if decide_now and key not in rr.keys and key not in rr.pending:
+                first = rr.first_test
+                if not (first(event) if first is not None else rr.matcher.can_start(event, ts)):
+                    per_rule.append(SKIP)
+                    continue
+            per_rule.append(key)
+            pending = rr.pending
+            pending[key] = pending.get(key, 0) + 1
+            relevant = True
+        buffer = self._buffer
         if relevant:
-            heapq.heappush(self._buffer, (ts, seq, event, tuple(per_rule)))
-        if self.auto_watermark and new_watermark > self._watermark:
-            self._advance(new_watermark, out)
-        if len(self._buffer) > self.max_buffered_events:
-            self._counts["forced_watermarks"] += 1
-            self._advance(self._buffer[0][0], out)
+            heapq.heappush(buffer, (ts, self._seq, event, tuple(per_rule)))
+        if auto and new_watermark > self._watermark:
+            self._watermark = new_watermark
+            timers = self._timers
+            if (buffer and buffer[0][0] <= new_watermark) or (
+                timers and timers[0][0] <= new_watermark
+            ):
+                self._advance(new_watermark, out)
+        if len(buffer) > self.max_buffered_events:
+            self._forced_watermarks += 1
+            self._advance(buffer[0][0], out)
 
     def _advance(self, watermark: int, out: list[Alert]) -> None:
         self._watermark = watermark
@@ -332,7 +357,7 @@ class Engine:
             self._watermark = now
         now = self._watermark
         keys = [f(event) for f in self._key_functions]
-        self._counts["events_in"] += 1
+        self._events_in += 1
         self._fire_timers(now, out)
         self._order += 1
         for rr in self._rules:
@@ -351,7 +376,11 @@ class Engine:
             ks = rr.keys[key] = matcher.new_key_state()
             ks.time = ts
         elif ks.time < ts:
-            self._advance_key(rr, key, ks, ts, out)
+            deadline = ks.deadline
+            if deadline is None or ts < deadline:
+                ks.time = ts  # nothing can expire before ``deadline``
+            else:
+                self._advance_key(rr, key, ks, ts, out)
         for run in matcher.process(ks, event, ts, seq):
             out.append(self._alert(rr, key, run, ts))
         if len(ks.partial) > self.max_partial_matches_per_key + 1:
@@ -400,13 +429,13 @@ class Engine:
         )
         doomed = {id(run) for run in started[self.max_partial_matches_per_key :]}
         javaheap.remove_if(ks.partial, lambda r: id(r) in doomed)
-        self._counts["partial_matches_dropped"] += len(doomed)
+        self._partial_matches_dropped += len(doomed)
 
     # -- outputs ---------------------------------------------------------------------------
 
     def _alert(self, rr: _RuleRuntime, key: Hashable, run: Run, emitted_at: int) -> Alert:
         nodes = path(run.node)
-        self._counts["alerts"] += 1
+        self._alerts += 1
         return Alert(
             rule_id=rr.rule.id,
             key=key,
@@ -424,7 +453,7 @@ class Engine:
         return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
     def _report_timeout(self, rr: _RuleRuntime, key: Hashable, run: Run, timeout_ts: int) -> None:
-        self._counts["timeouts"] += 1
+        self._timeouts_count += 1
         timed_out = TimedOutMatch(rr.rule.id, key, as_mapping(run.node), timeout_ts)
         if self._on_timeout is not None:
             self._on_timeout(timed_out)
@@ -432,7 +461,7 @@ class Engine:
             self._timeouts.append(timed_out)
 
     def _report_late(self, event: Any, ts: int) -> None:
-        self._counts["events_late"] += 1
+        self._events_late += 1
         late = LateEvent(event, ts, self._watermark)
         if self._on_late is not None:
             self._on_late(late)
@@ -468,18 +497,35 @@ def _plain(value: Any) -> Any:
 
 
 def _timestamp_reader(spec: str | Callable[[Any], Any]) -> Callable[[Any], int]:
-    raw = field_getter(spec) if isinstance(spec, str) else spec
+    if isinstance(spec, str):
+        name = spec
+        slow_field = field_getter(spec)
+
+        def read_field(event: Any) -> int:
+            try:
+                value = event[name]
+            except (KeyError, TypeError, IndexError):
+                value = slow_field(event)
+            if value.__class__ is int:
+                return value
+            return _convert_timestamp(value, event)
+
+        return read_field
 
     def read(event: Any) -> int:
-        value = raw(event)
-        if type(value) is int:
+        value = spec(event)
+        if value.__class__ is int:
             return value
-        try:
-            return timestamp_ms(value)
-        except TypeError as exc:
-            raise EventError(f"{exc}: {event!r:.200}") from None
+        return _convert_timestamp(value, event)
 
     return read
+
+
+def _convert_timestamp(value: Any, event: Any) -> int:
+    try:
+        return timestamp_ms(value)
+    except TypeError as exc:
+        raise EventError(f"{exc}: {event!r:.200}") from None
 
 
 def _positive(value: int, what: str) -> int:

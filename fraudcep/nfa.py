@@ -9,15 +9,24 @@ reference counts and Dewey-numbered edges.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fraudcep import javaheap
 from fraudcep.compiler import Action, CompiledNFA, State, StateKind
+from fraudcep.conditions import compile_single_argument
 from fraudcep.skip import SkipKind, SkipStrategy
 
 #: Order of a run that has not started (Flink sorts those last).
 NOT_STARTED = 2**63
+
+_START = StateKind.START
+_NORMAL = StateKind.NORMAL
+_FINAL = StateKind.FINAL
+_STOP = StateKind.STOP
+_PENDING = StateKind.PENDING
+_PROCEED = Action.PROCEED
+_IGNORE = Action.IGNORE
 
 
 class Node:
@@ -141,50 +150,85 @@ class Matcher:
                         stack.append(t.target)
         return False
 
+    def simple_start_test(self) -> Callable[[Any], bool] | None:
+        """``can_start`` as a plain one-argument function, when the start state has a single
+        take edge, no proceed edge and a condition that needs no context."""
+        start = self.nfa.start
+        takes = [t for t in start.transitions if t.action is Action.TAKE]
+        if not start.no_proceed or len(takes) != 1:
+            return None
+        condition = takes[0].condition
+        if condition is None:
+            return lambda event: True
+        return compile_single_argument(condition)
+
     # -- NFA.process ---------------------------------------------------------------------
 
     def process(self, ks: KeyState, event: Any, ts: int, seq: int) -> list[Run]:
         """Feed one event; returns the completed matches emitted now (final runs)."""
         new_partial: list[Run] = []
         potential: list[Run] = []
+        offer = javaheap.offer
+        next_runs = self._next_runs
         for run in ks.partial:
+            new_runs = next_runs(run, event, ts, seq)
+            if len(new_runs) == 1:
+                new = new_runs[0]
+                kind = new.state.kind
+                if kind is _NORMAL or kind is _START or kind is _PENDING:
+                    offer(new_partial, new)
+                elif kind is _FINAL:
+                    offer(potential, new)
+                continue
             discard = False
             retained: list[Run] = []
-            for new in self._next_runs(run, event, ts, seq):
+            for new in new_runs:
                 kind = new.state.kind
-                if kind is StateKind.FINAL:
-                    javaheap.offer(potential, new)
-                elif kind is StateKind.STOP:
+                if kind is _FINAL:
+                    offer(potential, new)
+                elif kind is _STOP:
                     discard = True
                 else:
                     retained.append(new)
             if not discard:
                 for new in retained:
-                    javaheap.offer(new_partial, new)
-        emitted = self._emit(ks, potential, new_partial)
+                    offer(new_partial, new)
+        emitted = self._emit(ks, potential, new_partial) if potential or ks.completed else []
         ks.partial = new_partial
         return emitted
 
     def _next_runs(self, run: Run, event: Any, ts: int, seq: int) -> list[Run]:
+        """Flink's ``computeNextStates``: the runs ``run`` turns into on ``event``."""
         state = run.state
         ctx = MatchContext(run.node, ts) if self.uses_context else None
         # the decision graph: follow proceed edges, collect take and ignore edges
-        edges = []
-        stack = [state]
-        while stack:
-            current = stack.pop()
-            for t in current.transitions:
-                test = t.test
-                if test is None or test(event, ctx):
-                    if t.action is Action.PROCEED:
-                        stack.append(t.target)
-                    else:
-                        edges.append(t)
-        is_start = state.kind is StateKind.START
+        relaxed = state.relaxed
+        if relaxed is not None:
+            # [take c, ignore not c]: one evaluation decides which edge applies
+            edges = [state.transitions[0] if relaxed(event, ctx) else state.transitions[1]]
+        elif state.no_proceed:
+            edges = [t for t in state.transitions if t.test is None or t.test(event, ctx)]
+        else:
+            edges = []
+            stack = [state]
+            while stack:
+                current = stack.pop()
+                for t in current.transitions:
+                    test = t.test
+                    if test is None or test(event, ctx):
+                        if t.action is _PROCEED:
+                            stack.append(t.target)
+                        else:
+                            edges.append(t)
+        is_start = state.kind is _START
+        if not edges:
+            if is_start:
+                return [run if run is self.start_run else Run(state, None, -1, -1, run.order)]
+            return []
         out: list[Run] = []
         node: Node | None = None
         for t in edges:
-            if t.action is Action.IGNORE:
+            if t.action is _IGNORE:
                 if not is_start:
                     if t.target is state:
                         out.append(run)
@@ -200,14 +244,12 @@ class Matcher:
                 start_ts, order = run.start_ts, run.order
             target = t.target
             out.append(Run(target, node, start_ts, ts, order))
-            final = self._final_after_proceed(target, event, ctx)
-            if final is not None:
-                out.append(Run(final, node, start_ts, ts, order))
+            if not target.no_proceed:
+                final = self._final_after_proceed(target, event, ctx)
+                if final is not None:
+                    out.append(Run(final, node, start_ts, ts, order))
         if is_start:
-            if run is self.start_run:
-                out.append(run)
-            else:
-                out.append(Run(state, None, -1, -1, run.order))
+            out.append(run if run is self.start_run else Run(state, None, -1, -1, run.order))
         return out
 
     @staticmethod
@@ -216,10 +258,10 @@ class Matcher:
         while stack:
             current = stack.pop()
             for t in current.transitions:
-                if t.action is Action.PROCEED:
+                if t.action is _PROCEED:
                     test = t.test
                     if test is None or test(event, ctx):
-                        if t.target.kind is StateKind.FINAL:
+                        if t.target.kind is _FINAL:
                             return t.target
                         stack.append(t.target)
         return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -16,11 +15,10 @@ KeySpec = str | Callable[[Any], Hashable]
 
 def field_getter(name: str) -> Callable[[Any], Any]:
     """Read field ``name`` of a mapping, or attribute ``name`` of any other object."""
-    item = operator.itemgetter(name)
 
     def get(event: Any) -> Any:
         try:
-            return item(event)
+            return event[name]
         except (KeyError, TypeError, IndexError):
             try:
                 return getattr(event, name)

@@ -44,7 +44,7 @@ def dump(engine: Engine) -> bytes:
         "max_ts": engine._max_ts,
         "watermark": engine._watermark,
         "timer_tie": engine._timer_tie,
-        "counts": dict(engine._counts),
+        "counts": engine._counters(),
         "buffer": [
             [ts, seq, writer.event(event), [None if k is SKIP else [_key(k)] for k in keys]]
             for ts, seq, event, keys in engine._buffer
@@ -113,7 +113,7 @@ def load(engine: Engine, blob: bytes) -> None:
         engine._max_ts = doc["max_ts"]
         engine._watermark = doc["watermark"]
         engine._timer_tie = doc["timer_tie"]
-        engine._counts.update(doc["counts"])
+        engine._set_counters(doc["counts"])
         engine._buffer = [
             (ts, seq, events[ev], tuple(SKIP if k is None else _unkey(k[0]) for k in keys))
             for ts, seq, ev, keys in doc["buffer"]
