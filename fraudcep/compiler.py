@@ -12,7 +12,8 @@ their order and their timeouts identical to Flink's.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from fraudcep.conditions import (
     TRUE,
@@ -20,7 +21,9 @@ from fraudcep.conditions import (
     CompiledCondition,
     Condition,
     Not,
+    Or,
     compile_condition,
+    compile_single_argument,
 )
 from fraudcep.errors import MalformedPatternError
 from fraudcep.pattern import Consuming, Pattern, QuantifierKind, Stage, WithinType
@@ -68,6 +71,7 @@ class State:
         "name",
         "no_proceed",
         "relaxed",
+        "stays",
         "transitions",
         "window_ms",
     )
@@ -81,6 +85,8 @@ class State:
         self.window_ms = 0
         self.no_proceed = True  # set by CompiledNFA: no proceed edge leaves this state
         self.relaxed: CompiledCondition | None = None  # set when edges are [take c, ignore not c]
+        # f(event) -> bool; False means a run here is left exactly as it is by that event
+        self.stays: Callable[[Any], bool] | None = None
 
     def add(self, action: Action, target: State, condition: Condition | None) -> None:
         self.transitions.append(Transition(action, self, target, condition))
@@ -119,6 +125,7 @@ class CompiledNFA:
                     t.test = cache[key]
             state.no_proceed = all(t.action is not Action.PROCEED for t in state.transitions)
             state.relaxed = _relaxed_test(state)
+            state.stays = _stays_test(state)
 
     def describe(self) -> str:
         return "\n".join(repr(s) for s in self.states)
@@ -567,6 +574,28 @@ def _relaxed_test(state: State) -> CompiledCondition | None:
         and take.test is not None
     ):
         return take.test
+    return None
+
+
+def _stays_test(state: State) -> Callable[[Any], bool] | None:
+    """A one-argument test that is False only for events that leave a run in ``state`` as it
+    is: the take condition of a relaxed state that ignores into itself, or the take conditions
+    of a start state with nothing but take edges. ``None`` when no such shortcut exists."""
+    if state.relaxed is not None:
+        take, ignore = state.transitions
+        if ignore.target is state and take.condition is not None:
+            return compile_single_argument(take.condition)
+        return None
+    if (
+        state.kind is StateKind.START
+        and state.transitions
+        and all(t.action is Action.TAKE for t in state.transitions)
+    ):
+        conditions = [t.condition or TRUE for t in state.transitions]
+        combined = conditions[0]
+        for other in conditions[1:]:
+            combined = Or(combined, other)
+        return compile_single_argument(combined)
     return None
 
 

@@ -162,18 +162,20 @@ class Engine:
         if self.time_mode is TimeMode.PROCESSING_TIME:
             self._process_now(event, out)
         else:
-            self._process_event_time(event, out)
+            self._ingest((event,), out)
         return out
 
     def process_many(self, events: Iterable[Any]) -> list[Alert]:
-        """Take many events; returns every alert they produced, in emission order."""
+        """Take many events; returns every alert they produced, in emission order.
+
+        The same as calling :meth:`process` for each event, only faster.
+        """
         out: list[Alert] = []
         if self.time_mode is TimeMode.PROCESSING_TIME:
             for event in events:
                 self._process_now(event, out)
         else:
-            for event in events:
-                self._process_event_time(event, out)
+            self._ingest(events, out)
         return out
 
     def advance_watermark(self, timestamp: int) -> list[Alert]:
@@ -280,53 +282,82 @@ class Engine:
 
     # -- event time ------------------------------------------------------------------------
 
-    def _process_event_time(self, event: Any, out: list[Alert]) -> None:
-        ts = self._timestamp(event)  # type: ignore[misc]
-        if ts <= self._watermark:
-            self._report_late(event, ts)
-            return
+    def _ingest(self, events: Iterable[Any], out: list[Alert]) -> None:
+        """Event time: buffer events, move the watermark, release what it passed.
+
+        Written as one loop over local variables because it runs for every event; the engine's
+        attributes are brought up to date before anything else reads them.
+        """
+        read_ts = self._timestamp
+        assert read_ts is not None
         key_functions = self._key_functions
-        if len(key_functions) == 1:
-            only = key_functions[0](event)
-            keys = None
-        else:
-            keys = [f(event) for f in key_functions]
-        self._events_in += 1
-        self._seq += 1
-        if ts > self._max_ts:
-            self._max_ts = ts
-        auto = self.auto_watermark
-        new_watermark = self._max_ts - self.max_out_of_orderness - 1
-        # An event no later event can precede (its timestamp is at most one past the new
-        # watermark) is judged now: if it cannot start a run for a key without live state or
-        # buffered events, it can change nothing for that rule and is not buffered for it.
-        decide_now = auto and ts <= new_watermark + 1
-        per_rule: list[Any] = []
-        relevant = False
-        for rr in self._rules:
-            key = only if keys is None else keys[rr.key_index]
-            if decide_now and key not in rr.keys and key not in rr.pending:
-                first = rr.first_test
-                if not (first(event) if first is not None else rr.matcher.can_start(event, ts)):
-                    per_rule.append(SKIP)
-                    continue
-            per_rule.append(key)
-            pending = rr.pending
-            pending[key] = pending.get(key, 0) + 1
-            relevant = True
+        only_key = key_functions[0] if len(key_functions) == 1 else None
+        rules = [(rr, rr.keys, rr.pending, rr.first_test, rr.key_index) for rr in self._rules]
         buffer = self._buffer
-        if relevant:
-            heapq.heappush(buffer, (ts, self._seq, event, tuple(per_rule)))
-        if auto and new_watermark > self._watermark:
-            self._watermark = new_watermark
-            timers = self._timers
-            if (buffer and buffer[0][0] <= new_watermark) or (
-                timers and timers[0][0] <= new_watermark
-            ):
-                self._advance(new_watermark, out)
-        if len(buffer) > self.max_buffered_events:
-            self._forced_watermarks += 1
-            self._advance(buffer[0][0], out)
+        timers = self._timers
+        push = heapq.heappush
+        auto = self.auto_watermark
+        lag = self.max_out_of_orderness + 1
+        cap = self.max_buffered_events
+        watermark = self._watermark
+        max_ts = self._max_ts
+        seq = self._seq
+        accepted = 0
+        try:
+            for event in events:
+                ts = read_ts(event)
+                if ts <= watermark:
+                    self._report_late(event, ts)
+                    continue
+                if only_key is not None:
+                    key = only_key(event)
+                    keys = None
+                else:
+                    keys = [f(event) for f in key_functions]
+                accepted += 1
+                seq += 1
+                if ts > max_ts:
+                    max_ts = ts
+                new_watermark = max_ts - lag
+                # An event no later event can precede (its timestamp is at most one past the
+                # new watermark) is judged now: if it cannot start a run for a key without live
+                # state or buffered events, it changes nothing for that rule: not buffered.
+                decide_now = auto and ts <= new_watermark + 1
+                per_rule: list[Any] = []
+                relevant = False
+                for rr, live, pending, first_test, key_index in rules:
+                    if keys is not None:
+                        key = keys[key_index]
+                    if decide_now and key not in live and key not in pending:
+                        if first_test is not None:
+                            if not first_test(event):
+                                per_rule.append(SKIP)
+                                continue
+                        elif not rr.matcher.can_start(event, ts):
+                            per_rule.append(SKIP)
+                            continue
+                    per_rule.append(key)
+                    pending[key] = pending.get(key, 0) + 1
+                    relevant = True
+                if relevant:
+                    push(buffer, (ts, seq, event, tuple(per_rule)))
+                if auto and new_watermark > watermark:
+                    watermark = new_watermark
+                    if (buffer and buffer[0][0] <= watermark) or (
+                        timers and timers[0][0] <= watermark
+                    ):
+                        self._max_ts, self._seq = max_ts, seq
+                        self._advance(watermark, out)
+                if len(buffer) > cap:
+                    self._forced_watermarks += 1
+                    self._max_ts, self._seq = max_ts, seq
+                    self._advance(buffer[0][0], out)
+                    watermark = self._watermark
+        finally:
+            self._watermark = watermark
+            self._max_ts = max_ts
+            self._seq = seq
+            self._events_in += accepted
 
     def _advance(self, watermark: int, out: list[Alert]) -> None:
         self._watermark = watermark
@@ -381,7 +412,10 @@ class Engine:
                 ks.time = ts  # nothing can expire before ``deadline``
             else:
                 self._advance_key(rr, key, ks, ts, out)
-        for run in matcher.process(ks, event, ts, seq):
+        emitted = matcher.process(ks, event, ts, seq)
+        if emitted is None:
+            return  # no run changed
+        for run in emitted:
             out.append(self._alert(rr, key, run, ts))
         if len(ks.partial) > self.max_partial_matches_per_key + 1:
             self._shed(ks)

@@ -164,8 +164,16 @@ class Matcher:
 
     # -- NFA.process ---------------------------------------------------------------------
 
-    def process(self, ks: KeyState, event: Any, ts: int, seq: int) -> list[Run]:
-        """Feed one event; returns the completed matches emitted now (final runs)."""
+    def process(self, ks: KeyState, event: Any, ts: int, seq: int) -> list[Run] | None:
+        """Feed one event; returns the completed matches emitted now (final runs), or
+        ``None`` when the event changed no run at all."""
+        if not ks.completed:
+            for run in ks.partial:
+                stays = run.state.stays
+                if stays is None or stays(event):
+                    break
+            else:
+                return None
         new_partial: list[Run] = []
         potential: list[Run] = []
         offer = javaheap.offer
