@@ -104,18 +104,22 @@ def as_mapping(node: Node | None) -> dict[str, list[Any]]:
 class MatchContext:
     """What iterative conditions see: the events of the run being extended."""
 
-    __slots__ = ("_matched", "_node", "timestamp")
+    __slots__ = ("_node", "timestamp")
 
     def __init__(self, node: Node | None, timestamp: int) -> None:
         self._node = node
-        self._matched: dict[str, list[Any]] | None = None
         self.timestamp = timestamp
 
     def events(self, name: str) -> Sequence[Any]:
-        matched = self._matched
-        if matched is None:
-            matched = self._matched = as_mapping(self._node)
-        return matched.get(name, ())
+        """The events matched to stage ``name`` so far, first matched first."""
+        found: list[Any] = []
+        node = self._node
+        while node is not None:
+            if node.name == name:
+                found.append(node.event)
+            node = node.prev
+        found.reverse()
+        return found
 
 
 class Matcher:
@@ -178,16 +182,20 @@ class Matcher:
         potential: list[Run] = []
         offer = javaheap.offer
         next_runs = self._next_runs
+        unchanged = True
         for run in ks.partial:
             new_runs = next_runs(run, event, ts, seq)
             if len(new_runs) == 1:
                 new = new_runs[0]
+                if new is not run:
+                    unchanged = False
                 kind = new.state.kind
                 if kind is _NORMAL or kind is _START or kind is _PENDING:
                     offer(new_partial, new)
                 elif kind is _FINAL:
                     offer(potential, new)
                 continue
+            unchanged = False
             discard = False
             retained: list[Run] = []
             for new in new_runs:
@@ -201,6 +209,8 @@ class Matcher:
             if not discard:
                 for new in retained:
                     offer(new_partial, new)
+        if unchanged and not ks.completed:
+            return None  # every run stayed as it was: keep the heap as it is
         emitted = self._emit(ks, potential, new_partial) if potential or ks.completed else []
         ks.partial = new_partial
         return emitted
