@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from fraudcep.alert import Alert, LateEvent, TimedOutMatch
+from fraudcep.alert import Alert, LateEvent, Overflow, TimedOutMatch
 from fraudcep.engine import Engine, EngineStats, TimeMode
 from fraudcep.errors import (
     ConfigurationError,
@@ -32,6 +32,7 @@ __all__ = [
     "FraudcepError",
     "LateEvent",
     "MalformedPatternError",
+    "Overflow",
     "Pattern",
     "Rule",
     "SkipStrategy",

@@ -55,3 +55,20 @@ class LateEvent:
     event: Any
     timestamp: int
     watermark: int
+
+
+@attrs.frozen
+class Overflow:
+    """A state cap was reached and what the engine did about it.
+
+    ``kind`` is ``"partial_matches"`` (a key had more live partial matches than
+    ``max_partial_matches_per_key``; ``dropped`` of the newest were discarded) or
+    ``"buffered_events"`` (more than ``max_buffered_events`` events waited for the watermark;
+    the watermark was moved to ``watermark`` so the oldest could be processed).
+    """
+
+    kind: str
+    rule_id: str | None
+    key: Hashable | None
+    dropped: int
+    watermark: int

@@ -20,7 +20,8 @@ from typing import Any
 
 import attrs
 
-from fraudcep.alert import Alert, LateEvent, TimedOutMatch
+from fraudcep import javaheap
+from fraudcep.alert import Alert, LateEvent, Overflow, TimedOutMatch
 from fraudcep.compiler import compile_pattern
 from fraudcep.errors import ConfigurationError, EventError
 from fraudcep.nfa import NOT_STARTED, KeyState, Matcher, Run, as_mapping, path
@@ -95,6 +96,7 @@ class Engine:
         max_buffered_events: int = 1_000_000,
         on_timeout: Callable[[TimedOutMatch], None] | None = None,
         on_late: Callable[[LateEvent], None] | None = None,
+        on_overflow: Callable[[Overflow], None] | None = None,
         event_id: str | Callable[[Any], Any] | None = None,
     ) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
@@ -123,6 +125,8 @@ class Engine:
         self.max_buffered_events = _positive(max_buffered_events, "max_buffered_events")
         self._on_timeout = on_timeout
         self._on_late = on_late
+        self._on_overflow = on_overflow
+        self._overflows: list[Overflow] = []
         self._event_id = field_getter(event_id) if isinstance(event_id, str) else event_id
 
         key_specs: list[Any] = []
@@ -215,6 +219,11 @@ class Engine:
     def drain_timeouts(self) -> list[TimedOutMatch]:
         """Timed-out partial matches collected since the last call (without ``on_timeout``)."""
         out, self._timeouts = self._timeouts, []
+        return out
+
+    def drain_overflows(self) -> list[Overflow]:
+        """Cap overflows recorded since the last call (without ``on_overflow``)."""
+        out, self._overflows = self._overflows, []
         return out
 
     def drain_late(self) -> list[LateEvent]:
@@ -351,6 +360,7 @@ class Engine:
                 if len(buffer) > cap:
                     self._forced_watermarks += 1
                     self._max_ts, self._seq = max_ts, seq
+                    self._report_overflow(Overflow("buffered_events", None, None, 0, buffer[0][0]))
                     self._advance(buffer[0][0], out)
                     watermark = self._watermark
         finally:
@@ -418,7 +428,7 @@ class Engine:
         for run in emitted:
             out.append(self._alert(rr, key, run, ts))
         if len(ks.partial) > self.max_partial_matches_per_key + 1:
-            self._shed(ks)
+            self._shed(rr, key, ks, ts)
         self._settle(rr, key, ks)
 
     def _advance_key(
@@ -454,16 +464,21 @@ class Engine:
             self._advance_key(rr, key, ks, now, out)
             self._settle(rr, key, ks)
 
-    def _shed(self, ks: KeyState) -> None:
-        """Over the cap: drop the partial matches that started last (counted in stats)."""
-        from fraudcep import javaheap
-
+    def _shed(self, rr: _RuleRuntime, key: Hashable, ks: KeyState, ts: int) -> None:
+        """Over the cap: drop the partial matches that started last; count and report it."""
         started = sorted(
             (run for run in ks.partial if run.order != NOT_STARTED), key=lambda r: r.order
         )
         doomed = {id(run) for run in started[self.max_partial_matches_per_key :]}
         javaheap.remove_if(ks.partial, lambda r: id(r) in doomed)
         self._partial_matches_dropped += len(doomed)
+        self._report_overflow(Overflow("partial_matches", rr.rule.id, key, len(doomed), ts))
+
+    def _report_overflow(self, overflow: Overflow) -> None:
+        if self._on_overflow is not None:
+            self._on_overflow(overflow)
+        else:
+            self._overflows.append(overflow)
 
     # -- outputs ---------------------------------------------------------------------------
 

@@ -63,6 +63,10 @@ def dump(engine: Engine) -> bytes:
             for t in engine._timeouts
         ],
         "late": [[writer.event(x.event), x.timestamp, x.watermark] for x in engine._late],
+        "overflows": [
+            [o.kind, o.rule_id, None if o.key is None else [_key(o.key)], o.dropped, o.watermark]
+            for o in engine._overflows
+        ],
     }
     doc["events"] = writer.events
     doc["nodes"] = writer.nodes
@@ -79,7 +83,7 @@ def dump(engine: Engine) -> bytes:
 
 def load(engine: Engine, blob: bytes) -> None:
     """Fill a freshly built ``engine`` (same rules) with the state in ``blob``."""
-    from fraudcep.alert import LateEvent, TimedOutMatch
+    from fraudcep.alert import LateEvent, Overflow, TimedOutMatch
     from fraudcep.engine import SKIP
 
     doc = read(blob)
@@ -133,6 +137,10 @@ def load(engine: Engine, blob: bytes) -> None:
             for rule_id, key, mapping, ts in doc["timeouts"]
         ]
         engine._late = [LateEvent(events[ev], ts, wm) for ev, ts, wm in doc["late"]]
+        engine._overflows = [
+            Overflow(kind, rule_id, None if key is None else _unkey(key[0]), dropped, wm)
+            for kind, rule_id, key, dropped, wm in doc["overflows"]
+        ]
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise SnapshotError(f"snapshot content is inconsistent: {exc!r}") from None
 
