@@ -337,12 +337,18 @@ class Engine:
                 for rr, live, pending, first_test, key_index in rules:
                     if keys is not None:
                         key = keys[key_index]
-                    if decide_now and key not in live and key not in pending:
-                        if first_test is not None:
-                            if not first_test(event):
+                    if decide_now and key not in pending:
+                        ks = live.get(key)
+                        if ks is None:
+                            if first_test is not None:
+                                if not first_test(event):
+                                    per_rule.append(SKIP)
+                                    continue
+                            elif not rr.matcher.can_start(event, ts):
                                 per_rule.append(SKIP)
                                 continue
-                        elif not rr.matcher.can_start(event, ts):
+                        elif rr.matcher.leaves_unchanged(ks, event):
+                            # its windows still close on the key's timer, with the same result
                             per_rule.append(SKIP)
                             continue
                     per_rule.append(key)

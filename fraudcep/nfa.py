@@ -166,18 +166,25 @@ class Matcher:
             return lambda event: True
         return compile_single_argument(condition)
 
+    @staticmethod
+    def leaves_unchanged(ks: KeyState, event: Any) -> bool:
+        """True when ``event`` provably changes none of the key's runs (and no completed
+        match is waiting): every run sits in a state whose one-argument test rejects it."""
+        if ks.completed:
+            return False
+        for run in ks.partial:
+            stays = run.state.stays
+            if stays is None or stays(event):
+                return False
+        return True
+
     # -- NFA.process ---------------------------------------------------------------------
 
     def process(self, ks: KeyState, event: Any, ts: int, seq: int) -> list[Run] | None:
         """Feed one event; returns the completed matches emitted now (final runs), or
         ``None`` when the event changed no run at all."""
-        if not ks.completed:
-            for run in ks.partial:
-                stays = run.state.stays
-                if stays is None or stays(event):
-                    break
-            else:
-                return None
+        if self.leaves_unchanged(ks, event):
+            return None
         new_partial: list[Run] = []
         potential: list[Run] = []
         offer = javaheap.offer
