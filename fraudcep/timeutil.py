@@ -8,6 +8,8 @@ from fraudcep.errors import ConfigurationError
 
 #: The largest timestamp: Flink's ``Long.MAX_VALUE``, used as the end-of-input watermark.
 MAX_TIMESTAMP = 2**63 - 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 #: The smallest timestamp: the watermark before any event was seen.
 MIN_TIMESTAMP = -(2**63)
 
@@ -34,7 +36,8 @@ def timestamp_ms(value: object) -> int:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
-        return int(value.timestamp() * 1000)
+        # integer arithmetic: float seconds can land one millisecond early
+        return (value - _EPOCH) // timedelta(milliseconds=1)
     raise TypeError(
         f"a timestamp must be an int of milliseconds or a datetime, got {type(value).__name__}"
     )
