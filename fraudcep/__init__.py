@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from fraudcep.alert import Alert, LateEvent, Overflow, TimedOutMatch
+from fraudcep.alert import Alert, ConditionFailure, LateEvent, Overflow, TimedOutMatch
 from fraudcep.engine import Engine, EngineStats, TimeMode
 from fraudcep.errors import (
     ConfigurationError,
@@ -25,6 +25,7 @@ def system_clock() -> int:
 
 __all__ = [
     "Alert",
+    "ConditionFailure",
     "ConfigurationError",
     "Engine",
     "EngineStats",

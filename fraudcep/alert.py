@@ -64,11 +64,26 @@ class Overflow:
     ``kind`` is ``"partial_matches"`` (a key had more live partial matches than
     ``max_partial_matches_per_key``; ``dropped`` of the newest were discarded) or
     ``"buffered_events"`` (more than ``max_buffered_events`` events waited for the watermark;
-    the watermark was moved to ``watermark`` so the oldest could be processed).
+    the watermark was moved to ``at`` so the oldest could be processed).
     """
 
     kind: str
     rule_id: str | None
     key: Hashable | None
     dropped: int
-    watermark: int
+    at: int
+    """Event time of the overflow: the event's timestamp, or the watermark it was moved to."""
+
+
+@attrs.frozen
+class ConditionFailure:
+    """A rule's condition raised on an event. The event was not matched by that rule (the
+    key's partial matches are as they were before it); other rules saw it normally."""
+
+    rule_id: str
+    key: Hashable
+    event: Any
+    timestamp: int
+    error: str
+    """``"<ExceptionType>: <message>"``."""
+    exception: BaseException | None = attrs.field(default=None, eq=False, repr=False)

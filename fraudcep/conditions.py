@@ -49,6 +49,12 @@ def takes_context(fn: Callable[..., Any]) -> bool:
         p.kind is inspect.Parameter.VAR_POSITIONAL for p in sig.parameters.values()
     ):
         raise TypeError(f"condition {fn!r} must accept the event as its first argument")
+    for p in sig.parameters.values():
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is inspect.Parameter.empty:
+            raise TypeError(
+                f"condition {fn!r}: keyword-only parameter {p.name!r} is not supported; "
+                "write f(event) or f(event, ctx)"
+            )
     required = [p for p in positional if p.default is inspect.Parameter.empty]
     if len(required) >= 2:
         return True

@@ -21,8 +21,7 @@ from typing import Any
 import attrs
 
 from fraudcep import javaheap
-from fraudcep.alert import Alert, LateEvent, Overflow, TimedOutMatch
-from fraudcep.compiler import compile_pattern
+from fraudcep.alert import Alert, ConditionFailure, LateEvent, Overflow, TimedOutMatch
 from fraudcep.errors import ConfigurationError, EventError
 from fraudcep.nfa import NOT_STARTED, KeyState, Matcher, Run, as_mapping, path
 from fraudcep.rule import Rule, field_getter
@@ -50,7 +49,8 @@ SKIP: Any = _Skip()
 
 @attrs.frozen
 class EngineStats:
-    """Counters since the engine was created (or restored), and the current state sizes."""
+    """Counters since the engine was created (a restored engine carries its counts on), and
+    the current state sizes."""
 
     events_in: int
     events_late: int
@@ -58,6 +58,7 @@ class EngineStats:
     timeouts: int
     partial_matches_dropped: int
     forced_watermarks: int
+    condition_errors: int
     live_keys: int
     live_partial_matches: int
     buffered_events: int
@@ -73,7 +74,7 @@ class _RuleRuntime:
         self.index = index
         self.rule = rule
         self.key_index = key_index
-        self.matcher = Matcher(compile_pattern(rule.pattern), rule.pattern.skip_strategy)
+        self.matcher = Matcher(rule.nfa, rule.pattern.skip_strategy)
         # a one-argument test equivalent to matcher.can_start, when the start state allows it
         self.first_test = self.matcher.simple_start_test()
         self.keys: dict[Hashable, KeyState] = {}
@@ -97,6 +98,7 @@ class Engine:
         on_timeout: Callable[[TimedOutMatch], None] | None = None,
         on_late: Callable[[LateEvent], None] | None = None,
         on_overflow: Callable[[Overflow], None] | None = None,
+        on_error: Callable[[ConditionFailure], None] | None = None,
         event_id: str | Callable[[Any], Any] | None = None,
     ) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
@@ -126,6 +128,8 @@ class Engine:
         self._on_timeout = on_timeout
         self._on_late = on_late
         self._on_overflow = on_overflow
+        self._on_error = on_error
+        self._failures: list[ConditionFailure] = []
         self._overflows: list[Overflow] = []
         self._event_id = field_getter(event_id) if isinstance(event_id, str) else event_id
 
@@ -157,6 +161,7 @@ class Engine:
         self._timeouts_count = 0
         self._partial_matches_dropped = 0
         self._forced_watermarks = 0
+        self._condition_errors = 0
 
     # -- feeding events --------------------------------------------------------------------
 
@@ -221,6 +226,11 @@ class Engine:
         out, self._timeouts = self._timeouts, []
         return out
 
+    def drain_errors(self) -> list[ConditionFailure]:
+        """Events a rule's condition raised on, since the last call (without ``on_error``)."""
+        out, self._failures = self._failures, []
+        return out
+
     def drain_overflows(self) -> list[Overflow]:
         """Cap overflows recorded since the last call (without ``on_overflow``)."""
         out, self._overflows = self._overflows, []
@@ -258,6 +268,7 @@ class Engine:
             "timeouts": self._timeouts_count,
             "partial_matches_dropped": self._partial_matches_dropped,
             "forced_watermarks": self._forced_watermarks,
+            "condition_errors": self._condition_errors,
         }
 
     def _set_counters(self, counters: dict[str, int]) -> None:
@@ -267,6 +278,7 @@ class Engine:
         self._timeouts_count = counters["timeouts"]
         self._partial_matches_dropped = counters["partial_matches_dropped"]
         self._forced_watermarks = counters["forced_watermarks"]
+        self._condition_errors = counters["condition_errors"]
 
     # -- snapshots -------------------------------------------------------------------------
 
@@ -316,7 +328,7 @@ class Engine:
             for event in events:
                 ts = read_ts(event)
                 if ts <= watermark:
-                    self._report_late(event, ts)
+                    self._report_late(event, ts, watermark)
                     continue
                 if only_key is not None:
                     key = only_key(event)
@@ -338,17 +350,19 @@ class Engine:
                     if keys is not None:
                         key = keys[key_index]
                     if decide_now and key not in pending:
-                        ks = live.get(key)
-                        if ks is None:
-                            if first_test is not None:
-                                if not first_test(event):
-                                    per_rule.append(SKIP)
-                                    continue
-                            elif not rr.matcher.can_start(event, ts):
-                                per_rule.append(SKIP)
-                                continue
-                        elif rr.matcher.leaves_unchanged(ks, event):
-                            # its windows still close on the key's timer, with the same result
+                        try:
+                            ks = live.get(key)
+                            if ks is None:
+                                if first_test is not None:
+                                    inert = not first_test(event)
+                                else:
+                                    inert = not rr.matcher.can_start(event, ts)
+                            else:
+                                # its windows still close on the key's timer, with the same result
+                                inert = rr.matcher.leaves_unchanged(ks, event)
+                        except Exception:  # reported where the event is processed
+                            inert = False
+                        if inert:
                             per_rule.append(SKIP)
                             continue
                     per_rule.append(key)
@@ -417,18 +431,26 @@ class Engine:
     ) -> None:
         ks = rr.keys.get(key)
         matcher = rr.matcher
-        if ks is None:
-            if not matcher.can_start(event, ts):
-                return
-            ks = rr.keys[key] = matcher.new_key_state()
-            ks.time = ts
-        elif ks.time < ts:
-            deadline = ks.deadline
-            if deadline is None or ts < deadline:
-                ks.time = ts  # nothing can expire before ``deadline``
-            else:
-                self._advance_key(rr, key, ks, ts, out)
-        emitted = matcher.process(ks, event, ts, seq)
+        try:
+            if ks is None:
+                if not matcher.can_start(event, ts):
+                    return
+                ks = rr.keys[key] = matcher.new_key_state()
+                ks.time = ts
+            elif ks.time < ts:
+                deadline = ks.deadline
+                if deadline is None or ts < deadline:
+                    ks.time = ts  # nothing can expire before ``deadline``
+                else:
+                    self._advance_key(rr, key, ks, ts, out)
+            emitted = matcher.process(ks, event, ts, seq)
+        except Exception as exc:
+            # A condition raised: the key's runs are as before this event (a step only commits
+            # its new runs at the end); the event is reported, not lost.
+            if ks is not None and ks.idle:
+                del rr.keys[key]
+            self._report_failure(rr, key, event, ts, exc)
+            return
         if emitted is None:
             return  # no run changed
         for run in emitted:
@@ -504,7 +526,7 @@ class Engine:
     def _alert_id(self, rule_id: str, key: Hashable, nodes: Sequence[Any]) -> str:
         identity = self._event_id or canonical_event
         parts = [rule_id, canonical_key(key), [[n.name, n.ts, identity(n.event)] for n in nodes]]
-        blob = json.dumps(parts, separators=(",", ":"), ensure_ascii=False, default=str)
+        blob = json.dumps(parts, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
     def _report_timeout(self, rr: _RuleRuntime, key: Hashable, run: Run, timeout_ts: int) -> None:
@@ -515,9 +537,19 @@ class Engine:
         else:
             self._timeouts.append(timed_out)
 
-    def _report_late(self, event: Any, ts: int) -> None:
+    def _report_failure(
+        self, rr: _RuleRuntime, key: Hashable, event: Any, ts: int, exc: Exception
+    ) -> None:
+        self._condition_errors += 1
+        failure = ConditionFailure(rr.rule.id, key, event, ts, f"{type(exc).__name__}: {exc}", exc)
+        if self._on_error is not None:
+            self._on_error(failure)
+        else:
+            self._failures.append(failure)
+
+    def _report_late(self, event: Any, ts: int, watermark: int) -> None:
         self._events_late += 1
-        late = LateEvent(event, ts, self._watermark)
+        late = LateEvent(event, ts, watermark)
         if self._on_late is not None:
             self._on_late(late)
         else:
@@ -526,9 +558,7 @@ class Engine:
 
 def canonical_event(event: Any) -> Any:
     """A stable, content-based identity for an event (used in alert ids)."""
-    return json.dumps(
-        _plain(event), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
-    )
+    return json.dumps(_plain(event), sort_keys=True, separators=(",", ":"), default=str)
 
 
 def canonical_key(key: Any) -> str:

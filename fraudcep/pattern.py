@@ -16,7 +16,7 @@ from typing import Any, Union
 import attrs
 
 from fraudcep.conditions import And, Condition, Or, Predicate
-from fraudcep.errors import MalformedPatternError
+from fraudcep.errors import ConfigurationError, MalformedPatternError
 from fraudcep.skip import SkipStrategy
 from fraudcep.timeutil import duration_ms
 
@@ -390,7 +390,10 @@ def _count(value: int, what: str) -> int:
 
 
 def _positive_ms(value: timedelta | int, what: str) -> int:
-    ms = duration_ms(value, what)
+    try:
+        ms = duration_ms(value, what)
+    except ConfigurationError as exc:
+        raise MalformedPatternError(str(exc)) from None
     if ms <= 0:
         raise MalformedPatternError(f"{what}: the window must be longer than 0 ms, got {ms} ms")
     return ms

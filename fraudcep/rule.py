@@ -7,7 +7,8 @@ from typing import Any
 
 import attrs
 
-from fraudcep.errors import ConfigurationError, EventError
+from fraudcep.compiler import CompiledNFA, compile_pattern
+from fraudcep.errors import ConfigurationError, EventError, MalformedPatternError
 from fraudcep.pattern import Pattern
 
 KeySpec = str | Callable[[Any], Hashable]
@@ -51,11 +52,23 @@ def _check_key(rule: Rule, _: attrs.Attribute[KeySpec], value: KeySpec) -> None:
 
 @attrs.frozen
 class Rule:
-    """``Rule(id, pattern, key=...)``: run ``pattern`` separately for every key."""
+    """``Rule(id, pattern, key=...)``: run ``pattern`` separately for every key.
+
+    The pattern is compiled when the rule is made, so a pattern Flink would refuse is refused
+    here, with the rule's id in the message.
+    """
 
     id: str = attrs.field(validator=_check_id)
     pattern: Pattern = attrs.field(validator=_check_pattern)
     key: KeySpec = attrs.field(validator=_check_key)
+    nfa: CompiledNFA = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        try:
+            nfa = compile_pattern(self.pattern)
+        except MalformedPatternError as exc:
+            raise MalformedPatternError(f"rule {self.id!r}: {exc}") from None
+        object.__setattr__(self, "nfa", nfa)
 
     def key_function(self) -> Callable[[Any], Hashable]:
         if isinstance(self.key, str):

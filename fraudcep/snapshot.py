@@ -7,16 +7,22 @@ rule and key the partial and completed matches — matched events stored once an
 index, as the in-memory structure shares them. Heaps are stored in their array order, so a
 restored engine continues exactly as the one that never stopped.
 
-Events and keys must be JSON values (dicts with string keys, lists, strings, numbers,
-booleans, None); tuples in keys are kept as tuples.
+Events and keys must be JSON values (dicts, lists, strings, numbers, booleans, None), or
+tuples, datetimes, dates, Decimals and bytes, which are stored tagged and come back as the
+same types.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import math
 import struct
 import zlib
+from collections.abc import Callable
+from datetime import date, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from fraudcep.errors import SnapshotError
@@ -64,14 +70,18 @@ def dump(engine: Engine) -> bytes:
         ],
         "late": [[writer.event(x.event), x.timestamp, x.watermark] for x in engine._late],
         "overflows": [
-            [o.kind, o.rule_id, None if o.key is None else [_key(o.key)], o.dropped, o.watermark]
+            [o.kind, o.rule_id, None if o.key is None else [_key(o.key)], o.dropped, o.at]
             for o in engine._overflows
+        ],
+        "failures": [
+            [f.rule_id, _key(f.key), writer.event(f.event), f.timestamp, f.error]
+            for f in engine._failures
         ],
     }
     doc["events"] = writer.events
     doc["nodes"] = writer.nodes
     try:
-        raw = json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        raw = json.dumps(doc, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise SnapshotError(
             f"cannot snapshot: events and keys must be JSON values ({exc})"
@@ -83,7 +93,7 @@ def dump(engine: Engine) -> bytes:
 
 def load(engine: Engine, blob: bytes) -> None:
     """Fill a freshly built ``engine`` (same rules) with the state in ``blob``."""
-    from fraudcep.alert import LateEvent, Overflow, TimedOutMatch
+    from fraudcep.alert import ConditionFailure, LateEvent, Overflow, TimedOutMatch
     from fraudcep.engine import SKIP
 
     doc = read(blob)
@@ -106,7 +116,7 @@ def load(engine: Engine, blob: bytes) -> None:
             f"{engine.time_mode.value}"
         )
     try:
-        events = doc["events"]
+        events = [_unkey(e) for e in doc["events"]]
         nodes: list[Node] = []
         for name, event_index, ts, seq, prev in doc["nodes"]:
             nodes.append(
@@ -140,6 +150,10 @@ def load(engine: Engine, blob: bytes) -> None:
         engine._overflows = [
             Overflow(kind, rule_id, None if key is None else _unkey(key[0]), dropped, wm)
             for kind, rule_id, key, dropped, wm in doc["overflows"]
+        ]
+        engine._failures = [
+            ConditionFailure(rule_id, _unkey(key), events[ev], ts, error)
+            for rule_id, key, ev, ts, error in doc["failures"]
         ]
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise SnapshotError(f"snapshot content is inconsistent: {exc!r}") from None
@@ -197,7 +211,7 @@ class _Writer:
         index = self._event_index.get(id(event))
         if index is None:
             index = self._event_index[id(event)] = len(self.events)
-            self.events.append(event)
+            self.events.append(_key(event))
         return index
 
     def node(self, node: Node | None) -> int:
@@ -254,15 +268,56 @@ def _live_timer(engine: Engine, deadline: int, index: int, key: Any) -> bool:
     return ks is not None and ks.deadline == deadline
 
 
-def _key(key: Any) -> Any:
-    if isinstance(key, tuple):
-        return {"$tuple": [_key(k) for k in key]}
-    return key
+_TAG = "$fcep"
+
+
+def _key(value: Any) -> Any:
+    """Encode an event or key as JSON, tagging the Python types JSON does not have."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else {_TAG: "float", "v": repr(value)}
+    if isinstance(value, list):
+        return [_key(v) for v in value]
+    if isinstance(value, dict):
+        if all(isinstance(k, str) for k in value) and _TAG not in value:
+            return {k: _key(v) for k, v in value.items()}
+        return {_TAG: "dict", "v": [[_key(k), _key(v)] for k, v in value.items()]}
+    if isinstance(value, tuple):
+        return {_TAG: "tuple", "v": [_key(v) for v in value]}
+    if isinstance(value, datetime):
+        return {_TAG: "datetime", "v": value.isoformat()}
+    if isinstance(value, date):
+        return {_TAG: "date", "v": value.isoformat()}
+    if isinstance(value, Decimal):
+        return {_TAG: "decimal", "v": str(value)}
+    if isinstance(value, bytes):
+        return {_TAG: "bytes", "v": base64.b64encode(value).decode()}
+    raise SnapshotError(
+        f"cannot snapshot a {type(value).__name__} ({value!r:.80}): events and keys must be "
+        "JSON values, tuples, datetimes, dates, Decimals or bytes"
+    )
+
+
+_DECODERS: dict[str, Callable[[Any], Any]] = {
+    "float": float,
+    "dict": lambda v: {_unkey(k): _unkey(x) for k, x in v},
+    "tuple": lambda v: tuple(_unkey(x) for x in v),
+    "datetime": datetime.fromisoformat,
+    "date": date.fromisoformat,
+    "decimal": Decimal,
+    "bytes": base64.b64decode,
+}
 
 
 def _unkey(value: Any) -> Any:
-    if isinstance(value, dict) and "$tuple" in value:
-        return tuple(_unkey(v) for v in value["$tuple"])
+    if isinstance(value, list):
+        return [_unkey(v) for v in value]
+    if isinstance(value, dict):
+        tag = value.get(_TAG)
+        if tag is not None:
+            return _DECODERS[tag](value["v"])
+        return {k: _unkey(v) for k, v in value.items()}
     return value
 
 
