@@ -72,6 +72,7 @@ class State:
         "no_proceed",
         "relaxed",
         "stays",
+        "stays_with_context",
         "transitions",
         "window_ms",
     )
@@ -87,6 +88,8 @@ class State:
         self.relaxed: CompiledCondition | None = None  # set when edges are [take c, ignore not c]
         # f(event) -> bool; False means a run here is left exactly as it is by that event
         self.stays: Callable[[Any], bool] | None = None
+        # the same for a relaxed state whose condition reads the context: f(event, ctx)
+        self.stays_with_context: CompiledCondition | None = None
 
     def add(self, action: Action, target: State, condition: Condition | None) -> None:
         self.transitions.append(Transition(action, self, target, condition))
@@ -126,6 +129,12 @@ class CompiledNFA:
             state.no_proceed = all(t.action is not Action.PROCEED for t in state.transitions)
             state.relaxed = _relaxed_test(state)
             state.stays = _stays_test(state)
+            if (
+                state.stays is None
+                and state.relaxed is not None
+                and state.transitions[1].target is state
+            ):
+                state.stays_with_context = state.relaxed
 
     def describe(self) -> str:
         return "\n".join(repr(s) for s in self.states)

@@ -359,7 +359,7 @@ class Engine:
                                     inert = not rr.matcher.can_start(event, ts)
                             else:
                                 # its windows still close on the key's timer, with the same result
-                                inert = rr.matcher.leaves_unchanged(ks, event)
+                                inert = rr.matcher.leaves_unchanged(ks, event, ts)
                         except Exception:  # reported where the event is processed
                             inert = False
                         if inert:

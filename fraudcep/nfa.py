@@ -167,14 +167,21 @@ class Matcher:
         return compile_single_argument(condition)
 
     @staticmethod
-    def leaves_unchanged(ks: KeyState, event: Any) -> bool:
+    def leaves_unchanged(ks: KeyState, event: Any, ts: int) -> bool:
         """True when ``event`` provably changes none of the key's runs (and no completed
-        match is waiting): every run sits in a state whose one-argument test rejects it."""
+        match is waiting): every run sits in a state whose take test rejects it and whose
+        other edges would ignore it into the same state."""
         if ks.completed:
             return False
         for run in ks.partial:
-            stays = run.state.stays
-            if stays is None or stays(event):
+            state = run.state
+            stays = state.stays
+            if stays is not None:
+                if stays(event):
+                    return False
+                continue
+            with_context = state.stays_with_context
+            if with_context is None or with_context(event, MatchContext(run.node, ts)):
                 return False
         return True
 
@@ -183,7 +190,7 @@ class Matcher:
     def process(self, ks: KeyState, event: Any, ts: int, seq: int) -> list[Run] | None:
         """Feed one event; returns the completed matches emitted now (final runs), or
         ``None`` when the event changed no run at all."""
-        if self.leaves_unchanged(ks, event):
+        if self.leaves_unchanged(ks, event, ts):
             return None
         new_partial: list[Run] = []
         potential: list[Run] = []
