@@ -128,13 +128,11 @@ class CompiledNFA:
                     t.test = cache[key]
             state.no_proceed = all(t.action is not Action.PROCEED for t in state.transitions)
             state.relaxed = _relaxed_test(state)
-            state.stays = _stays_test(state)
-            if (
-                state.stays is None
-                and state.relaxed is not None
-                and state.transitions[1].target is state
-            ):
-                state.stays_with_context = state.relaxed
+            change = _change_condition(state)
+            if change is not None:
+                state.stays = compile_single_argument(change)
+                if state.stays is None:
+                    state.stays_with_context = compile_condition(change)
 
     def describe(self) -> str:
         return "\n".join(repr(s) for s in self.states)
@@ -586,26 +584,36 @@ def _relaxed_test(state: State) -> CompiledCondition | None:
     return None
 
 
-def _stays_test(state: State) -> Callable[[Any], bool] | None:
-    """A one-argument test that is False only for events that leave a run in ``state`` as it
-    is: the take condition of a relaxed state that ignores into itself, or the take conditions
-    of a start state with nothing but take edges. ``None`` when no such shortcut exists."""
-    if state.relaxed is not None:
-        take, ignore = state.transitions
-        if ignore.target is state and take.condition is not None:
-            return compile_single_argument(take.condition)
-        return None
-    if (
-        state.kind is StateKind.START
-        and state.transitions
-        and all(t.action is Action.TAKE for t in state.transitions)
+def _change_condition(state: State) -> Condition | None:
+    """A condition that is false exactly for the events that leave a run in ``state`` as it
+    is, when the state's edges allow one to be written down; ``None`` otherwise.
+
+    Two shapes qualify: a relaxed state (``take c``, ``ignore -> itself`` on ``not c``, and any
+    number of ``proceed -> stop`` edges for negations), which keeps a run unchanged when
+    neither ``c`` nor a negation's condition holds; and a start state with only take edges,
+    which is left as it is when none of them holds.
+    """
+    takes = [t for t in state.transitions if t.action is Action.TAKE]
+    ignores = [t for t in state.transitions if t.action is Action.IGNORE]
+    proceeds = [t for t in state.transitions if t.action is Action.PROCEED]
+    if state.kind is StateKind.START and takes and not ignores and not proceeds:
+        conditions = [t.condition or TRUE for t in takes]
+    elif (
+        state.kind is StateKind.NORMAL
+        and len(takes) == 1
+        and len(ignores) == 1
+        and ignores[0].target is state
+        and isinstance(ignores[0].condition, Not)
+        and ignores[0].condition.inner is takes[0].condition
+        and all(t.target.kind is StateKind.STOP for t in proceeds)
     ):
-        conditions = [t.condition or TRUE for t in state.transitions]
-        combined = conditions[0]
-        for other in conditions[1:]:
-            combined = Or(combined, other)
-        return compile_single_argument(combined)
-    return None
+        conditions = [takes[0].condition or TRUE] + [t.condition or TRUE for t in proceeds]
+    else:
+        return None
+    combined = conditions[0]
+    for other in conditions[1:]:
+        combined = Or(combined, other)
+    return combined
 
 
 def _can_be_empty(stage: Stage) -> bool:
