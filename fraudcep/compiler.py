@@ -374,11 +374,17 @@ class _Compiler:
             if stage.quantifier.greedy:
                 until = stage.until
                 if until is not None:
-                    singleton.add(
-                        Action.PROCEED,
-                        self.original_states[proceed.name],
-                        And(proceed_condition, until),
-                    )
+                    original = self.original_states.get(proceed.name)
+                    if original is None:
+                        # Flink builds an edge to no state here and fails with a
+                        # NullPointerException once an event reaches it
+                        raise MalformedPatternError(
+                            f"stage {stage.name!r}: an optional greedy loop with until() "
+                            "directly in the scope of a not_followed_by cannot be compiled "
+                            "(Flink fails on it at run time); drop greedy() or until(), or "
+                            "move the negation"
+                        )
+                    singleton.add(Action.PROCEED, original, And(proceed_condition, until))
                     singleton.add(Action.PROCEED, proceed, And(proceed_condition, Not(until)))
                 else:
                     singleton.add(Action.PROCEED, proceed, proceed_condition)
