@@ -333,8 +333,12 @@ class Engine:
                 if only_key is not None:
                     key = only_key(event)
                     keys = None
+                    if key.__class__ not in _HASHABLE:
+                        _check_hashable(key)
                 else:
                     keys = [f(event) for f in key_functions]
+                    for k in keys:
+                        _check_hashable(k)
                 accepted += 1
                 seq += 1
                 if ts > max_ts:
@@ -418,6 +422,8 @@ class Engine:
             self._watermark = now
         now = self._watermark
         keys = [f(event) for f in self._key_functions]
+        for k in keys:
+            _check_hashable(k)
         self._events_in += 1
         self._fire_timers(now, out)
         self._order += 1
@@ -565,8 +571,28 @@ def canonical_key(key: Any) -> str:
     return json.dumps(_plain(key), sort_keys=True, separators=(",", ":"), default=str)
 
 
+_HASHABLE = frozenset({str, int})
+
+
+def _check_hashable(key: Any) -> None:
+    try:
+        hash(key)
+    except TypeError:
+        raise EventError(
+            f"a key must be hashable, got a {type(key).__name__}: {key!r:.200}"
+        ) from None
+
+
 def _plain(value: Any) -> Any:
-    if isinstance(value, dict | list | tuple | str | int | float | bool) or value is None:
+    """The event as plain JSON-able data, dict keys made strings in an unambiguous way."""
+    if isinstance(value, dict):
+        if all(isinstance(k, str) for k in value):
+            return {k: _plain(v) for k, v in value.items()}
+        # mixed key types cannot be sorted: tag each key with its type
+        return {f"{type(k).__name__}:{k!r}": _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
         return value
     if attrs.has(type(value)):
         return attrs.asdict(value)

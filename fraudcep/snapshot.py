@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
 import json
 import math
 import struct
@@ -55,9 +56,11 @@ def dump(engine: Engine) -> bytes:
             [ts, seq, writer.event(event), [None if k is SKIP else [_key(k)] for k in keys]]
             for ts, seq, event, keys in engine._buffer
         ],
+        # live timers only, sorted: a sorted list is a heap, and the bytes do not depend on
+        # which superseded timers the heap still held
         "timers": [
             [deadline, tie, index, _key(key)]
-            for deadline, tie, index, key in engine._timers
+            for deadline, tie, index, key in sorted(engine._timers, key=lambda t: t[:2])
             if _live_timer(engine, deadline, index, key)
         ],
         "keys": [
@@ -87,8 +90,13 @@ def dump(engine: Engine) -> bytes:
             f"cannot snapshot: events and keys must be JSON values ({exc})"
         ) from None
     body = zlib.compress(raw.encode(), 6)
-    header = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(body), hashlib.sha256(body).digest())
-    return header + body
+    return _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(body), _digest(len(body), body)) + body
+
+
+def _digest(length: int, body: bytes) -> bytes:
+    """SHA-256 over the header fields before it and the body."""
+    prefix = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, length, b"")[: _HEADER.size - 32]
+    return hashlib.sha256(prefix + body).digest()
 
 
 def load(engine: Engine, blob: bytes) -> None:
@@ -98,6 +106,10 @@ def load(engine: Engine, blob: bytes) -> None:
 
     doc = read(blob)
     expected = [fingerprint(rr) for rr in engine._rules]
+    if not isinstance(doc["rules"], list) or not all(
+        isinstance(r, dict) and "id" in r for r in doc["rules"]
+    ):
+        raise SnapshotError("snapshot body has no valid rule list")
     if doc["rules"] != expected:
         got_ids = [r["id"] for r in doc["rules"]]
         want_ids = [r["id"] for r in expected]
@@ -139,6 +151,7 @@ def load(engine: Engine, blob: bytes) -> None:
         engine._timers = [
             (deadline, tie, index, _unkey(key)) for deadline, tie, index, key in doc["timers"]
         ]
+        heapq.heapify(engine._timers)  # written sorted; heapify keeps that guarantee explicit
         for rr, entries in zip(engine._rules, doc["keys"], strict=True):
             for key, state in entries:
                 rr.keys[_unkey(key)] = _restore_key_state(rr, state, nodes)
@@ -155,7 +168,7 @@ def load(engine: Engine, blob: bytes) -> None:
             ConditionFailure(rule_id, _unkey(key), events[ev], ts, error)
             for rule_id, key, ev, ts, error in doc["failures"]
         ]
-    except (KeyError, IndexError, TypeError, ValueError) as exc:
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
         raise SnapshotError(f"snapshot content is inconsistent: {exc!r}") from None
 
 
@@ -166,7 +179,7 @@ def read(blob: bytes) -> dict[str, Any]:
     blob = bytes(blob)
     if len(blob) < _HEADER.size or blob[:8] != MAGIC:
         raise SnapshotError("not a fraudcep snapshot (bad magic bytes)")
-    _, version, _, length, digest = _HEADER.unpack_from(blob)
+    _, version, reserved, length, digest = _HEADER.unpack_from(blob)
     if version != FORMAT_VERSION:
         raise SnapshotError(
             f"snapshot format version {version} is not supported by this fraudcep "
@@ -175,15 +188,27 @@ def read(blob: bytes) -> dict[str, Any]:
     body = blob[_HEADER.size :]
     if len(body) != length:
         raise SnapshotError(f"snapshot is truncated: body has {len(body)} of {length} bytes")
-    if hashlib.sha256(body).digest() != digest:
+    if reserved != 0 or _digest(length, body) != digest:
         raise SnapshotError("snapshot checksum mismatch: the snapshot is corrupt")
     try:
-        doc: dict[str, Any] = json.loads(zlib.decompress(body))
+        doc = json.loads(zlib.decompress(body))
     except (zlib.error, ValueError) as exc:
         raise SnapshotError(f"snapshot body cannot be decoded: {exc}") from None
-    if doc.get("format") != FORMAT_VERSION:
-        raise SnapshotError("snapshot body declares another format version than its header")
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT_VERSION:
+        raise SnapshotError("snapshot body is not a fraudcep engine state of this format version")
+    missing = _FIELDS - doc.keys()
+    if missing:
+        raise SnapshotError(f"snapshot body lacks {sorted(missing)}")
     return doc
+
+
+_FIELDS = frozenset(
+    {
+        "format", "rules", "time_mode", "seq", "order", "max_ts", "watermark", "timer_tie",
+        "counts", "buffer", "timers", "keys", "timeouts", "late", "overflows", "failures",
+        "events", "nodes",
+    }
+)  # fmt: skip
 
 
 def fingerprint(rr: _RuleRuntime) -> dict[str, Any]:
