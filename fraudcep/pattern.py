@@ -261,41 +261,26 @@ class Pattern:
 
     def consecutive(self) -> Pattern:
         """Events of a quantified stage must follow each other with nothing in between."""
-        stage = self.stages[-1]
-        q = stage.quantifier
-        if q.kind is QuantifierKind.SINGLE:
-            raise MalformedPatternError(
-                f"stage {stage.name!r}: consecutive() needs a quantifier (times, one_or_more, ...)"
-            )
-        if q.inner is Consuming.SKIP_TILL_ANY:
-            raise MalformedPatternError(
-                "You can apply either allow_combinations() or consecutive(), not both"
-            )
-        if q.inner is Consuming.STRICT:
-            raise MalformedPatternError(f"stage {stage.name!r}: consecutive() already applied")
-        return self._replace_last(
-            attrs.evolve(stage, quantifier=attrs.evolve(q, inner=Consuming.STRICT))
-        )
+        return self._inner_contiguity(Consuming.STRICT, "consecutive")
 
     def allow_combinations(self) -> Pattern:
         """Events of a quantified stage combine in every way (relaxed, non-deterministic)."""
+        return self._inner_contiguity(Consuming.SKIP_TILL_ANY, "allow_combinations")
+
+    def _inner_contiguity(self, inner: Consuming, what: str) -> Pattern:
         stage = self.stages[-1]
         q = stage.quantifier
         if q.kind is QuantifierKind.SINGLE:
             raise MalformedPatternError(
-                f"stage {stage.name!r}: allow_combinations() needs a quantifier"
+                f"stage {stage.name!r}: {what}() needs a quantifier (times, one_or_more, ...)"
             )
-        if q.inner is Consuming.STRICT:
+        if q.inner is inner:
+            raise MalformedPatternError(f"stage {stage.name!r}: {what}() already applied")
+        if q.inner is not Consuming.SKIP_TILL_NEXT:
             raise MalformedPatternError(
                 "You can apply either allow_combinations() or consecutive(), not both"
             )
-        if q.inner is Consuming.SKIP_TILL_ANY:
-            raise MalformedPatternError(
-                f"stage {stage.name!r}: allow_combinations() already applied"
-            )
-        return self._replace_last(
-            attrs.evolve(stage, quantifier=attrs.evolve(q, inner=Consuming.SKIP_TILL_ANY))
-        )
+        return self._replace_last(attrs.evolve(stage, quantifier=attrs.evolve(q, inner=inner)))
 
     # -- reading -------------------------------------------------------------------------
 
