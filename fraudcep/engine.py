@@ -14,6 +14,7 @@ import enum
 import hashlib
 import heapq
 import json
+import re
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -145,6 +146,7 @@ class Engine:
                 key_specs.append(spec)
                 self._key_functions.append(rule.key_function())
             self._rules.append(_RuleRuntime(i, rule, key_index))
+        self._key_specs = key_specs
 
         self._seq = 0  # arrival order (ties in the event buffer)
         self._order = 0  # processing order (orders runs by their start event)
@@ -334,11 +336,11 @@ class Engine:
                     key = only_key(event)
                     keys = None
                     if key.__class__ not in _HASHABLE:
-                        _check_hashable(key)
+                        _check_hashable(key, self._key_specs[0])
                 else:
                     keys = [f(event) for f in key_functions]
-                    for k in keys:
-                        _check_hashable(k)
+                    for k, spec in zip(keys, self._key_specs, strict=True):
+                        _check_hashable(k, spec)
                 accepted += 1
                 seq += 1
                 if ts > max_ts:
@@ -422,8 +424,8 @@ class Engine:
             self._watermark = now
         now = self._watermark
         keys = [f(event) for f in self._key_functions]
-        for k in keys:
-            _check_hashable(k)
+        for k, spec in zip(keys, self._key_specs, strict=True):
+            _check_hashable(k, spec)
         self._events_in += 1
         self._fire_timers(now, out)
         self._order += 1
@@ -572,14 +574,17 @@ def canonical_key(key: Any) -> str:
 
 
 _HASHABLE = frozenset({str, int})
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
-def _check_hashable(key: Any) -> None:
+def _check_hashable(key: Any, spec: Any) -> None:
     try:
         hash(key)
     except TypeError:
+        source = f"key field {spec!r}" if isinstance(spec, str) else f"key function {spec!r}"
         raise EventError(
-            f"a key must be hashable, got a {type(key).__name__}: {key!r:.200}"
+            f"{source} gave an unhashable {type(key).__name__} ({key!r:.200}); "
+            "a key must be hashable (str, int, tuple, ...)"
         ) from None
 
 
@@ -604,7 +609,11 @@ def _plain(value: Any) -> Any:
         return value._asdict()
     if hasattr(value, "__dict__"):
         return vars(value)
-    return str(value)
+    slots = [s for cls in type(value).__mro__ for s in getattr(cls, "__slots__", ())]
+    if slots:
+        return {s: _plain(getattr(value, s)) for s in slots if hasattr(value, s)}
+    # a repr naming a memory address would differ between runs: leave the address out
+    return _ADDRESS.sub("", repr(value))
 
 
 def _timestamp_reader(spec: str | Callable[[Any], Any]) -> Callable[[Any], int]:
