@@ -17,19 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import ids, kind
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fraudcep import Engine, EventError, Pattern, Rule, SkipStrategy
-
-
-def kind(*kinds: str) -> Any:
-    wanted = frozenset(kinds)
-    return lambda e: e["t"] in wanted
-
-
-def ids(events: Any) -> tuple[tuple[str, tuple[Any, ...]], ...]:
-    return tuple((name, tuple(e["id"] for e in evs)) for name, evs in events.items())
 
 
 def rules() -> list[Rule]:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from helpers import ev, ids, kind
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -32,15 +33,6 @@ from fraudcep import (
 )
 
 PROPERTY = settings(max_examples=150, deadline=None, derandomize=True)
-
-
-def kind(*kinds: str) -> Any:
-    wanted = frozenset(kinds)
-    return lambda e: e["t"] in wanted
-
-
-def ids(events: Any) -> tuple[tuple[str, tuple[Any, ...]], ...]:
-    return tuple((name, tuple(e["id"] for e in evs)) for name, evs in events.items())
 
 
 def rules() -> list[Rule]:
@@ -228,10 +220,6 @@ def test_process_many_reports_the_watermark_a_late_event_met() -> None:
     engine = Engine([ab_rule()], timestamp="ts")
     engine.process_many([ev(1, 1, "a"), ev(2, 0, "a")])  # watermark 0 after the first
     assert [(x.timestamp, x.watermark) for x in engine.drain_late()] == [(0, 0)]
-
-
-def ev(event_id: Any, ts: Any, t: str, k: str = "x") -> dict[str, Any]:
-    return {"id": event_id, "ts": ts, "k": k, "t": t}
 
 
 def ab_rule(window: int | None = 10) -> Rule:

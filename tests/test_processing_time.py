@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from helpers import id_lists as ids
+from helpers import kind
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -33,15 +35,6 @@ class FakeClock:
     def __call__(self) -> int:
         self.reads += 1
         return self.now
-
-
-def kind(*kinds: str) -> Any:
-    wanted = frozenset(kinds)
-    return lambda e: e["t"] in wanted
-
-
-def ids(events: Any) -> dict[str, list[Any]]:
-    return {name: [e["id"] for e in evs] for name, evs in events.items()}
 
 
 def ab(window: int | None = 10) -> Rule:

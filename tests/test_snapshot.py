@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import ev, ids
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -90,10 +91,6 @@ _NAMESPACE: dict[str, Any] = {}
 exec(RULES_SOURCE, _NAMESPACE)
 make_rules = _NAMESPACE["make_rules"]
 POOL_IDS = [r.id for r in make_rules()]
-
-
-def ids(events: Any) -> tuple[tuple[str, tuple[Any, ...]], ...]:
-    return tuple((name, tuple(e["id"] for e in evs)) for name, evs in events.items())
 
 
 def observe(
@@ -208,10 +205,6 @@ def test_restore_continues_like_the_uninterrupted_run(scenario: dict[str, Any]) 
     assert restored["timeouts"] == uninterrupted["timeouts"]
     assert restored["late"] == uninterrupted["late"]
     assert restored["stats"] == uninterrupted["stats"]
-
-
-def ev(event_id: int, ts: int, t: str, k: str = "x") -> dict[str, Any]:
-    return {"id": event_id, "ts": ts, "k": k, "t": t}
 
 
 def test_restore_keeps_pending_matches_timers_and_buffered_events() -> None:

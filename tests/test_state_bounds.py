@@ -3,25 +3,12 @@ bound and a documented overflow policy (drop the newest partial matches, force t
 
 from __future__ import annotations
 
-from typing import Any
-
+from helpers import ev, kind
+from helpers import id_lists as ids
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fraudcep import Engine, LateEvent, Pattern, Rule, SkipStrategy
-
-
-def kind(*kinds: str) -> Any:
-    wanted = frozenset(kinds)
-    return lambda e: e["t"] in wanted
-
-
-def ids(events: Any) -> dict[str, list[Any]]:
-    return {name: [e["id"] for e in evs] for name, evs in events.items()}
-
-
-def ev(event_id: int, ts: int, t: str, k: Any = "x") -> dict[str, Any]:
-    return {"id": event_id, "ts": ts, "k": k, "t": t}
 
 
 def windowed_rules() -> list[Rule]:
