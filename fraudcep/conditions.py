@@ -24,6 +24,11 @@ class Context(Protocol):
         """Event time (or processing time) of the event being evaluated, in ms."""
         ...
 
+    @property
+    def previous(self) -> Any:
+        """The event matched last in this partial match, or ``None``."""
+        ...
+
     def events(self, name: str) -> Sequence[Any]:
         """Events already matched to stage ``name`` in this partial match, in order."""
         ...

@@ -110,6 +110,12 @@ class MatchContext:
         self._node = node
         self.timestamp = timestamp
 
+    @property
+    def previous(self) -> Any:
+        """The event matched last in this partial match (``None`` before the first)."""
+        node = self._node
+        return None if node is None else node.event
+
     def events(self, name: str) -> Sequence[Any]:
         """The events matched to stage ``name`` so far, first matched first."""
         found: list[Any] = []
