@@ -24,12 +24,15 @@ class Alert:
     last_ts: int
     alert_id: str
     emitted_at: int
+    rule_version: int = 1
+    """The version of the rule that found the match (see ``Engine.replace_rule``)."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly rendering (events as given)."""
         return {
             "alert_id": self.alert_id,
             "rule_id": self.rule_id,
+            "rule_version": self.rule_version,
             "key": self.key,
             "first_ts": self.first_ts,
             "last_ts": self.last_ts,
@@ -46,6 +49,7 @@ class TimedOutMatch:
     key: Hashable
     events: Mapping[str, Sequence[Any]]
     timeout_ts: int
+    rule_version: int = 1
 
 
 @attrs.frozen

@@ -60,6 +60,7 @@ class EngineStats:
     partial_matches_dropped: int
     forced_watermarks: int
     condition_errors: int
+    partial_matches_discarded: int
     live_keys: int
     live_partial_matches: int
     buffered_events: int
@@ -67,14 +68,14 @@ class EngineStats:
 
 
 class _RuleRuntime:
-    """A rule with its matcher and its per-key state."""
+    """A rule in force, with its version, its matcher and its per-key state."""
 
-    __slots__ = ("first_test", "index", "key_index", "keys", "matcher", "pending", "rule")
+    __slots__ = ("first_test", "key_index", "keys", "matcher", "pending", "rule", "version")
 
-    def __init__(self, index: int, rule: Rule, key_index: int) -> None:
-        self.index = index
+    def __init__(self, rule: Rule, version: int) -> None:
         self.rule = rule
-        self.key_index = key_index
+        self.version = version
+        self.key_index = 0  # position of the rule's key function in Engine._key_functions
         self.matcher = Matcher(rule.nfa, rule.pattern.skip_strategy)
         # a one-argument test equivalent to matcher.can_start, when the start state allows it
         self.first_test = self.matcher.simple_start_test()
@@ -134,26 +135,27 @@ class Engine:
         self._overflows: list[Overflow] = []
         self._event_id = field_getter(event_id) if isinstance(event_id, str) else event_id
 
-        key_specs: list[Any] = []
+        self._rules: list[_RuleRuntime] = [_RuleRuntime(rule, 1) for rule in self.rules]
+        self._disabled: dict[str, tuple[Rule, int]] = {}
         self._key_functions: list[Callable[[Any], Hashable]] = []
-        self._rules: list[_RuleRuntime] = []
-        for i, rule in enumerate(self.rules):
-            spec = rule.key
-            if spec in key_specs:
-                key_index = key_specs.index(spec)
-            else:
-                key_index = len(key_specs)
-                key_specs.append(spec)
-                self._key_functions.append(rule.key_function())
-            self._rules.append(_RuleRuntime(i, rule, key_index))
-        self._key_specs = key_specs
+        self._key_specs: list[Any] = []
+        self._ingest_view: list[
+            tuple[
+                _RuleRuntime,
+                dict[Hashable, KeyState],
+                dict[Hashable, int],
+                Callable[[Any], bool] | None,
+                int,
+            ]
+        ] = []
+        self._index_keys()
 
         self._seq = 0  # arrival order (ties in the event buffer)
         self._order = 0  # processing order (orders runs by their start event)
         self._max_ts = MIN_TIMESTAMP
         self._watermark = MIN_TIMESTAMP
         self._buffer: list[tuple[int, int, Any, tuple[Any, ...]]] = []
-        self._timers: list[tuple[int, int, int, Any]] = []
+        self._timers: list[tuple[int, int, _RuleRuntime, Any]] = []
         self._timer_tie = 0
         self._timeouts: list[TimedOutMatch] = []
         self._late: list[LateEvent] = []
@@ -164,6 +166,7 @@ class Engine:
         self._partial_matches_dropped = 0
         self._forced_watermarks = 0
         self._condition_errors = 0
+        self._partial_matches_discarded = 0
 
     # -- feeding events --------------------------------------------------------------------
 
@@ -271,6 +274,7 @@ class Engine:
             "partial_matches_dropped": self._partial_matches_dropped,
             "forced_watermarks": self._forced_watermarks,
             "condition_errors": self._condition_errors,
+            "partial_matches_discarded": self._partial_matches_discarded,
         }
 
     def _set_counters(self, counters: dict[str, int]) -> None:
@@ -281,6 +285,130 @@ class Engine:
         self._partial_matches_dropped = counters["partial_matches_dropped"]
         self._forced_watermarks = counters["forced_watermarks"]
         self._condition_errors = counters["condition_errors"]
+        self._partial_matches_discarded = counters["partial_matches_discarded"]
+
+    # -- live rule changes -----------------------------------------------------------------
+
+    def rule_versions(self) -> dict[str, int]:
+        """The version of every rule the engine knows, enabled or not."""
+        versions = {rr.rule.id: rr.version for rr in self._rules}
+        versions.update({rule_id: v for rule_id, (_, v) in self._disabled.items()})
+        return versions
+
+    def add_rule(self, rule: Rule) -> int:
+        """Start matching ``rule`` (a new id) from now on; returns its version (1).
+
+        "From now on" means every event the engine processes after this call, including
+        events it holds for the watermark; see docs/rules.md, "Live changes".
+        """
+        self._check_new_id(rule)
+        return self._install(_RuleRuntime(rule, 1))
+
+    def replace_rule(self, rule: Rule) -> int:
+        """Replace the rule with ``rule.id`` by ``rule``; returns the new version.
+
+        The old version's partial matches are discarded (counted in
+        ``stats.partial_matches_discarded``); the new version starts from an empty state, as a
+        new rule does. Alerts carry the version that produced them.
+        """
+        current = self._find(rule.id)
+        if current is None:
+            if rule.id in self._disabled:
+                _, version = self._disabled.pop(rule.id)
+                return self._install(_RuleRuntime(rule, version + 1))
+            raise ConfigurationError(f"no rule {rule.id!r} to replace; use add_rule()")
+        self._discard(current)
+        position = self._rules.index(current)
+        self._rules[position] = _RuleRuntime(rule, current.version + 1)
+        self._after_rule_change()
+        return current.version + 1
+
+    def disable_rule(self, rule_id: str) -> None:
+        """Stop matching rule ``rule_id``; its partial matches are discarded. The rule and its
+        version are kept for :meth:`enable_rule`."""
+        current = self._require(rule_id)
+        self._discard(current)
+        self._rules.remove(current)
+        self._disabled[rule_id] = (current.rule, current.version)
+        self._after_rule_change()
+
+    def enable_rule(self, rule_id: str) -> None:
+        """Resume a disabled rule, from an empty state, with the version it had."""
+        if rule_id not in self._disabled:
+            raise ConfigurationError(f"rule {rule_id!r} is not disabled")
+        rule, version = self._disabled.pop(rule_id)
+        self._install(_RuleRuntime(rule, version))
+
+    def remove_rule(self, rule_id: str) -> None:
+        """Forget rule ``rule_id`` (enabled or disabled); its partial matches are discarded."""
+        if self._disabled.pop(rule_id, None) is not None:
+            return
+        current = self._require(rule_id)
+        self._discard(current)
+        self._rules.remove(current)
+        self._after_rule_change()
+
+    def _find(self, rule_id: str) -> _RuleRuntime | None:
+        return next((rr for rr in self._rules if rr.rule.id == rule_id), None)
+
+    def _require(self, rule_id: str) -> _RuleRuntime:
+        found = self._find(rule_id)
+        if found is None:
+            raise ConfigurationError(f"no enabled rule {rule_id!r}")
+        return found
+
+    def _check_new_id(self, rule: Rule) -> None:
+        if not isinstance(rule, Rule):
+            raise ConfigurationError(f"expected a Rule, got {rule!r}")
+        if self._find(rule.id) is not None or rule.id in self._disabled:
+            raise ConfigurationError(f"rule {rule.id!r} exists already; use replace_rule()")
+
+    def _install(self, rr: _RuleRuntime) -> int:
+        self._rules.append(rr)
+        self._after_rule_change()
+        return rr.version
+
+    def _discard(self, rr: _RuleRuntime) -> None:
+        self._partial_matches_discarded += sum(
+            sum(1 for run in ks.partial if run.order != NOT_STARTED) + len(ks.completed)
+            for ks in rr.keys.values()
+        )
+        rr.keys.clear()
+        rr.pending.clear()
+
+    def _index_keys(self) -> None:
+        """Give every rule the position of its key function (rules sharing a key spec share
+        one function, so the key is computed once per event), and prepare what the per-event
+        loop reads of each rule."""
+        self._key_specs = []
+        self._key_functions = []
+        for rr in self._rules:
+            spec = rr.rule.key
+            if spec in self._key_specs:
+                rr.key_index = self._key_specs.index(spec)
+            else:
+                rr.key_index = len(self._key_specs)
+                self._key_specs.append(spec)
+                self._key_functions.append(rr.rule.key_function())
+        self._ingest_view = [
+            (rr, rr.keys, rr.pending, rr.first_test, rr.key_index) for rr in self._rules
+        ]
+
+    def _after_rule_change(self) -> None:
+        """Re-index keys and re-key the events held for the watermark for the new rule set:
+        every held event is offered to every rule (no shortcut), so a new or replaced rule
+        sees the events the engine has not processed yet."""
+        self.rules = tuple(rr.rule for rr in self._rules)
+        self._index_keys()
+        for rr in self._rules:
+            rr.pending.clear()
+        rekeyed = []
+        for ts, seq, event, _ in self._buffer:
+            keys = tuple(rr.rule.key_function()(event) for rr in self._rules)
+            for rr, key in zip(self._rules, keys, strict=True):
+                rr.pending[key] = rr.pending.get(key, 0) + 1
+            rekeyed.append((ts, seq, event, keys))
+        self._buffer[:] = rekeyed  # same (ts, seq) order: still a heap
 
     # -- snapshots -------------------------------------------------------------------------
 
@@ -315,7 +443,7 @@ class Engine:
         assert read_ts is not None
         key_functions = self._key_functions
         only_key = key_functions[0] if len(key_functions) == 1 else None
-        rules = [(rr, rr.keys, rr.pending, rr.first_test, rr.key_index) for rr in self._rules]
+        rules = self._ingest_view
         buffer = self._buffer
         timers = self._timers
         push = heapq.heappush
@@ -486,13 +614,12 @@ class Engine:
             ks.deadline = deadline
             if deadline is not None:
                 self._timer_tie += 1
-                heapq.heappush(self._timers, (deadline, self._timer_tie, rr.index, key))
+                heapq.heappush(self._timers, (deadline, self._timer_tie, rr, key))
 
     def _fire_timers(self, now: int, out: list[Alert]) -> None:
         timers = self._timers
         while timers and timers[0][0] <= now:
-            deadline, _, index, key = heapq.heappop(timers)
-            rr = self._rules[index]
+            deadline, _, rr, key = heapq.heappop(timers)
             ks = rr.keys.get(key)
             if ks is None or ks.deadline != deadline:
                 continue  # superseded
@@ -529,6 +656,7 @@ class Engine:
             last_ts=nodes[-1].ts if nodes else emitted_at,
             alert_id=self._alert_id(rr.rule.id, key, nodes),
             emitted_at=emitted_at,
+            rule_version=rr.version,
         )
 
     def _alert_id(self, rule_id: str, key: Hashable, nodes: Sequence[Any]) -> str:
@@ -539,7 +667,7 @@ class Engine:
 
     def _report_timeout(self, rr: _RuleRuntime, key: Hashable, run: Run, timeout_ts: int) -> None:
         self._timeouts_count += 1
-        timed_out = TimedOutMatch(rr.rule.id, key, as_mapping(run.node), timeout_ts)
+        timed_out = TimedOutMatch(rr.rule.id, key, as_mapping(run.node), timeout_ts, rr.version)
         if self._on_timeout is not None:
             self._on_timeout(timed_out)
         else:

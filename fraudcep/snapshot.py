@@ -31,6 +31,7 @@ from fraudcep.nfa import NOT_STARTED, KeyState, Node, Run
 
 if TYPE_CHECKING:
     from fraudcep.engine import Engine, _RuleRuntime
+    from fraudcep.rule import Rule
 
 MAGIC = b"FCEPSNAP"
 FORMAT_VERSION = 1
@@ -45,6 +46,10 @@ def dump(engine: Engine) -> bytes:
     doc: dict[str, Any] = {
         "format": FORMAT_VERSION,
         "rules": [fingerprint(rr) for rr in engine._rules],
+        "disabled": [
+            {**_fingerprint(rule), "version": version}
+            for rule, version in engine._disabled.values()
+        ],
         "time_mode": engine.time_mode.value,
         "seq": engine._seq,
         "order": engine._order,
@@ -59,16 +64,16 @@ def dump(engine: Engine) -> bytes:
         # live timers only, sorted: a sorted list is a heap, and the bytes do not depend on
         # which superseded timers the heap still held
         "timers": [
-            [deadline, tie, index, _key(key)]
-            for deadline, tie, index, key in sorted(engine._timers, key=lambda t: t[:2])
-            if _live_timer(engine, deadline, index, key)
+            [deadline, tie, engine._rules.index(rr), _key(key)]
+            for deadline, tie, rr, key in sorted(engine._timers, key=lambda t: t[:2])
+            if _live_timer(rr, deadline, key)
         ],
         "keys": [
             [[_key(key), _key_state(writer, ks)] for key, ks in rr.keys.items()]
             for rr in engine._rules
         ],
         "timeouts": [
-            [t.rule_id, _key(t.key), writer.mapping(t.events), t.timeout_ts]
+            [t.rule_id, _key(t.key), writer.mapping(t.events), t.timeout_ts, t.rule_version]
             for t in engine._timeouts
         ],
         "late": [[writer.event(x.event), x.timestamp, x.watermark] for x in engine._late],
@@ -105,23 +110,11 @@ def load(engine: Engine, blob: bytes) -> None:
     from fraudcep.engine import SKIP
 
     doc = read(blob)
-    expected = [fingerprint(rr) for rr in engine._rules]
     if not isinstance(doc["rules"], list) or not all(
-        isinstance(r, dict) and "id" in r for r in doc["rules"]
+        isinstance(r, dict) and "id" in r for r in doc["rules"] + doc["disabled"]
     ):
         raise SnapshotError("snapshot body has no valid rule list")
-    if doc["rules"] != expected:
-        got_ids = [r["id"] for r in doc["rules"]]
-        want_ids = [r["id"] for r in expected]
-        detail = (
-            f"rule ids {got_ids} vs {want_ids}"
-            if got_ids != want_ids
-            else "the same rule ids, but the patterns differ in structure"
-        )
-        raise SnapshotError(
-            f"snapshot was taken with other rules than restore() got ({detail}); "
-            "restore with the rules the snapshot was taken with"
-        )
+    _arrange_rules(engine, doc["rules"], doc["disabled"])
     if doc["time_mode"] != engine.time_mode.value:
         raise SnapshotError(
             f"snapshot was taken in {doc['time_mode']} mode, restore asked for "
@@ -149,15 +142,16 @@ def load(engine: Engine, blob: bytes) -> None:
                 if key is not SKIP:
                     rr.pending[key] = rr.pending.get(key, 0) + 1
         engine._timers = [
-            (deadline, tie, index, _unkey(key)) for deadline, tie, index, key in doc["timers"]
+            (deadline, tie, engine._rules[index], _unkey(key))
+            for deadline, tie, index, key in doc["timers"]
         ]
         heapq.heapify(engine._timers)  # written sorted; heapify keeps that guarantee explicit
         for rr, entries in zip(engine._rules, doc["keys"], strict=True):
             for key, state in entries:
                 rr.keys[_unkey(key)] = _restore_key_state(rr, state, nodes)
         engine._timeouts = [
-            TimedOutMatch(rule_id, _unkey(key), _unmapping(mapping, events), ts)
-            for rule_id, key, mapping, ts in doc["timeouts"]
+            TimedOutMatch(rule_id, _unkey(key), _unmapping(mapping, events), ts, version)
+            for rule_id, key, mapping, ts, version in doc["timeouts"]
         ]
         engine._late = [LateEvent(events[ev], ts, wm) for ev, ts, wm in doc["late"]]
         engine._overflows = [
@@ -204,23 +198,73 @@ def read(blob: bytes) -> dict[str, Any]:
 
 _FIELDS = frozenset(
     {
-        "format", "rules", "time_mode", "seq", "order", "max_ts", "watermark", "timer_tie",
-        "counts", "buffer", "timers", "keys", "timeouts", "late", "overflows", "failures",
-        "events", "nodes",
+        "format", "rules", "disabled", "time_mode", "seq", "order", "max_ts", "watermark",
+        "timer_tie", "counts", "buffer", "timers", "keys", "timeouts", "late", "overflows",
+        "failures", "events", "nodes",
     }
 )  # fmt: skip
 
 
 def fingerprint(rr: _RuleRuntime) -> dict[str, Any]:
-    """What identifies a rule's state layout: its id and its compiled automaton."""
-    nfa = rr.matcher.nfa
+    """What identifies a rule in force: its id, version and compiled automaton."""
+    return {**_fingerprint(rr.rule), "version": rr.version}
+
+
+def _fingerprint(rule: Rule) -> dict[str, Any]:
+    nfa = rule.nfa
     structure = "|".join(
         f"{s.name}/{s.kind.value}/{s.window_ms}:"
         + ",".join(f"{t.action.value}>{t.target.name}" for t in s.transitions)
         for s in nfa.states
     )
-    structure += f"|window={nfa.window_ms}|skip={rr.matcher.skip}"
-    return {"id": rr.rule.id, "structure": hashlib.sha256(structure.encode()).hexdigest()}
+    structure += f"|window={nfa.window_ms}|skip={rule.pattern.skip_strategy}"
+    # conditions written as expressions (rules as data) carry their text: it is part of the rule
+    structure += "|" + "|".join(_condition_sources(rule))
+    return {"id": rule.id, "structure": hashlib.sha256(structure.encode()).hexdigest()}
+
+
+def _condition_sources(rule: Rule) -> list[str]:
+    from fraudcep.conditions import And, Condition, Not, Or, Predicate
+
+    out: list[str] = []
+
+    def walk(cond: Condition | None) -> None:
+        if isinstance(cond, Predicate):
+            out.append(str(getattr(cond.fn, "fraudcep_source", "<code>")))
+        elif isinstance(cond, And | Or):
+            walk(cond.left)
+            walk(cond.right)
+        elif isinstance(cond, Not):
+            walk(cond.inner)
+
+    for state in rule.nfa.states:
+        for t in state.transitions:
+            walk(t.condition)
+    return out
+
+
+def _arrange_rules(engine: Engine, enabled: list[Any], disabled: list[Any]) -> None:
+    """Put ``engine``'s rules in the snapshot's order, versions and enabled state, after
+    checking that they are exactly the snapshot's rules."""
+    from fraudcep.engine import _RuleRuntime
+
+    given = {rule.id: rule for rule in engine.rules}
+    wanted = [r["id"] for r in enabled] + [r["id"] for r in disabled]
+    if sorted(given) != sorted(wanted) or len(set(wanted)) != len(wanted):
+        raise SnapshotError(
+            f"snapshot was taken with other rules than restore() got (rule ids {sorted(wanted)} "
+            f"vs {sorted(given)}); restore with the rules the snapshot was taken with"
+        )
+    for entry in enabled + disabled:
+        if _fingerprint(given[entry["id"]])["structure"] != entry.get("structure"):
+            raise SnapshotError(
+                f"rule {entry['id']!r}: the same rule ids, but the patterns differ in structure "
+                "from the snapshot's; restore with the rules the snapshot was taken with"
+            )
+    engine._rules = [_RuleRuntime(given[r["id"]], int(r["version"])) for r in enabled]
+    engine._disabled = {r["id"]: (given[r["id"]], int(r["version"])) for r in disabled}
+    engine.rules = tuple(rr.rule for rr in engine._rules)
+    engine._index_keys()
 
 
 class _Writer:
@@ -288,8 +332,8 @@ def _restore_key_state(rr: _RuleRuntime, state: dict[str, Any], nodes: list[Node
     return ks
 
 
-def _live_timer(engine: Engine, deadline: int, index: int, key: Any) -> bool:
-    ks = engine._rules[index].keys.get(key)
+def _live_timer(rr: _RuleRuntime, deadline: int, key: Any) -> bool:
+    ks = rr.keys.get(key)
     return ks is not None and ks.deadline == deadline
 
 
