@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
 
-from fraudcep_cli import demo
+from fraudcep_cli import demo, rules
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_arguments(demo_parser)
     demo_parser.set_defaults(handler=demo.run)
+    rules_parser = commands.add_parser(
+        "rules", help="validate rule files and test rules on events", description=rules.DESCRIPTION
+    )
+    rules.add_arguments(rules_parser)
     return parser
 
 

@@ -1,0 +1,240 @@
+"""``fraudcep rules``: check rule files, and try rules on a file of events.
+
+``fraudcep rules validate FILE...`` prints every problem as ``FILE:LINE:COLUMN: rule 'id'
+field: message`` and exits 1 when there is any. ``fraudcep rules test FILE --events
+EVENTS.jsonl`` runs the enabled rules over JSON Lines events with :class:`fraudcep.Engine` and
+prints each alert and a count per rule (``--json`` for one JSON object per line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from typing import IO, Any
+
+from fraudcep import Alert, Engine, FraudcepError, LateEvent
+from fraudcep.rulespec import RuleDefinition, RuleSpecError, load_rule_file, parse_duration
+
+DESCRIPTION = "Validate rule files (YAML or JSON) and test rules on events."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="rules_command", metavar="ACTION", required=True)
+    validate = sub.add_parser(
+        "validate",
+        help="check rule files; print every problem with its position",
+        description="Check rule files. Exit code 1 if any problem, 0 otherwise.",
+    )
+    validate.add_argument("files", nargs="+", metavar="FILE", help="rule files (.yaml/.json)")
+    validate.add_argument("--json", action="store_true", help="machine-readable output")
+    validate.set_defaults(handler=run_validate)
+
+    test = sub.add_parser(
+        "test",
+        help="run the rules of a file over JSON Lines events and print the alerts",
+        description="Run the enabled rules of FILE over EVENTS (JSON Lines) and print alerts.",
+    )
+    test.add_argument("file", metavar="FILE", help="rule file (.yaml/.json)")
+    test.add_argument("--events", required=True, metavar="EVENTS", help="JSON Lines events")
+    test.add_argument("--timestamp", default="ts", help="event-time field (int ms)")
+    test.add_argument("--event-id", default="id", help="field shown for matched events")
+    test.add_argument(
+        "--out-of-orderness", default="0", help="allowed disorder: a duration like 5s, or ms"
+    )
+    test.add_argument("--json", action="store_true", help="one JSON object per line")
+    test.set_defaults(handler=run_test)
+
+
+# -- validate -------------------------------------------------------------------------------
+
+
+def _load(path: str) -> list[RuleDefinition] | list[dict[str, Any]]:
+    """Rule definitions, or the problems as dicts."""
+    try:
+        return load_rule_file(path)
+    except OSError as exc:
+        return [
+            {
+                "file": path,
+                "line": 0,
+                "column": 0,
+                "rule": None,
+                "field": "",
+                "message": f"cannot read: {exc.strerror or exc}",
+            }
+        ]
+    except RuleSpecError as exc:
+        return [
+            {
+                "file": p.source,
+                "line": p.line,
+                "column": p.column,
+                "rule": p.rule_id,
+                "field": p.field,
+                "message": p.message,
+                "text": str(p),
+            }
+            for p in exc.problems
+        ]
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    out = sys.stdout
+    problems: list[dict[str, Any]] = []
+    rules = 0
+    for path in args.files:
+        loaded = _load(path)
+        if loaded and isinstance(loaded[0], RuleDefinition):
+            rules += len(loaded)
+        else:
+            problems.extend(p for p in loaded if isinstance(p, dict))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "ok": not problems,
+                    "rules": rules,
+                    "problems": [{k: v for k, v in p.items() if k != "text"} for p in problems],
+                }
+            ),
+            file=out,
+        )
+    else:
+        for p in problems:
+            print(p.get("text") or f"{p['file']}: {p['message']}", file=out)
+        if problems:
+            print(f"{len(problems)} problem(s) in {len(args.files)} file(s)", file=out)
+        else:
+            print(f"ok: {rules} rule(s) in {len(args.files)} file(s)", file=out)
+    return 1 if problems else 0
+
+
+# -- test -----------------------------------------------------------------------------------
+
+
+def _events(path: str, err: IO[str], bad: list[int]) -> Iterator[tuple[int, dict[str, Any]]]:
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError as exc:
+                bad.append(number)
+                print(f"{path}:{number}: bad JSON: {exc.msg} (line skipped)", file=err)
+                continue
+            if not isinstance(event, dict):
+                bad.append(number)
+                print(f"{path}:{number}: not a JSON object (line skipped)", file=err)
+                continue
+            yield number, event
+
+
+def _label(event: Any, id_field: str, ts_field: str) -> Any:
+    if isinstance(event, dict):
+        if id_field in event:
+            return event[id_field]
+        return event.get(ts_field)
+    return None
+
+
+def _alert_record(alert: Alert, id_field: str, ts_field: str) -> dict[str, Any]:
+    return {
+        "rule_id": alert.rule_id,
+        "key": alert.key,
+        "first_ts": alert.first_ts,
+        "last_ts": alert.last_ts,
+        "events": {
+            name: [_label(e, id_field, ts_field) for e in evs] for name, evs in alert.events.items()
+        },
+    }
+
+
+def run_test(args: argparse.Namespace) -> int:
+    out, err = sys.stdout, sys.stderr
+    loaded = _load(args.file)
+    if not loaded or not isinstance(loaded[0], RuleDefinition):
+        for p in loaded:
+            if isinstance(p, dict):
+                print(p.get("text") or f"{p['file']}: {p['message']}", file=err)
+        return 1
+    definitions = [d for d in loaded if isinstance(d, RuleDefinition)]
+    enabled = [d for d in definitions if d.enabled]
+    try:
+        disorder = parse_duration(args.out_of_orderness) if args.out_of_orderness != "0" else 0
+    except ValueError as exc:
+        print(f"--out-of-orderness: {exc}", file=err)
+        return 2
+    late: list[LateEvent] = []
+    engine = Engine(
+        [d.rule for d in enabled],
+        timestamp=args.timestamp,
+        max_out_of_orderness=disorder,
+        on_late=late.append,
+    )
+    counts: Counter[str] = Counter({d.id: 0 for d in enabled})
+    bad: list[int] = []
+    seen = 0
+
+    def emit(alert: Alert) -> None:
+        counts[alert.rule_id] += 1
+        record = _alert_record(alert, args.event_id, args.timestamp)
+        if args.json:
+            print(json.dumps({"alert": record}, default=str), file=out)
+        else:
+            matched = " ".join(
+                f"{name}={json.dumps(ids, default=str)}" for name, ids in record["events"].items()
+            )
+            print(
+                f"{alert.rule_id} key={alert.key!r} ts={alert.first_ts}..{alert.last_ts} {matched}",
+                file=out,
+            )
+
+    try:
+        for number, event in _events(args.events, err, bad):
+            try:
+                alerts = engine.process(event)
+            except FraudcepError as exc:
+                bad.append(number)
+                print(f"{args.events}:{number}: {exc} (event skipped)", file=err)
+                continue
+            seen += 1
+            for alert in alerts:
+                emit(alert)
+        for alert in engine.flush():
+            emit(alert)
+    except OSError as exc:
+        print(f"{args.events}: cannot read: {exc.strerror or exc}", file=err)
+        return 1
+    skipped = [d.id for d in definitions if not d.enabled]
+    summary = {
+        "events": seen,
+        "bad_lines": len(bad),
+        "late_events": len(late),
+        "alerts": dict(counts),
+        "disabled_rules": skipped,
+    }
+    if args.json:
+        print(json.dumps({"summary": summary}), file=out)
+    else:
+        print(f"-- {seen} event(s), {len(bad)} bad line(s), {len(late)} late", file=out)
+        for rule_id, count in counts.items():
+            print(f"{rule_id}: {count} alert(s)", file=out)
+        for rule_id in skipped:
+            print(f"{rule_id}: disabled", file=out)
+    return 0
+
+
+def main(argv: Sequence[str]) -> int:  # pragma: no cover - convenience for python -m
+    parser = argparse.ArgumentParser(prog="fraudcep rules", description=DESCRIPTION)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main(sys.argv[1:]))

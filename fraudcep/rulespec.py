@@ -1,0 +1,1216 @@
+"""Rules as data: a declarative YAML/JSON rule format, its loader and its writer.
+
+A rule file is a list of rules (or a mapping with a ``rules`` list); each rule is a mapping
+with an ``id``, a ``key``, an optional ``within``/``skip`` and a ``pattern``: a list of stages
+whose conditions are expressions of :mod:`fraudcep.expressions`. The format is described in
+``docs/rules.md`` and published as a JSON Schema (``fraudcep/rule_schema.json``).
+
+:func:`load_rules` parses a file, checks it and reports *every* problem at once, each with its
+rule, field path, line and column (:class:`RuleSpecError`), and builds one
+:class:`fraudcep.Rule` per rule through the public :class:`~fraudcep.Pattern` API.
+:func:`rule_to_spec` and :func:`pattern_to_spec` go the other way for patterns whose conditions
+carry their expression text (``fraudcep_source``): spec -> rule -> spec is the identity on
+normalised specs, and the rebuilt rule finds the same alerts.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+import yaml
+import yaml.constructor
+import yaml.nodes
+
+from fraudcep.conditions import And, Condition, Or, Predicate
+from fraudcep.errors import ConfigurationError, EventError, FraudcepError
+from fraudcep.pattern import Consuming, Pattern, QuantifierKind, Stage, WithinType
+from fraudcep.rule import Rule
+from fraudcep.skip import SkipKind, SkipStrategy
+
+__all__ = [
+    "SCHEMA_PATH",
+    "ExpressionCompiler",
+    "Problem",
+    "RuleDefinition",
+    "RuleSpecError",
+    "dump_rules",
+    "format_duration",
+    "load_rule_file",
+    "load_rules",
+    "parse_duration",
+    "pattern_to_spec",
+    "rule_schema",
+    "rule_to_spec",
+]
+
+SCHEMA_PATH = Path(__file__).resolve().parent / "rule_schema.json"
+"""The published JSON Schema (draft 2020-12) of the rule format."""
+
+Spec = dict[str, Any]
+Path_ = tuple[str | int, ...]
+Position = tuple[int, int]
+
+
+class ExpressionCompiler(Protocol):
+    """``fraudcep.expressions.compile_expression``'s signature."""
+
+    def __call__(
+        self,
+        source: str,
+        *,
+        stages: Sequence[str],
+        rule_id: str,
+        field: str,
+        line: int,
+        column: int,
+    ) -> Callable[..., Any]: ...
+
+
+# -- problems -------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Problem:
+    """One thing wrong with a rule file, and where it is (1-based line and column)."""
+
+    source: str
+    rule_id: str | None
+    field: str
+    line: int
+    column: int
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.source}:{self.line}:{self.column}:"
+        rule = "" if self.rule_id is None else f" rule {self.rule_id!r}"
+        field = f" {self.field}:" if self.field else ""
+        return f"{where}{rule}{field} {self.message}"
+
+
+class RuleSpecError(FraudcepError, ValueError):
+    """A rule file with problems; ``problems`` lists all of them, in file order."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems: list[Problem] = sorted(problems, key=lambda p: (p.line, p.column))
+        count = len(self.problems)
+        head = "\n".join(str(p) for p in self.problems[:20])
+        more = f"\n... and {count - 20} more" if count > 20 else ""
+        super().__init__(f"{count} problem(s) in rule file:\n{head}{more}")
+
+
+@attrs.frozen
+class RuleDefinition:
+    """A loaded rule: its metadata, its normalised spec and the compiled :class:`Rule`."""
+
+    id: str
+    version: int | None
+    enabled: bool
+    description: str | None
+    spec: Spec = attrs.field(eq=False)
+    rule: Rule = attrs.field(eq=False)
+
+
+# -- durations ------------------------------------------------------------------------------
+
+_UNITS: dict[str, int] = {"d": 86_400_000, "h": 3_600_000, "m": 60_000, "s": 1_000, "ms": 1}
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
+
+
+def parse_duration(value: object) -> int:
+    """``"500ms"``, ``"30s"``, ``"5m"``, ``"2h"``, ``"1d"`` or an int of ms, as ms (> 0)."""
+    if isinstance(value, bool):
+        raise ValueError(f"a duration must be like 500ms, 30s, 5m, 2h, 1d or an int, not {value}")
+    if isinstance(value, int):
+        ms = value
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        ms = int(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        raise ValueError(
+            f"a duration must be like 500ms, 30s, 5m, 2h, 1d or an int of ms, got {value!r}"
+        )
+    if ms <= 0:
+        raise ValueError(f"a duration must be longer than 0 ms, got {value!r}")
+    return ms
+
+
+def format_duration(ms: int) -> str:
+    """The normal form of a duration: the largest unit that divides it (``300000`` -> ``5m``)."""
+    for unit, size in _UNITS.items():
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# -- reading the document with positions -----------------------------------------------------
+
+
+class _Document:
+    """Plain data of a parsed file plus the position of every value and mapping key."""
+
+    def __init__(self) -> None:
+        self.values: dict[Path_, Position] = {}
+        self.keys: dict[Path_, Position] = {}
+        self.text_starts: dict[Path_, Position] = {}
+        self.data: Any = None
+
+
+def _mark(mark: Any) -> Position:
+    return (mark.line + 1, mark.column + 1)
+
+
+def _text_start(node: yaml.nodes.ScalarNode) -> Position:
+    """Where the text of a string scalar starts (after its quote, or below a block marker)."""
+    line, column = _mark(node.start_mark)
+    if node.style in ('"', "'"):
+        return (line, column + 1)
+    if node.style in ("|", ">"):
+        buffer = getattr(node.start_mark, "buffer", None)
+        index = node.start_mark.index
+        if isinstance(buffer, str):
+            newline = buffer.find("\n", index)
+            if newline >= 0:
+                i = newline + 1
+                while i < len(buffer) and buffer[i] == " ":
+                    i += 1
+                return (line + 1, i - newline)
+        return (line + 1, 1)
+    return (line, column)
+
+
+class _Reader:
+    def __init__(self, doc: _Document, problems: list[Problem], source: str) -> None:
+        self.doc = doc
+        self.problems = problems
+        self.source = source
+        self.constructor = yaml.constructor.SafeConstructor()
+
+    def convert(self, node: yaml.nodes.Node, path: Path_) -> Any:
+        self.doc.values[path] = _mark(node.start_mark)
+        if isinstance(node, yaml.nodes.ScalarNode):
+            if node.tag == "tag:yaml.org,2002:str":
+                self.doc.text_starts[path] = _text_start(node)
+            try:
+                return self.constructor.construct_object(node, deep=True)
+            except yaml.YAMLError as exc:
+                self._problem(node, f"bad value: {exc}")
+                return node.value
+        if isinstance(node, yaml.nodes.SequenceNode):
+            return [self.convert(child, (*path, i)) for i, child in enumerate(node.value)]
+        if isinstance(node, yaml.nodes.MappingNode):
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                key = key_node.value if isinstance(key_node, yaml.nodes.ScalarNode) else None
+                if not isinstance(key, str):
+                    self._problem(key_node, "a mapping key must be a string")
+                    continue
+                if key in out:
+                    self._problem(key_node, f"duplicate key {key!r}")
+                    continue
+                self.doc.keys[(*path, key)] = _mark(key_node.start_mark)
+                out[key] = self.convert(value_node, (*path, key))
+            return out
+        self._problem(node, "unsupported YAML node")  # pragma: no cover
+        return None
+
+    def _problem(self, node: yaml.nodes.Node, message: str) -> None:
+        line, column = _mark(node.start_mark)
+        self.problems.append(Problem(self.source, None, "", line, column, message))
+
+
+def _looks_like_json(text: str, source: str) -> bool:
+    suffix = Path(source).suffix.lower()
+    if suffix == ".json":
+        return True
+    if suffix in (".yaml", ".yml"):
+        return False
+    return text.lstrip()[:1] in ("{", "[")
+
+
+def _parse(text: str, source: str, problems: list[Problem]) -> _Document | None:
+    doc = _Document()
+    is_json = _looks_like_json(text, source)
+    json_data: Any = None
+    if is_json:
+        try:
+            json_data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            problems.append(
+                Problem(source, None, "", exc.lineno, exc.colno, f"bad JSON: {exc.msg}")
+            )
+            return None
+        # JSON is YAML (a tab is one column either way): compose it to learn the positions
+        text = text.replace("\t", " ")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = _mark(mark) if mark is not None else (1, 1)
+        what = exc.problem or str(exc)
+        problems.append(Problem(source, None, "", line, column, f"bad YAML: {what}"))
+        return None
+    except yaml.YAMLError as exc:
+        problems.append(Problem(source, None, "", 1, 1, f"bad YAML: {exc}"))
+        return None
+    if node is None:
+        problems.append(Problem(source, None, "", 1, 1, "the file holds no rules"))
+        return None
+    doc.data = _Reader(doc, problems, source).convert(node, ())
+    if is_json:
+        doc.data = json_data  # same shape; JSON's own reading of escapes and numbers
+    return doc
+
+
+# -- the intermediate model ------------------------------------------------------------------
+
+CONTIGUITIES: dict[str, Consuming] = {
+    "next": Consuming.STRICT,
+    "followed_by": Consuming.SKIP_TILL_NEXT,
+    "followed_by_any": Consuming.SKIP_TILL_ANY,
+    "not_next": Consuming.NOT_NEXT,
+    "not_followed_by": Consuming.NOT_FOLLOW,
+}
+_CONTIGUITY_NAMES = {v: k for k, v in CONTIGUITIES.items()}
+
+_SKIPS_SIMPLE = {
+    "no_skip": SkipStrategy.no_skip,
+    "skip_to_next": SkipStrategy.skip_to_next,
+    "skip_past_last_event": SkipStrategy.skip_past_last_event,
+}
+_SKIPS_NAMED = {
+    "skip_to_first": SkipStrategy.skip_to_first,
+    "skip_to_last": SkipStrategy.skip_to_last,
+}
+
+_WITHIN_TYPES = {t.value: t for t in WithinType}
+
+RULE_FIELDS = (
+    "id",
+    "description",
+    "version",
+    "enabled",
+    "key",
+    "within",
+    "within_type",
+    "skip",
+    "pattern",
+)
+STAGE_FIELDS = (
+    "name",
+    "group",
+    "contiguity",
+    *CONTIGUITIES,
+    "where",
+    "or_where",
+    "conditions",
+    "until",
+    "times",
+    "times_or_more",
+    "one_or_more",
+    "window",
+    "optional",
+    "greedy",
+    "consecutive",
+    "allow_combinations",
+    "within",
+    "within_type",
+)
+
+
+@attrs.define
+class _Expr:
+    text: str
+    path: Path_
+    kind: str  # where / or_where / until
+    fn: Callable[..., Any] | None = None
+
+
+@attrs.define
+class _StageModel:
+    path: Path_
+    name: str | None
+    group: list[_StageModel] | None
+    contiguity: Consuming | None
+    contiguity_path: Path_
+    conditions: list[_Expr]
+    until: _Expr | None
+    quantifier: tuple[str, Any] | None  # ("times", (lo, hi)) / ("times_or_more", n)
+    quantifier_path: Path_
+    window: int | None
+    flags: dict[str, Path_]  # optional/greedy/consecutive/allow_combinations set to true
+    windows: list[tuple[WithinType, int, Path_]]
+
+
+@attrs.define
+class _RuleModel:
+    path: Path_
+    id: str
+    description: str | None
+    version: int | None
+    enabled: bool
+    key: str
+    windows: list[tuple[WithinType, int, Path_]]
+    skip: SkipStrategy
+    skip_path: Path_
+    stages: list[_StageModel]
+
+
+def _render_path(path: Path_) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+class _Checker:
+    """Validates one rule's data, collecting problems with positions."""
+
+    def __init__(
+        self, doc: _Document, source: str, problems: list[Problem], prefix: Path_, rule_id: str
+    ) -> None:
+        self.doc = doc
+        self.source = source
+        self.problems = problems
+        self.prefix = prefix
+        self.rule_id = rule_id
+        self.failed = False
+
+    def position(self, path: Path_, at_key: bool = False) -> Position:
+        full = (*self.prefix, *path)
+        if at_key and full in self.doc.keys:
+            return self.doc.keys[full]
+        while full:
+            if full in self.doc.values:
+                return self.doc.values[full]
+            full = full[:-1]
+        return self.doc.values.get((), (1, 1))
+
+    def text_position(self, path: Path_) -> Position:
+        full = (*self.prefix, *path)
+        return self.doc.text_starts.get(full) or self.position(path)
+
+    def error(self, path: Path_, message: str, at_key: bool = False) -> None:
+        self.failed = True
+        line, column = self.position(path, at_key)
+        self.problems.append(
+            Problem(self.source, self.rule_id, _render_path(path), line, column, message)
+        )
+
+    # -- typed reads ----------------------------------------------------------------------
+
+    def unknown_keys(self, data: Mapping[str, Any], allowed: Sequence[str], path: Path_) -> None:
+        for key in data:
+            if key not in allowed:
+                hint = _close(key, allowed)
+                self.error((*path, key), f"unknown field {key!r}{hint}", at_key=True)
+
+    def string(self, data: Mapping[str, Any], key: str, path: Path_) -> str | None:
+        value = data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            self.error((*path, key), f"must be a non-empty string, got {value!r}")
+            return None
+        return value
+
+    def boolean(self, data: Mapping[str, Any], key: str, path: Path_) -> bool | None:
+        value = data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, bool):
+            self.error((*path, key), f"must be true or false, got {value!r}")
+            return None
+        return value
+
+    def count(self, value: Any, path: Path_, minimum: int) -> int | None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            self.error(path, f"must be an integer >= {minimum}, got {value!r}")
+            return None
+        return value
+
+    def duration(self, value: Any, path: Path_) -> int | None:
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            self.error(path, str(exc))
+            return None
+
+    def windows(self, data: Mapping[str, Any], path: Path_) -> list[tuple[WithinType, int, Path_]]:
+        out: list[tuple[WithinType, int, Path_]] = []
+        if "within" not in data:
+            if "within_type" in data:
+                self.error((*path, "within_type"), "within_type needs within")
+            return out
+        within = data["within"]
+        wpath = (*path, "within")
+        if isinstance(within, Mapping):
+            if "within_type" in data:
+                self.error(
+                    (*path, "within_type"),
+                    "within_type goes with a single duration, not a mapping of windows",
+                )
+            if not within:
+                self.error(wpath, "needs first_and_last and/or previous_and_current")
+            for name, value in within.items():
+                if name not in _WITHIN_TYPES:
+                    self.error(
+                        (*wpath, name),
+                        f"unknown window type {name!r} (first_and_last, previous_and_current)",
+                        at_key=True,
+                    )
+                    continue
+                ms = self.duration(value, (*wpath, name))
+                if ms is not None:
+                    out.append((_WITHIN_TYPES[name], ms, (*wpath, name)))
+            out.sort(key=lambda w: list(WithinType).index(w[0]))
+            return out
+        ms = self.duration(within, wpath)
+        kind = WithinType.FIRST_AND_LAST
+        if "within_type" in data:
+            name = data["within_type"]
+            if name not in _WITHIN_TYPES:
+                self.error(
+                    (*path, "within_type"),
+                    f"must be first_and_last or previous_and_current, got {name!r}",
+                )
+            else:
+                kind = _WITHIN_TYPES[name]
+        if ms is not None:
+            out.append((kind, ms, wpath))
+        return out
+
+    # -- expressions ----------------------------------------------------------------------
+
+    def expressions(self, value: Any, path: Path_, kind: str) -> list[_Expr]:
+        if isinstance(value, str):
+            if not value.strip():
+                self.error(path, "an expression must not be empty")
+                return []
+            return [_Expr(value, path, kind)]
+        if isinstance(value, list) and value:
+            out: list[_Expr] = []
+            for i, item in enumerate(value):
+                out.extend(
+                    self.expressions(item, (*path, i), kind)
+                    if isinstance(item, str)
+                    else self._not_expression(item, (*path, i))
+                )
+            return out
+        self.error(path, f"must be an expression (a string) or a list of them, got {value!r}")
+        return []
+
+    def _not_expression(self, value: Any, path: Path_) -> list[_Expr]:
+        self.error(path, f"must be an expression (a string), got {value!r}")
+        return []
+
+    # -- stages ---------------------------------------------------------------------------
+
+    def stages(self, value: Any, path: Path_, names: list[str]) -> list[_StageModel]:
+        if not isinstance(value, list) or not value:
+            self.error(path, "must be a non-empty list of stages")
+            return []
+        out = []
+        for i, item in enumerate(value):
+            stage = self.stage(item, (*path, i), i == 0, names)
+            if stage is not None:
+                out.append(stage)
+        return out
+
+    def stage(self, data: Any, path: Path_, first: bool, names: list[str]) -> _StageModel | None:
+        if not isinstance(data, Mapping):
+            self.error(path, f"a stage must be a mapping, got {data!r}")
+            return None
+        self.unknown_keys(data, STAGE_FIELDS, path)
+        name = self.string(data, "name", path)
+        group: list[_StageModel] | None = None
+        if "group" in data:
+            if "name" in data:
+                self.error((*path, "name"), "a group stage has no name", at_key=True)
+            for key in ("where", "or_where", "conditions", "greedy"):
+                if key in data:
+                    self.error((*path, key), f"{key} does not apply to a group", at_key=True)
+            group = self.stages(data["group"], (*path, "group"), names)
+        elif name is None:
+            self.error(path, "a stage needs a name (or a group)")
+        elif ":" in name:
+            self.error((*path, "name"), "':' is reserved for internal names")
+        elif name in names:
+            self.error((*path, "name"), f"duplicate stage name {name!r}")
+        else:
+            names.append(name)
+        contiguity, contiguity_path = self._contiguity(data, path, first)
+        conditions = self._conditions(data, path)
+        until = None
+        if "until" in data:
+            found = self.expressions(data["until"], (*path, "until"), "until")
+            if len(found) > 1 or isinstance(data["until"], list):
+                self.error((*path, "until"), "until takes a single expression")
+            elif found:
+                until = found[0]
+        quantifier, qpath = self._quantifier(data, path)
+        window = None
+        if "window" in data:
+            window = self.duration(data["window"], (*path, "window"))
+            if quantifier is None:
+                self.error(
+                    (*path, "window"),
+                    "window needs a quantifier (times, times_or_more, one_or_more)",
+                    at_key=True,
+                )
+        flags: dict[str, Path_] = {}
+        for flag in ("optional", "greedy", "consecutive", "allow_combinations"):
+            if self.boolean(data, flag, path):
+                flags[flag] = (*path, flag)
+        return _StageModel(
+            path=path,
+            name=name,
+            group=group,
+            contiguity=contiguity,
+            contiguity_path=contiguity_path,
+            conditions=conditions,
+            until=until,
+            quantifier=quantifier,
+            quantifier_path=qpath,
+            window=window,
+            flags=flags,
+            windows=self.windows(data, path),
+        )
+
+    def _contiguity(
+        self, data: Mapping[str, Any], path: Path_, first: bool
+    ) -> tuple[Consuming | None, Path_]:
+        given: list[tuple[str, Path_]] = []
+        if "contiguity" in data:
+            value = data["contiguity"]
+            if value not in CONTIGUITIES:
+                self.error(
+                    (*path, "contiguity"),
+                    f"must be one of {', '.join(CONTIGUITIES)}, got {value!r}",
+                )
+            else:
+                given.append((value, (*path, "contiguity")))
+        for name in CONTIGUITIES:
+            if name in data:
+                if data[name] is not True:
+                    self.error(
+                        (*path, name),
+                        f"write {name}: true (or contiguity: {name}), got {data[name]!r}",
+                    )
+                else:
+                    given.append((name, (*path, name)))
+        if len(given) > 1:
+            self.error(given[1][1], "the contiguity to the previous stage is given twice", True)
+            return None, given[0][1]
+        if first:
+            if given:
+                self.error(given[0][1], "the first stage has no previous stage", at_key=True)
+            return Consuming.STRICT, path
+        if not given:
+            return Consuming.SKIP_TILL_NEXT, path
+        if data.get("group") is not None and given[0][0].startswith("not_"):
+            self.error(given[0][1], "a negation cannot be a group", at_key=True)
+        return CONTIGUITIES[given[0][0]], given[0][1]
+
+    def _conditions(self, data: Mapping[str, Any], path: Path_) -> list[_Expr]:
+        out: list[_Expr] = []
+        if "conditions" in data:
+            cpath = (*path, "conditions")
+            for key in ("where", "or_where"):
+                if key in data:
+                    self.error((*path, key), f"use either conditions or {key}", at_key=True)
+            items = data["conditions"]
+            if not isinstance(items, list) or not items:
+                self.error(cpath, "must be a non-empty list of {where: ...} / {or_where: ...}")
+                return out
+            for i, item in enumerate(items):
+                if (
+                    not isinstance(item, Mapping)
+                    or len(item) != 1
+                    or next(iter(item)) not in ("where", "or_where")
+                ):
+                    self.error((*cpath, i), "must be a mapping {where: EXPR} or {or_where: EXPR}")
+                    continue
+                kind, text = next(iter(item.items()))
+                if not isinstance(text, str):
+                    self.error((*cpath, i, kind), f"must be an expression (a string), got {text!r}")
+                    continue
+                out.extend(self.expressions(text, (*cpath, i, kind), kind))
+            return out
+        for key in ("where", "or_where"):
+            if key in data:
+                out.extend(self.expressions(data[key], (*path, key), key))
+        return out
+
+    def _quantifier(
+        self, data: Mapping[str, Any], path: Path_
+    ) -> tuple[tuple[str, Any] | None, Path_]:
+        present = [k for k in ("times", "times_or_more", "one_or_more") if k in data]
+        if len(present) > 1:
+            self.error((*path, present[1]), f"only one of {', '.join(present)}", at_key=True)
+        if not present:
+            return None, path
+        key = present[0]
+        qpath = (*path, key)
+        value = data[key]
+        if key == "one_or_more":
+            if value is not True:
+                self.error(qpath, f"write one_or_more: true, got {value!r}")
+                return None, qpath
+            return ("times_or_more", 1), qpath
+        if key == "times_or_more":
+            n = self.count(value, qpath, 1)
+            return (None if n is None else ("times_or_more", n)), qpath
+        if isinstance(value, list):
+            if len(value) != 2:
+                self.error(qpath, f"must be a count or [low, high], got {value!r}")
+                return None, qpath
+            low = self.count(value[0], (*qpath, 0), 0)
+            high = self.count(value[1], (*qpath, 1), 1)
+            if low is None or high is None:
+                return None, qpath
+            if high < low:
+                self.error(qpath, f"the upper bound {high} is below the lower bound {low}")
+                return None, qpath
+            return ("times", (low, high)), qpath
+        n = self.count(value, qpath, 1)
+        return (None if n is None else ("times", (n, n))), qpath
+
+
+def _close(word: str, options: Sequence[str]) -> str:
+    import difflib
+
+    near = difflib.get_close_matches(word, options, n=1)
+    return f" (did you mean {near[0]!r}?)" if near else ""
+
+
+def _check_rule(
+    checker: _Checker, data: Any, path: Path_, seen_ids: dict[str, Path_]
+) -> _RuleModel | None:
+    if not isinstance(data, Mapping):
+        checker.error((), f"a rule must be a mapping, got {data!r}")
+        return None
+    checker.unknown_keys(data, RULE_FIELDS, ())
+    rule_id = checker.string(data, "id", ())
+    if rule_id is None and "id" not in data:
+        checker.error((), "a rule needs an id")
+    if rule_id is not None:
+        if rule_id in seen_ids:
+            checker.error(("id",), f"duplicate rule id {rule_id!r}")
+        seen_ids[rule_id] = path
+    description = None
+    if "description" in data:
+        description = data["description"]
+        if not isinstance(description, str):
+            checker.error(("description",), f"must be a string, got {description!r}")
+            description = None
+    version = None
+    if "version" in data:
+        version = checker.count(data["version"], ("version",), 0)
+    enabled = checker.boolean(data, "enabled", ())
+    key = checker.string(data, "key", ())
+    if key is None and "key" not in data:
+        checker.error((), "a rule needs a key (the field that partitions events)")
+    elif key is not None and any(not part for part in key.split(".")):
+        checker.error(("key",), f"a dotted key path has an empty part: {key!r}")
+    windows = checker.windows(data, ())
+    names: list[str] = []
+    stages = checker.stages(data.get("pattern"), ("pattern",), names)
+    skip = _check_skip(checker, data, names)
+    return _RuleModel(
+        path=path,
+        id=checker.rule_id if rule_id is None else rule_id,
+        description=description,
+        version=version,
+        enabled=True if enabled is None else enabled,
+        key=key or "",
+        windows=windows,
+        skip=skip,
+        skip_path=("skip",),
+        stages=stages,
+    )
+
+
+def _check_skip(checker: _Checker, data: Mapping[str, Any], names: Sequence[str]) -> SkipStrategy:
+    if "skip" not in data:
+        return SkipStrategy.no_skip()
+    value = data["skip"]
+    if isinstance(value, str) and value in _SKIPS_SIMPLE:
+        return _SKIPS_SIMPLE[value]()
+    if isinstance(value, Mapping) and len(value) == 1:
+        kind, stage = next(iter(value.items()))
+        if kind in _SKIPS_NAMED:
+            if not isinstance(stage, str) or stage not in names:
+                checker.error(("skip", kind), f"{kind} names an unknown stage {stage!r}")
+                return SkipStrategy.no_skip()
+            return _SKIPS_NAMED[kind](stage)
+    checker.error(
+        ("skip",),
+        "must be no_skip, skip_to_next, skip_past_last_event, {skip_to_first: STAGE} or "
+        f"{{skip_to_last: STAGE}}, got {value!r}",
+    )
+    return SkipStrategy.no_skip()
+
+
+# -- building ---------------------------------------------------------------------------------
+
+
+def _key_function(path: str) -> Callable[[Any], Hashable]:
+    parts = path.split(".")
+
+    def get(event: Any) -> Hashable:
+        value = event
+        for part in parts:
+            try:
+                value = value[part]
+            except (KeyError, TypeError, IndexError):
+                try:
+                    value = getattr(value, part)
+                except AttributeError:
+                    raise EventError(f"event has no field {path!r}: {event!r:.200}") from None
+        result: Hashable = value
+        return result
+
+    get.__name__ = f"key_{path.replace('.', '_')}"
+    get.fraudcep_source = path  # type: ignore[attr-defined]
+    return get
+
+
+def _default_compiler() -> ExpressionCompiler:
+    try:
+        module = importlib.import_module("fraudcep.expressions")
+    except ImportError as exc:  # pragma: no cover - the module ships with fraudcep
+        raise ConfigurationError(f"the expression language is not available: {exc}") from None
+    compiler: ExpressionCompiler = module.compile_expression
+    return compiler
+
+
+class _Builder:
+    def __init__(self, checker: _Checker, compiler: ExpressionCompiler) -> None:
+        self.checker = checker
+        self.compiler = compiler
+
+    def compile_all(self, stages: Sequence[_StageModel], names: tuple[str, ...]) -> None:
+        for stage in stages:
+            exprs = [*stage.conditions, *([stage.until] if stage.until else [])]
+            for expr in exprs:
+                line, column = self.checker.text_position(expr.path)
+                try:
+                    expr.fn = self.compiler(
+                        expr.text,
+                        stages=names,
+                        rule_id=self.checker.rule_id,
+                        field=_render_path(expr.path),
+                        line=line,
+                        column=column,
+                    )
+                except (FraudcepError, ValueError, TypeError, SyntaxError) as exc:
+                    self.checker.failed = True
+                    self.checker.problems.append(
+                        Problem(
+                            self.checker.source,
+                            self.checker.rule_id,
+                            _render_path(expr.path),
+                            _int_attr(exc, "line", line),
+                            _int_attr(exc, "column", column),
+                            _message(exc),
+                        )
+                    )
+            if stage.group is not None:
+                self.compile_all(stage.group, names)
+
+    def call(self, path: Path_, fn: Callable[[], Pattern]) -> Pattern:
+        try:
+            return fn()
+        except (FraudcepError, ValueError, TypeError) as exc:
+            self.checker.error(path, _message(exc), at_key=True)
+            raise _Stop from None
+
+    def sequence(self, stages: Sequence[_StageModel], skip: SkipStrategy | None) -> Pattern:
+        pattern: Pattern | None = None
+        for stage in stages:
+            target: str | Pattern
+            if stage.group is not None:
+                target = self.sequence(stage.group, None)
+            else:
+                assert stage.name is not None
+                target = stage.name
+            if pattern is None:
+                pattern = self.call(stage.path, partial(Pattern.begin, target, skip=skip))
+            else:
+                pattern = self.call(
+                    stage.contiguity_path, _connector(pattern, stage.contiguity, target)
+                )
+            pattern = self.configure(pattern, stage)
+        assert pattern is not None
+        return pattern
+
+    def configure(self, pattern: Pattern, stage: _StageModel) -> Pattern:
+        for expr in stage.conditions:
+            fn = expr.fn
+            assert fn is not None
+            method = pattern.where if expr.kind == "where" else pattern.or_where
+            pattern = self.call(expr.path, partial(method, fn))
+        if stage.quantifier is not None:
+            kind, value = stage.quantifier
+            p = pattern
+            window = stage.window
+            if kind == "times":
+                low, high = value
+                if low == high:
+                    pattern = self.call(stage.quantifier_path, lambda: p.times(low, window=window))
+                else:
+                    pattern = self.call(
+                        stage.quantifier_path, lambda: p.times(low, high, window=window)
+                    )
+            else:
+                pattern = self.call(
+                    stage.quantifier_path, lambda: p.times_or_more(value, window=window)
+                )
+        for flag in ("consecutive", "allow_combinations", "optional", "greedy"):
+            if flag in stage.flags:
+                method = getattr(pattern, flag)
+                pattern = self.call(stage.flags[flag], method)
+        if stage.until is not None:
+            fn = stage.until.fn
+            assert fn is not None
+            p = pattern
+            pattern = self.call(stage.until.path, lambda: p.until(fn))
+        return self.windows(pattern, stage.windows)
+
+    def windows(
+        self, pattern: Pattern, windows: Sequence[tuple[WithinType, int, Path_]]
+    ) -> Pattern:
+        for kind, ms, path in windows:
+            pattern = self.call(path, partial(pattern.within, ms, kind))
+        return pattern
+
+
+class _Stop(Exception):
+    """A builder call failed (its problem is recorded); stop building this rule."""
+
+
+def _connector(
+    pattern: Pattern, contiguity: Consuming | None, target: str | Pattern
+) -> Callable[[], Pattern]:
+    def connect() -> Pattern:
+        if contiguity is Consuming.STRICT:
+            return pattern.next(target)
+        if contiguity is Consuming.SKIP_TILL_ANY:
+            return pattern.followed_by_any(target)
+        if contiguity in (Consuming.NOT_NEXT, Consuming.NOT_FOLLOW):
+            if not isinstance(target, str):
+                raise ConfigurationError("a negation cannot be a group")
+            if contiguity is Consuming.NOT_NEXT:
+                return pattern.not_next(target)
+            return pattern.not_followed_by(target)
+        return pattern.followed_by(target)
+
+    return connect
+
+
+def _int_attr(exc: BaseException, name: str, default: int) -> int:
+    value = getattr(exc, name, None)
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _message(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None)
+    return reason if isinstance(reason, str) else str(exc)
+
+
+def _build_rule(model: _RuleModel, checker: _Checker, compiler: ExpressionCompiler) -> Rule | None:
+    builder = _Builder(checker, compiler)
+    names = tuple(_names(model.stages))
+    builder.compile_all(model.stages, names)  # reports every bad expression, even so
+    if checker.failed or not model.stages:
+        return None
+    last = model.stages[-1]
+    own = {kind for kind, _, _ in last.windows}
+    for kind, _, path in model.windows:
+        if kind in own:
+            checker.error(
+                path,
+                f"a {kind.value} window is given both on the rule and on its last stage",
+                at_key=True,
+            )
+            return None
+    try:
+        pattern = builder.sequence(model.stages, model.skip)
+        pattern = builder.windows(pattern, model.windows)
+    except _Stop:
+        return None
+    key: str | Callable[[Any], Hashable] = (
+        model.key if "." not in model.key else _key_function(model.key)
+    )
+    try:
+        return Rule(model.id, pattern, key=key)
+    except (FraudcepError, ValueError) as exc:
+        message = str(exc).removeprefix(f"rule {model.id!r}: ")
+        checker.error(("pattern",), message, at_key=True)
+        return None
+
+
+def _names(stages: Sequence[_StageModel]) -> list[str]:
+    out: list[str] = []
+    for stage in stages:
+        if stage.group is not None:
+            out.extend(_names(stage.group))
+        elif stage.name is not None:
+            out.append(stage.name)
+    return out
+
+
+# -- loading --------------------------------------------------------------------------------
+
+
+def load_rules(
+    text: str,
+    *,
+    source: str = "<string>",
+    compiler: ExpressionCompiler | None = None,
+) -> list[RuleDefinition]:
+    """Parse, check and build every rule of a YAML or JSON rule file.
+
+    The format is JSON when ``source`` ends in ``.json`` (or, for other names, when the text
+    starts with ``{`` or ``[``), YAML otherwise. Every problem of the file is collected and
+    raised together as one :class:`RuleSpecError`. ``compiler`` compiles the expressions
+    (default: :func:`fraudcep.expressions.compile_expression`).
+    """
+    problems: list[Problem] = []
+    doc = _parse(text, source, problems)
+    if doc is None:
+        raise RuleSpecError(problems)
+    data = doc.data
+    prefix: Path_ = ()
+    if isinstance(data, Mapping):
+        extra = [k for k in data if k != "rules"]
+        for key in extra:
+            line, column = doc.keys.get((key,), (1, 1))
+            problems.append(
+                Problem(source, None, key, line, column, "unknown top-level field (expected rules)")
+            )
+        data = data.get("rules")
+        prefix = ("rules",)
+    if not isinstance(data, list) or not data:
+        line, column = doc.values.get(prefix, (1, 1))
+        problems.append(
+            Problem(source, None, "", line, column, "a rule file is a non-empty list of rules")
+        )
+        raise RuleSpecError(problems)
+    resolved = compiler
+    definitions: list[RuleDefinition] = []
+    seen: dict[str, Path_] = {}
+    for index, item in enumerate(data):
+        rule_id = item.get("id") if isinstance(item, Mapping) else None
+        label = rule_id if isinstance(rule_id, str) and rule_id.strip() else f"#{index + 1}"
+        checker = _Checker(doc, source, problems, (*prefix, index), label)
+        model = _check_rule(checker, item, (*prefix, index), seen)
+        if model is None:
+            continue
+        if resolved is None:
+            resolved = _default_compiler()
+        rule = _build_rule(model, checker, resolved)
+        if rule is None:
+            continue
+        definitions.append(
+            RuleDefinition(
+                id=model.id,
+                version=model.version,
+                enabled=model.enabled,
+                description=model.description,
+                spec=_definition_spec(model, rule, item),
+                rule=rule,
+            )
+        )
+    if problems:
+        raise RuleSpecError(problems)
+    return definitions
+
+
+def load_rule_file(
+    path: str | Path, *, compiler: ExpressionCompiler | None = None
+) -> list[RuleDefinition]:
+    """:func:`load_rules` on a file (UTF-8); problems name the file as their source."""
+    p = Path(path)
+    return load_rules(p.read_text(encoding="utf-8"), source=str(p), compiler=compiler)
+
+
+def _definition_spec(model: _RuleModel, rule: Rule, raw: Any) -> Spec:
+    try:
+        body = rule_to_spec(rule)
+    except ConfigurationError:
+        return dict(raw)
+    spec: Spec = {"id": model.id}
+    if model.description is not None:
+        spec["description"] = model.description
+    if model.version is not None:
+        spec["version"] = model.version
+    if not model.enabled:
+        spec["enabled"] = False
+    body.pop("id")
+    spec.update(body)
+    return spec
+
+
+# -- pattern -> spec --------------------------------------------------------------------------
+
+
+def _source_of(fn: Callable[..., Any], what: str) -> str:
+    text = getattr(fn, "fraudcep_source", None)
+    if not isinstance(text, str):
+        raise ConfigurationError(
+            f"{what}: condition {fn!r} has no expression text (fraudcep_source); only "
+            "conditions compiled from expressions can be written as a rule spec"
+        )
+    return text
+
+
+def _steps(cond: Condition, what: str) -> list[tuple[str, str]]:
+    if isinstance(cond, Predicate):
+        return [("where", _source_of(cond.fn, what))]
+    if isinstance(cond, And | Or) and isinstance(cond.right, Predicate):
+        kind = "where" if isinstance(cond, And) else "or_where"
+        return [*_steps(cond.left, what), (kind, _source_of(cond.right.fn, what))]
+    raise ConfigurationError(
+        f"{what}: condition {cond!r} was not built by where()/or_where() and has no spec form"
+    )
+
+
+def _one_or_list(items: list[str]) -> str | list[str]:
+    return items[0] if len(items) == 1 else items
+
+
+def _windows_spec(fl: int | None, pc: int | None) -> Spec:
+    if fl is not None and pc is not None:
+        return {
+            "within": {
+                "first_and_last": format_duration(fl),
+                "previous_and_current": format_duration(pc),
+            }
+        }
+    if fl is not None:
+        return {"within": format_duration(fl)}
+    if pc is not None:
+        return {"within": format_duration(pc), "within_type": "previous_and_current"}
+    return {}
+
+
+def _stage_spec(stage: Stage, first: bool) -> Spec:
+    out: Spec = {}
+    what = f"stage {stage.name!r}" if stage.group is None else "group"
+    if stage.group is not None:
+        out["group"] = pattern_to_spec(stage.group)
+    else:
+        out["name"] = stage.name
+    q = stage.quantifier
+    if not first and q.consuming is not Consuming.SKIP_TILL_NEXT:
+        out["contiguity"] = _CONTIGUITY_NAMES[q.consuming]
+    if stage.condition is not None:
+        steps = _steps(stage.condition, what)
+        kinds = [k for k, _ in steps]
+        if kinds == sorted(kinds, key=lambda k: k == "or_where"):
+            wheres = [t for k, t in steps if k == "where"]
+            ors = [t for k, t in steps if k == "or_where"]
+            out["where"] = _one_or_list(wheres)
+            if ors:
+                out["or_where"] = _one_or_list(ors)
+        else:
+            out["conditions"] = [{k: t} for k, t in steps]
+    if stage.until is not None:
+        if not isinstance(stage.until, Predicate):
+            raise ConfigurationError(f"{what}: until condition has no spec form")
+        out["until"] = _source_of(stage.until.fn, what)
+    if stage.times is not None:
+        times = stage.times
+        if q.kind is QuantifierKind.LOOPING:
+            if times.low == 1:
+                out["one_or_more"] = True
+            else:
+                out["times_or_more"] = times.low
+        else:
+            out["times"] = times.low if times.low == times.high else [times.low, times.high]
+        if times.window_ms is not None:
+            out["window"] = format_duration(times.window_ms)
+    if q.optional:
+        out["optional"] = True
+    if q.greedy:
+        out["greedy"] = True
+    if q.inner is Consuming.STRICT:
+        out["consecutive"] = True
+    elif q.inner is Consuming.SKIP_TILL_ANY:
+        out["allow_combinations"] = True
+    out.update(_windows_spec(stage.window_first_last_ms, stage.window_previous_current_ms))
+    return out
+
+
+def pattern_to_spec(pattern: Pattern) -> list[Spec]:
+    """The stage list of ``pattern`` in the rule format (normal form).
+
+    Every condition must carry its expression text in ``fraudcep_source`` (as the callables
+    of :func:`fraudcep.expressions.compile_expression` do); otherwise
+    :class:`~fraudcep.ConfigurationError` is raised. The skip strategy is not part of a stage
+    list: see :func:`rule_to_spec`.
+    """
+    return [_stage_spec(stage, i == 0) for i, stage in enumerate(pattern.stages)]
+
+
+def _skip_spec(skip: SkipStrategy) -> Any:
+    if skip.kind in (SkipKind.SKIP_TO_FIRST, SkipKind.SKIP_TO_LAST):
+        return {skip.kind.value: skip.stage}
+    return skip.kind.value
+
+
+def rule_to_spec(rule: Rule) -> Spec:
+    """``rule`` in the rule format (normal form): id, key, within, skip and pattern.
+
+    The FIRST_AND_LAST window of the last top-level stage is written as the rule's ``within``.
+    The key must be a field name or a key function made by :func:`load_rules` for a dotted path.
+    """
+    if isinstance(rule.key, str):
+        key = rule.key
+    else:
+        source = getattr(rule.key, "fraudcep_source", None)
+        if not isinstance(source, str):
+            raise ConfigurationError(
+                f"rule {rule.id!r}: the key {rule.key!r} is a callable without a field path"
+            )
+        key = source
+    stages = pattern_to_spec(rule.pattern)
+    spec: Spec = {"id": rule.id, "key": key}
+    last = stages[-1]
+    within = last.get("within")
+    if isinstance(within, dict):
+        spec["within"] = within["first_and_last"]
+        last["within"] = within["previous_and_current"]
+        last["within_type"] = "previous_and_current"
+    elif within is not None and "within_type" not in last:
+        spec["within"] = last.pop("within")
+    if rule.pattern.skip_strategy.kind is not SkipKind.NO_SKIP:
+        spec["skip"] = _skip_spec(rule.pattern.skip_strategy)
+    spec["pattern"] = stages
+    return spec
+
+
+def dump_rules(definitions: Sequence[RuleDefinition | Rule], format: str = "yaml") -> str:
+    """A rule file (``"yaml"`` or ``"json"``) holding ``definitions`` in normal form."""
+    specs = [d.spec if isinstance(d, RuleDefinition) else rule_to_spec(d) for d in definitions]
+    if format == "json":
+        return json.dumps(specs, indent=2) + "\n"
+    if format == "yaml":
+        return yaml.safe_dump(specs, sort_keys=False, allow_unicode=True, width=100)
+    raise ValueError(f"format must be 'yaml' or 'json', got {format!r}")
+
+
+def rule_schema() -> dict[str, Any]:
+    """The published JSON Schema of the rule format, as a dict."""
+    schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    return schema
