@@ -295,33 +295,40 @@ class Engine:
         versions.update({rule_id: v for rule_id, (_, v) in self._disabled.items()})
         return versions
 
-    def add_rule(self, rule: Rule) -> int:
-        """Start matching ``rule`` (a new id) from now on; returns its version (1).
+    def add_rule(self, rule: Rule, *, version: int = 1) -> int:
+        """Start matching ``rule`` (a new id) from now on; returns its version.
 
         "From now on" means every event the engine processes after this call, including
-        events it holds for the watermark; see docs/rules.md, "Live changes".
+        events it holds for the watermark; see docs/concepts.md, "Live rule changes".
         """
         self._check_new_id(rule)
-        return self._install(_RuleRuntime(rule, 1))
+        return self._install(_RuleRuntime(rule, _version(version)))
 
-    def replace_rule(self, rule: Rule) -> int:
-        """Replace the rule with ``rule.id`` by ``rule``; returns the new version.
+    def replace_rule(self, rule: Rule, *, version: int | None = None) -> int:
+        """Replace the rule with ``rule.id`` by ``rule``; returns the new version (``version``
+        if given, which must be higher than the current one, else the current one + 1).
 
         The old version's partial matches are discarded (counted in
         ``stats.partial_matches_discarded``); the new version starts from an empty state, as a
-        new rule does. Alerts carry the version that produced them.
+        new rule does. Alerts carry the version that produced them. A disabled rule is
+        replaced and enabled.
         """
         current = self._find(rule.id)
-        if current is None:
-            if rule.id in self._disabled:
-                _, version = self._disabled.pop(rule.id)
-                return self._install(_RuleRuntime(rule, version + 1))
+        if current is None and rule.id not in self._disabled:
             raise ConfigurationError(f"no rule {rule.id!r} to replace; use add_rule()")
+        old = current.version if current is not None else self._disabled[rule.id][1]
+        new = old + 1 if version is None else _version(version)
+        if new <= old:
+            raise ConfigurationError(
+                f"rule {rule.id!r}: the new version {new} must be higher than {old}"
+            )
+        if current is None:
+            del self._disabled[rule.id]
+            return self._install(_RuleRuntime(rule, new))
         self._discard(current)
-        position = self._rules.index(current)
-        self._rules[position] = _RuleRuntime(rule, current.version + 1)
+        self._rules[self._rules.index(current)] = _RuleRuntime(rule, new)
         self._after_rule_change()
-        return current.version + 1
+        return new
 
     def disable_rule(self, rule_id: str) -> None:
         """Stop matching rule ``rule_id``; its partial matches are discarded. The rule and its
@@ -774,6 +781,12 @@ def _convert_timestamp(value: Any, event: Any) -> int:
         return timestamp_ms(value)
     except TypeError as exc:
         raise EventError(f"{exc}: {event!r:.200}") from None
+
+
+def _version(value: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigurationError(f"a rule version is an int >= 1, got {value!r}")
+    return value
 
 
 def _positive(value: int, what: str) -> int:
