@@ -11,13 +11,14 @@ exactly when Flink would emit them.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import heapq
 import json
 import re
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -81,6 +82,25 @@ class _RuleRuntime:
         self.first_test = self.matcher.simple_start_test()
         self.keys: dict[Hashable, KeyState] = {}
         self.pending: dict[Hashable, int] = {}  # buffered, unprocessed events per key
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _feeding(method: _F) -> _F:
+    """Mark the engine busy while ``method`` runs, so callbacks cannot change its rules."""
+
+    @functools.wraps(method)
+    def wrapper(self: Engine, *args: Any, **kwargs: Any) -> Any:
+        if self._busy:
+            return method(self, *args, **kwargs)
+        self._busy = True
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._busy = False
+
+    return wrapper  # type: ignore[return-value]
 
 
 class Engine:
@@ -150,6 +170,7 @@ class Engine:
         ] = []
         self._index_keys()
 
+        self._busy = False  # feeding events: callbacks run, rules must not change
         self._seq = 0  # arrival order (ties in the event buffer)
         self._order = 0  # processing order (orders runs by their start event)
         self._max_ts = MIN_TIMESTAMP
@@ -170,6 +191,7 @@ class Engine:
 
     # -- feeding events --------------------------------------------------------------------
 
+    @_feeding
     def process(self, event: Any) -> list[Alert]:
         """Take one event; returns the alerts that became final because of it."""
         out: list[Alert] = []
@@ -179,6 +201,7 @@ class Engine:
             self._ingest((event,), out)
         return out
 
+    @_feeding
     def process_many(self, events: Iterable[Any]) -> list[Alert]:
         """Take many events; returns every alert they produced, in emission order.
 
@@ -192,6 +215,7 @@ class Engine:
             self._ingest(events, out)
         return out
 
+    @_feeding
     def advance_watermark(self, timestamp: int) -> list[Alert]:
         """Declare that no event with a timestamp <= ``timestamp`` will arrive any more."""
         if self.time_mode is TimeMode.PROCESSING_TIME:
@@ -202,6 +226,7 @@ class Engine:
             self._advance(ts, out)
         return out
 
+    @_feeding
     def advance_time(self) -> list[Alert]:
         """Processing time: fire the windows that have expired by ``clock()``."""
         if self.time_mode is not TimeMode.PROCESSING_TIME:
@@ -214,6 +239,7 @@ class Engine:
         self._fire_timers(self._watermark, out)
         return out
 
+    @_feeding
     def flush(self) -> list[Alert]:
         """End of input: every buffered event is processed and every window closes."""
         out: list[Alert] = []
@@ -301,6 +327,7 @@ class Engine:
         "From now on" means every event the engine processes after this call, including
         events it holds for the watermark; see docs/concepts.md, "Live rule changes".
         """
+        self._check_not_feeding()
         self._check_new_id(rule)
         return self._install(_RuleRuntime(rule, _version(version)))
 
@@ -313,6 +340,7 @@ class Engine:
         new rule does. Alerts carry the version that produced them. A disabled rule is
         replaced and enabled.
         """
+        self._check_not_feeding()
         current = self._find(rule.id)
         if current is None and rule.id not in self._disabled:
             raise ConfigurationError(f"no rule {rule.id!r} to replace; use add_rule()")
@@ -333,6 +361,7 @@ class Engine:
     def disable_rule(self, rule_id: str) -> None:
         """Stop matching rule ``rule_id``; its partial matches are discarded. The rule and its
         version are kept for :meth:`enable_rule`."""
+        self._check_not_feeding()
         current = self._require(rule_id)
         self._discard(current)
         self._rules.remove(current)
@@ -341,6 +370,7 @@ class Engine:
 
     def enable_rule(self, rule_id: str) -> None:
         """Resume a disabled rule, from an empty state, with the version it had."""
+        self._check_not_feeding()
         if rule_id not in self._disabled:
             raise ConfigurationError(f"rule {rule_id!r} is not disabled")
         rule, version = self._disabled.pop(rule_id)
@@ -348,12 +378,20 @@ class Engine:
 
     def remove_rule(self, rule_id: str) -> None:
         """Forget rule ``rule_id`` (enabled or disabled); its partial matches are discarded."""
+        self._check_not_feeding()
         if self._disabled.pop(rule_id, None) is not None:
             return
         current = self._require(rule_id)
         self._discard(current)
         self._rules.remove(current)
         self._after_rule_change()
+
+    def _check_not_feeding(self) -> None:
+        if self._busy:
+            raise ConfigurationError(
+                "rules cannot change while the engine is processing (from inside a callback); "
+                "change them between calls"
+            )
 
     def _find(self, rule_id: str) -> _RuleRuntime | None:
         return next((rr for rr in self._rules if rr.rule.id == rule_id), None)

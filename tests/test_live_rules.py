@@ -138,3 +138,20 @@ def test_restore_with_the_rules_before_a_change_is_refused() -> None:
         Engine.restore(blob, [ab()], timestamp="ts")
     restored = Engine.restore(blob, [ab(second="c", window=50)], timestamp="ts")
     assert restored.rule_versions() == {"ab": 2}
+
+
+def test_rules_cannot_change_from_inside_a_callback() -> None:
+    refused: list[Exception] = []
+
+    def on_timeout(_: Any) -> None:
+        try:
+            engine.remove_rule("ab")
+        except ConfigurationError as exc:
+            refused.append(exc)
+
+    engine = Engine([ab(window=5)], timestamp="ts", on_timeout=on_timeout)
+    engine.process_many([ev(1, 1, "a"), ev(2, 20, "x"), ev(3, 21, "x")])
+    assert len(refused) == 1 and "callback" in str(refused[0])
+    assert [r.id for r in engine.rules] == ["ab"]
+    engine.remove_rule("ab")  # between calls it is fine
+    assert engine.rules == ()
