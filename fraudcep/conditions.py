@@ -138,12 +138,17 @@ def compile_condition(cond: Condition) -> CompiledCondition:
     The tree is rendered as a Python expression (``and``/``or``/``not`` short-circuit exactly as
     Flink's ``RichAndCondition``/``RichOrCondition`` do) and compiled once.
     """
+    fn: CompiledCondition = _define(cond, "e, ctx")
+    return fn
+
+
+def _define(cond: Condition, parameters: str) -> Any:
+    """Compile ``cond`` into ``def _condition(<parameters>)`` and return that function."""
     namespace: dict[str, Any] = {}
     source = _render(cond, namespace)
-    code = f"def _condition(e, ctx):\n    return bool({source})\n"
+    code = f"def _condition({parameters}):\n    return bool({source})\n"
     exec(compile(code, "<fraudcep-condition>", "exec"), namespace)
-    fn: CompiledCondition = namespace["_condition"]
-    return fn
+    return namespace["_condition"]
 
 
 def _render(cond: Condition, namespace: dict[str, Any]) -> str:
@@ -168,9 +173,5 @@ def compile_single_argument(cond: Condition) -> Callable[[Any], bool] | None:
         return None
     if isinstance(cond, Predicate):
         return cond.fn
-    namespace: dict[str, Any] = {}
-    source = _render(cond, namespace)
-    code = f"def _condition(e):\n    return bool({source})\n"
-    exec(compile(code, "<fraudcep-condition>", "exec"), namespace)
-    fn: Callable[[Any], bool] = namespace["_condition"]
+    fn: Callable[[Any], bool] = _define(cond, "e")
     return fn

@@ -449,7 +449,8 @@ class Engine:
             rr.pending.clear()
         rekeyed = []
         for ts, seq, event, _ in self._buffer:
-            keys = tuple(rr.rule.key_function()(event) for rr in self._rules)
+            computed = [f(event) for f in self._key_functions]
+            keys = tuple(computed[rr.key_index] for rr in self._rules)
             for rr, key in zip(self._rules, keys, strict=True):
                 rr.pending[key] = rr.pending.get(key, 0) + 1
             rekeyed.append((ts, seq, event, keys))
