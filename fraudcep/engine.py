@@ -278,6 +278,17 @@ class Engine:
         return None if self._watermark == MIN_TIMESTAMP else self._watermark
 
     @property
+    def next_due(self) -> int | None:
+        """The lowest watermark at which :meth:`advance_watermark` would do anything.
+
+        That is the timestamp of the earliest held event or timer (a timer may turn out to
+        be superseded), or None when nothing waits for event time. Runtimes that move the
+        watermark of an idle source use it to do so only when it matters.
+        """
+        due = [heap[0][0] for heap in (self._buffer, self._timers) if heap]
+        return min(due) if due else None
+
+    @property
     def stats(self) -> EngineStats:
         return EngineStats(
             live_keys=sum(len(r.keys) for r in self._rules),

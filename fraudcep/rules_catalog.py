@@ -18,16 +18,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fraudcep import Pattern, Rule, SkipStrategy
 
+if TYPE_CHECKING:
+    from fraudcep.rulespec import RuleDefinition
+
 __all__ = [
     "CARD_TESTING",
+    "DEFAULT_RULES_FILE",
     "DEFAULT_RULE_IDS",
     "GEO_HOP",
     "HIGH_VALUE_3_IN_5M",
     "card_testing",
+    "default_rule_definitions",
     "default_rules",
     "geo_hop",
     "high_value_3_in_5m",
@@ -38,6 +44,8 @@ CARD_TESTING = "card-testing"
 GEO_HOP = "geo-hop"
 #: The ids of :func:`default_rules`, in order.
 DEFAULT_RULE_IDS = (HIGH_VALUE_3_IN_5M, CARD_TESTING, GEO_HOP)
+#: The same rules in the rule format (what runners load when given no rule file).
+DEFAULT_RULES_FILE = Path(__file__).with_name("default_rules.yaml")
 
 Event = Mapping[str, Any]
 
@@ -129,3 +137,10 @@ def geo_hop() -> Rule:
 def default_rules() -> list[Rule]:
     """The default rule set, in a fixed order."""
     return [high_value_3_in_5m(), card_testing(), geo_hop()]
+
+
+def default_rule_definitions() -> list[RuleDefinition]:
+    """:func:`default_rules` as rule definitions, loaded from :data:`DEFAULT_RULES_FILE`."""
+    from fraudcep.rulespec import load_rule_file
+
+    return load_rule_file(DEFAULT_RULES_FILE)

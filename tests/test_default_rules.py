@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fraudcep import Engine
-from fraudcep.rules_catalog import DEFAULT_RULE_IDS, default_rules
+from fraudcep.rules_catalog import DEFAULT_RULE_IDS, default_rule_definitions, default_rules
 from fraudcep.synthetic import EXPECTED_RULE, PaymentGenerator, match_alerts
 from fraudcep_cli.main import main
 
@@ -31,6 +31,21 @@ def test_default_rules_alert_exactly_the_scenarios(jitter_ms: int) -> None:
     assert detection.missed == ()
     assert detection.unexpected == ()
     assert engine.drain_late() == []
+
+
+def test_default_rule_file_matches_the_python_rules() -> None:
+    generator = PaymentGenerator(seed=5, users=1_500, rate=80.0, jitter_ms=1_000)
+    payments, scenarios = generator.generate(30_000)
+    definitions = default_rule_definitions()
+    assert [d.id for d in definitions] == list(DEFAULT_RULE_IDS)
+    found = {}
+    for name, rules in (("python", default_rules()), ("file", [d.rule for d in definitions])):
+        engine = Engine(rules, timestamp="ts", max_out_of_orderness=1_000, event_id="payment_id")
+        alerts = engine.process_many(payments) + engine.flush()
+        found[name] = [(a.alert_id, a.rule_id, a.key) for a in alerts]
+    assert len(scenarios) > 5
+    assert len(found["python"]) >= len(scenarios)
+    assert found["file"] == found["python"]
 
 
 def test_demo_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -280,6 +280,25 @@ def test_advance_watermark_with_auto_watermark_releases_buffered_events() -> Non
     assert engine.watermark == 20
 
 
+def test_next_due_is_the_watermark_that_would_change_something() -> None:
+    engine = Engine([ab_rule(10)], timestamp="ts", max_out_of_orderness=1_000)
+    assert engine.next_due is None
+    engine.process_many([ev(1, 100, "a"), ev(2, 50, "x")])
+    # events are held until the watermark passes them, x@50 too
+    assert engine.next_due == 50
+    assert engine.advance_watermark(50) == []
+    assert engine.next_due == 100
+    assert engine.advance_watermark(engine.next_due - 1) == []
+    assert engine.stats.buffered_events == 1
+    engine.advance_watermark(100)
+    # a@100 is now a partial match whose window closes at 110: its timer is due then
+    assert engine.stats.buffered_events == 0
+    assert engine.next_due == 110
+    engine.advance_watermark(110)
+    assert [t.timeout_ts for t in engine.drain_timeouts()] == [110]
+    assert engine.next_due is None
+
+
 def test_flush_processes_the_buffer_and_closes_windows() -> None:
     reported: list[TimedOutMatch] = []
     with_callback = Engine(

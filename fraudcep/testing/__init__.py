@@ -10,6 +10,9 @@ it ships so that you can check it for your own rules too:
   property tests (:func:`payments`, :func:`payment_streams`, :func:`keyed_streams`) and the
   generated patterns, streams and cases the project's own tests use (:func:`pattern_specs`,
   :func:`event_streams`, :func:`cases`, :func:`random_case`);
+* :mod:`~fraudcep.testing.records` — hypothesis strategies of raw payment records, valid
+  (:func:`valid_payment_records`) and ones a decoder must refuse
+  (:func:`malformed_payment_records`), for testing record handlers;
 * :func:`check_rule` — runs one of your rules through the engine and the reference matcher,
   key by key, and lists the differences;
 * :mod:`~fraudcep.testing.cases` — the JSON case format shared with the Flink CEP
@@ -87,6 +90,7 @@ from fraudcep.testing.reference import (
 from fraudcep.testing.rules import check_rule
 
 try:
+    from fraudcep.testing.records import malformed_payment_records, valid_payment_records
     from fraudcep.testing.strategies import (
         KINDS,
         MALFORMATIONS,
@@ -115,12 +119,14 @@ _STRATEGIES = frozenset(
         "event_streams",
         "events",
         "keyed_streams",
+        "malformed_payment_records",
         "pattern_specs",
         "payment_streams",
         "payments",
         "random_case",
         "random_events",
         "random_pattern_spec",
+        "valid_payment_records",
     }
 )
 
@@ -154,6 +160,7 @@ __all__ = [
     "event_streams",
     "events",
     "keyed_streams",
+    "malformed_payment_records",
     "pattern_specs",
     "payment_streams",
     "payments",
@@ -164,4 +171,5 @@ __all__ = [
     "reference_outcomes",
     "run_case",
     "unsupported",
+    "valid_payment_records",
 ]
