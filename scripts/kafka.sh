@@ -5,6 +5,7 @@
 #   scripts/kafka.sh start  [--port N] [--dir DIR]   start it; prints host:port on the last line
 #   scripts/kafka.sh stop   [--dir DIR]               SIGTERM, up to 30 s, then SIGKILL
 #   scripts/kafka.sh status [--dir DIR]               prints host:port and exits 0 if running
+#   scripts/kafka.sh restart [--dir DIR]              stop, then start again keeping the data
 #
 # The broker jars are resolved from Maven Central with Maven (scripts/kafka/pom.xml) once,
 # into $FRAUDCEP_CACHE_DIR/kafka-<version>/libs (default ~/.cache/fraudcep/...), and reused.
@@ -27,7 +28,7 @@ die() { echo "kafka.sh: $*" >&2; exit 1; }
 log() { echo "kafka.sh: $*" >&2; }
 
 usage() {
-    sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -242,9 +243,8 @@ logger.state.name = state.change.logger
 logger.state.level = WARN
 EOF
 
-    local -a jvm=(${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m} -XX:+UseG1GC -Djava.awt.headless=true
-        -Dlog4j2.configurationFile="$DIR/log4j2.properties" -Dkafka.logs.dir="$DIR/logs"
-        -cp "$libs/*")
+    local -a jvm
+    jvm_args "$libs"
 
     cluster_id=$("$PYTHON" -c 'import base64, uuid
 print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
@@ -254,6 +254,23 @@ print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
         die "formatting the KRaft storage failed"
     fi
 
+    echo "$cluster_id" >"$DIR/cluster_id"
+    launch_broker "$java" "$version" "$addr" "$cluster_id" "${jvm[@]}"
+}
+
+# jvm_args LIBS: the broker JVM's options, into the caller's array `jvm`.
+jvm_args() {
+    jvm=(${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m} -XX:+UseG1GC -Djava.awt.headless=true
+        -Dlog4j2.configurationFile="$DIR/log4j2.properties" -Dkafka.logs.dir="$DIR/logs"
+        -cp "$1/*")
+}
+
+# launch_broker JAVA VERSION ADDRESS CLUSTER_ID JVM_ARGS...: start the JVM on the formatted
+# storage under DIR and wait until it answers at ADDRESS.
+launch_broker() {
+    local java=$1 version=$2 addr=$3 cluster_id=$4 pid deadline rc started
+    shift 4
+    local -a jvm=("$@")
     log "starting Kafka $version on $addr (dir $DIR)"
     "$java" "${jvm[@]}" kafka.Kafka "$DIR/server.properties" \
         </dev/null >"$DIR/logs/stdout.log" 2>&1 &
@@ -291,9 +308,28 @@ print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
     echo "$addr"
 }
 
+# Stop the broker and start it again on the same port with its data kept (what a broker
+# restart in production looks like: clients reconnect, committed data and offsets survive).
+restart_broker() {
+    local addr version libs java cluster_id
+    [ -f "$DIR/server.properties" ] && [ -f "$DIR/cluster_id" ] && [ -f "$ADDRFILE" ] ||
+        die "nothing to restart in $DIR (start it first)"
+    addr=$(cat "$ADDRFILE")
+    cluster_id=$(cat "$DIR/cluster_id")
+    stop_broker
+    java=${JAVA_HOME:+$JAVA_HOME/bin/}java
+    PYTHON=$(pick_python) || die "no Python found (set FRAUDCEP_PYTHON)"
+    version=$(kafka_version)
+    libs=$(resolve_libs "$version")
+    local -a jvm
+    jvm_args "$libs"
+    launch_broker "$java" "$version" "$addr" "$cluster_id" "${jvm[@]}"
+}
+
 case $CMD in
 start) start_broker ;;
 stop) stop_broker ;;
+restart) restart_broker ;;
 status)
     if pid=$(running_pid); then
         log "running (pid $pid)"

@@ -22,16 +22,36 @@ step() {
 }
 
 step ruff "$BIN/ruff" check --output-format=concise .
-step mypy "$BIN/mypy" fraudcep adapters/fraudcep_cli
+step mypy "$BIN/mypy"
 
 # --- services ------------------------------------------------------------------------
 # Services the tests talk to (Kafka broker, moto server, webhook receiver, ...) start
 # here, each from its own script under scripts/, exporting the address the tests read;
 # stop_services stops them again on exit.
+KAFKA_DIR=
 stop_services() {
-    :
+    if [ -n "$KAFKA_DIR" ]; then
+        bash scripts/kafka.sh stop --dir "$KAFKA_DIR" || true
+        rm -rf "$KAFKA_DIR"
+    fi
 }
 trap stop_services EXIT
+
+# Kafka (KRaft, jars from Maven Central): unless the caller points at a broker already.
+if [ -z "${FRAUDCEP_KAFKA_BOOTSTRAP:-}" ]; then
+    echo "== kafka"
+    KAFKA_DIR=$(mktemp -d "${TMPDIR:-/tmp}/fraudcep-test-kafka.XXXXXX")
+    kafka_log=$(mktemp)
+    if FRAUDCEP_PYTHON=$BIN/python bash scripts/kafka.sh start --dir "$KAFKA_DIR" | tee "$kafka_log"; then
+        FRAUDCEP_KAFKA_BOOTSTRAP=$(tail -n 1 "$kafka_log" | tr -d '\r')
+        export FRAUDCEP_KAFKA_BOOTSTRAP
+        echo "== kafka: FRAUDCEP_KAFKA_BOOTSTRAP=$FRAUDCEP_KAFKA_BOOTSTRAP"
+    else
+        echo "== kafka FAILED (the Kafka tests will try to start their own broker)"
+        failed+=(kafka)
+    fi
+    rm -f "$kafka_log"
+fi
 # --- end of services -----------------------------------------------------------------
 
 # Flink differential harness: its build script prints the harness path on its last line.

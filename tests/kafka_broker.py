@@ -59,6 +59,16 @@ def running_broker(directory: Path) -> Iterator[str]:
             print(f"scripts/kafka.sh stop failed:\n{stopped.stderr}", file=sys.stderr)
 
 
+def restart_broker(directory: Path) -> None:
+    """Stop the broker under *directory* and start it again with its data (same address)."""
+    proc = _run("restart", directory, START_TIMEOUT_S)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"scripts/kafka.sh restart failed (exit {proc.returncode}):\n"
+            f"{proc.stdout}\n{proc.stderr}"
+        )
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """Bootstrap address of a real Kafka broker (see the module docstring)."""

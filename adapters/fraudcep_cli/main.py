@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
 
-from fraudcep_cli import demo, rules
+from fraudcep_cli import demo, generate, rules, run
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -39,6 +39,21 @@ def build_parser() -> argparse.ArgumentParser:
         "rules", help="validate rule files and test rules on events", description=rules.DESCRIPTION
     )
     rules.add_arguments(rules_parser)
+    generate_parser = commands.add_parser(
+        "generate",
+        help="send synthetic payments with labelled fraud scenarios to Kafka or a file",
+        description=generate.DESCRIPTION,
+        formatter_class=generate.HelpFormatter,
+    )
+    generate.add_arguments(generate_parser)
+    generate_parser.set_defaults(handler=generate.run)
+    run_parser = commands.add_parser(
+        "run",
+        help="run the exactly-once Kafka fraud detector (consumer group, transactions)",
+        description=run.DESCRIPTION,
+    )
+    run.add_arguments(run_parser)
+    run_parser.set_defaults(handler=run.run)
     return parser
 
 

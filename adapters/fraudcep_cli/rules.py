@@ -4,6 +4,8 @@
 field: message`` and exits 1 when there is any. ``fraudcep rules test FILE --events
 EVENTS.jsonl`` runs the enabled rules over JSON Lines events with :class:`fraudcep.Engine` and
 prints each alert and a count per rule (``--json`` for one JSON object per line).
+``fraudcep rules publish FILE --bootstrap ...`` puts checked rules on the rules topic that
+running ``fraudcep run`` processes follow.
 """
 
 from __future__ import annotations
@@ -46,6 +48,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     test.add_argument("--json", action="store_true", help="one JSON object per line")
     test.set_defaults(handler=run_test)
+
+    publish = sub.add_parser(
+        "publish",
+        help="check a rule file and publish its rules to the rules topic of running runners",
+        description=(
+            "Check FILE, then write each of its rules to the compacted rules topic (key: rule "
+            "id, value: the rule as JSON). Every `fraudcep run` reading that topic applies the "
+            "change live. --delete ID publishes a tombstone: the runners go back to their "
+            "rule file's definition of ID (or drop the rule if the file has none)."
+        ),
+    )
+    publish.add_argument("file", nargs="?", metavar="FILE", help="rule file (.yaml/.json)")
+    publish.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers")
+    publish.add_argument("--topic", default="fraud.rules", help="the rules topic")
+    publish.add_argument(
+        "--delete", action="append", default=[], metavar="RULE_ID", help="publish a tombstone"
+    )
+    publish.set_defaults(handler=run_publish)
 
 
 # -- validate -------------------------------------------------------------------------------
@@ -110,6 +130,34 @@ def run_validate(args: argparse.Namespace) -> int:
         else:
             print(f"ok: {rules} rule(s) in {len(args.files)} file(s)", file=out)
     return 1 if problems else 0
+
+
+# -- publish --------------------------------------------------------------------------------
+
+
+def run_publish(args: argparse.Namespace) -> int:
+    if args.file is None and not args.delete:
+        print("fraudcep rules publish: give a rule FILE and/or --delete RULE_ID", file=sys.stderr)
+        return 2
+    definitions: list[RuleDefinition] = []
+    if args.file is not None:
+        loaded = _load(args.file)
+        problems = [p for p in loaded if isinstance(p, dict)]
+        if problems:
+            for p in problems:
+                print(p.get("text") or f"{p['file']}: {p['message']}", file=sys.stderr)
+            print("nothing published", file=sys.stderr)
+            return 1
+        definitions = [d for d in loaded if isinstance(d, RuleDefinition)]
+    from fraudcep_kafka.rules_topic import publish_rules
+
+    try:
+        count = publish_rules(args.bootstrap, args.topic, definitions, delete=args.delete)
+    except (RuntimeError, OSError) as exc:
+        print(f"fraudcep rules publish: {exc}", file=sys.stderr)
+        return 1
+    print(f"published {count} record(s) to {args.topic}")
+    return 0
 
 
 # -- test -----------------------------------------------------------------------------------

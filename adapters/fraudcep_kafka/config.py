@@ -1,0 +1,398 @@
+"""The runner's configuration: one table of options, read from flags, environment and a file.
+
+Every option has one name. It is ``--name-with-dashes`` on the command line,
+``FRAUDCEP_NAME_IN_CAPITALS`` in the environment and ``name_with_underscores`` in the TOML
+config file; a flag beats the environment, which beats the file, which beats the default.
+Durations accept ``250ms``, ``10s``, ``5m``, ``1h`` (a bare number is milliseconds).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from fraudcep import ConfigurationError
+from fraudcep.rulespec import parse_duration
+
+ENV_PREFIX = "FRAUDCEP_"
+_ZERO = re.compile(r"^0+\s*(ms|s|m|h|d)$")
+
+
+def _duration(value: Any) -> int:
+    if isinstance(value, bool | float):
+        raise ValueError(f"expected a duration such as 250ms, 10s or 5m, got {value!r}")
+    if isinstance(value, int):
+        return value
+    text = str(value).strip()
+    if text.isdigit():
+        return int(text)
+    if _ZERO.match(text):
+        return 0  # options that must be positive say so themselves
+    return parse_duration(text)
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool | float):
+        raise ValueError(f"expected an integer, got {value!r}")
+    return int(value)
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _optional_text(value: Any) -> str | None:
+    if value is False:
+        return None
+    if isinstance(value, bool | int | float):
+        raise ValueError(f"expected text, got {value!r}")
+    text = str(value).strip()
+    return None if text.lower() in {"", "none", "off"} else text
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {value!r}")
+        return text
+
+    return convert
+
+
+def _positive(convert: Callable[[Any], int]) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        number = convert(value)
+        if number <= 0:
+            raise ValueError(f"must be > 0, got {value!r}")
+        return number
+
+    return check
+
+
+def _non_negative(convert: Callable[[Any], int]) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        number = convert(value)
+        if number < 0:
+            raise ValueError(f"must be >= 0, got {value!r}")
+        return number
+
+    return check
+
+
+def _kafka_properties(value: Any) -> dict[str, str]:
+    """``key=value,key=value`` (flag, environment) or a table (config file)."""
+    if isinstance(value, Mapping):
+        return {str(k): str(v) for k, v in value.items()}
+    out: dict[str, str] = {}
+    for item in str(value).split(","):
+        if not item.strip():
+            continue
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"expected key=value, got {item!r}")
+        out[key.strip()] = val.strip()
+    return out
+
+
+def _default_instance() -> str:
+    return socket.gethostname() or "fraudcep"
+
+
+@attrs.frozen
+class Option:
+    """One configuration option: its name, converter, default and help text."""
+
+    name: str
+    convert: Callable[[Any], Any]
+    default: Any
+    help: str
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("bootstrap", str, "127.0.0.1:9092", "Kafka bootstrap servers (host:port,...)"),
+    Option("group_id", str, "fraudcep", "consumer group shared by every runner of one job"),
+    Option(
+        "instance_id",
+        str,
+        None,
+        "this runner's stable name in the group (default: the host name); it names the "
+        "transactional producer, so a restarted runner fences its dead predecessor at once. "
+        "Runners on one host need distinct ids",
+    ),
+    Option(
+        "static_membership",
+        _boolean,
+        True,
+        "join the group as a static member (group.instance.id = instance id): a runner that "
+        "restarts within the session timeout gets its partitions back without a rebalance; "
+        "a runner that stops for good hands its partitions over after the session timeout",
+        "BOOL",
+    ),
+    Option(
+        "session_timeout",
+        _positive(_duration),
+        10_000,
+        "how long the group waits for a silent runner before moving its partitions",
+        "DURATION",
+    ),
+    Option("input_topic", str, "payments.raw", "topic of the payment records"),
+    Option("alerts_topic", str, "fraud.alerts", "topic the alerts are written to"),
+    Option(
+        "dead_letter_topic",
+        str,
+        "payments.dlq",
+        "topic for records that cannot be processed (malformed, late), with the reason, "
+        "topic, partition and offset in headers",
+    ),
+    Option(
+        "rules_topic",
+        _optional_text,
+        "fraud.rules",
+        "compacted topic of live rule changes (key: rule id, value: the rule as YAML or "
+        "JSON, empty: back to the rules file); 'off' to disable",
+    ),
+    Option(
+        "rules",
+        _optional_text,
+        None,
+        "rule file (YAML or JSON, see docs/rules.md); default: the packaged default rules "
+        "(fraudcep/default_rules.yaml)",
+        "FILE",
+    ),
+    Option(
+        "checkpoints",
+        str,
+        "checkpoints",
+        "where partition checkpoints are kept: a directory (or file:///path)",
+        "LOCATION",
+    ),
+    Option(
+        "missing_checkpoint",
+        _choice("fail", "reset"),
+        "fail",
+        "when the checkpoint a committed offset names is gone: 'fail' (stop, the default) "
+        "or 'reset' (continue from the committed offset with empty state, losing partial "
+        "matches)",
+    ),
+    Option(
+        "commit_interval",
+        _positive(_duration),
+        100,
+        "how often alerts and offsets are committed (one Kafka transaction); shorter "
+        "means lower alert latency, more transactions",
+        "DURATION",
+    ),
+    Option(
+        "checkpoint_interval",
+        _positive(_duration),
+        10_000,
+        "how often each partition's engine state is checkpointed; after a crash at most "
+        "this much input is re-read",
+        "DURATION",
+    ),
+    Option(
+        "idle_timeout",
+        _positive(_duration),
+        5_000,
+        "a partition without records for this long lets its event time follow the wall "
+        "clock, so its last matches and window timeouts are not held back",
+        "DURATION",
+    ),
+    Option(
+        "max_out_of_orderness",
+        _non_negative(_duration),
+        0,
+        "bounded disorder of event time within a partition (watermark = max ts - this - 1ms)",
+        "DURATION",
+    ),
+    Option("timestamp_field", str, "ts", "field holding the event time (epoch ms)"),
+    Option(
+        "event_id_field",
+        _optional_text,
+        "payment_id",
+        "field that identifies an event in alert ids ('off': the whole event)",
+    ),
+    Option(
+        "max_record_bytes",
+        _positive(_integer),
+        64 * 1024,
+        "larger records are dead-lettered unread",
+        "BYTES",
+    ),
+    Option(
+        "max_partial_matches_per_key",
+        _positive(_integer),
+        10_000,
+        "per rule and key; more are dropped and counted",
+        "N",
+    ),
+    Option(
+        "max_buffered_events",
+        _positive(_integer),
+        1_000_000,
+        "per partition, events held for the watermark; beyond it the watermark is forced on",
+        "N",
+    ),
+    Option(
+        "batch_size", _positive(_integer), 2_000, "records taken from the consumer at once", "N"
+    ),
+    Option(
+        "auto_offset_reset",
+        _choice("earliest", "latest"),
+        "earliest",
+        "where a partition without committed offset starts",
+    ),
+    Option(
+        "transaction_timeout",
+        _positive(_duration),
+        30_000,
+        "Kafka transaction timeout: how long a dead runner's open transaction can block "
+        "readers when no runner with its instance id comes back",
+        "DURATION",
+    ),
+    Option(
+        "create_topics",
+        _boolean,
+        True,
+        "create the alerts, dead-letter and rules topics when missing",
+        "BOOL",
+    ),
+    Option(
+        "topic_partitions", _positive(_integer), 4, "partitions of topics the runner creates", "N"
+    ),
+    Option(
+        "metrics_address",
+        _optional_text,
+        "127.0.0.1:9108",
+        "host:port of the Prometheus metrics endpoint ('off' to disable; port 0 picks one)",
+        "HOST:PORT",
+    ),
+    Option("log_format", _choice("json", "text"), "json", "log lines as JSON objects or text"),
+    Option(
+        "log_level", _choice("debug", "info", "warning", "error"), "info", "lowest level logged"
+    ),
+    Option(
+        "kafka_config",
+        _kafka_properties,
+        {},
+        "extra librdkafka properties for every client (key=value,...; a table in the file), "
+        "e.g. security.protocol=SSL",
+        "KEY=VALUE,...",
+    ),
+)
+_BY_NAME = {o.name: o for o in OPTIONS}
+
+
+@attrs.frozen
+class RunnerConfig:
+    """The runner's settings; see :data:`OPTIONS` for each one's meaning and default."""
+
+    bootstrap: str = _BY_NAME["bootstrap"].default
+    group_id: str = _BY_NAME["group_id"].default
+    instance_id: str = attrs.Factory(_default_instance)
+    static_membership: bool = _BY_NAME["static_membership"].default
+    session_timeout: int = _BY_NAME["session_timeout"].default
+    input_topic: str = _BY_NAME["input_topic"].default
+    alerts_topic: str = _BY_NAME["alerts_topic"].default
+    dead_letter_topic: str = _BY_NAME["dead_letter_topic"].default
+    rules_topic: str | None = _BY_NAME["rules_topic"].default
+    rules: str | None = None
+    checkpoints: str = _BY_NAME["checkpoints"].default
+    missing_checkpoint: str = _BY_NAME["missing_checkpoint"].default
+    commit_interval: int = _BY_NAME["commit_interval"].default
+    checkpoint_interval: int = _BY_NAME["checkpoint_interval"].default
+    idle_timeout: int = _BY_NAME["idle_timeout"].default
+    max_out_of_orderness: int = _BY_NAME["max_out_of_orderness"].default
+    timestamp_field: str = _BY_NAME["timestamp_field"].default
+    event_id_field: str | None = _BY_NAME["event_id_field"].default
+    max_record_bytes: int = _BY_NAME["max_record_bytes"].default
+    max_partial_matches_per_key: int = _BY_NAME["max_partial_matches_per_key"].default
+    max_buffered_events: int = _BY_NAME["max_buffered_events"].default
+    batch_size: int = _BY_NAME["batch_size"].default
+    auto_offset_reset: str = _BY_NAME["auto_offset_reset"].default
+    transaction_timeout: int = _BY_NAME["transaction_timeout"].default
+    create_topics: bool = _BY_NAME["create_topics"].default
+    topic_partitions: int = _BY_NAME["topic_partitions"].default
+    metrics_address: str | None = _BY_NAME["metrics_address"].default
+    log_format: str = _BY_NAME["log_format"].default
+    log_level: str = _BY_NAME["log_level"].default
+    kafka_config: dict[str, str] = attrs.Factory(dict)
+
+    @property
+    def transactional_id(self) -> str:
+        return f"fraudcep-{self.group_id}-{self.instance_id}"
+
+    def evolve(self, **changes: Any) -> RunnerConfig:
+        return attrs.evolve(self, **changes)
+
+
+def from_sources(
+    flags: Mapping[str, Any],
+    *,
+    environ: Mapping[str, str] | None = None,
+    config_file: str | Path | None = None,
+) -> RunnerConfig:
+    """Merge the sources, strongest first: ``flags`` (None = not given), the environment,
+    the TOML file (top-level keys, or a ``[runner]`` table). Unknown file keys and bad
+    values raise :class:`ConfigurationError` naming the source."""
+    env = os.environ if environ is None else environ
+    file_values: dict[str, Any] = {}
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigurationError(f"config file {path}: {exc.strerror or exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"config file {path}: {exc}") from None
+        table = data.get("runner", data)
+        if not isinstance(table, dict):
+            raise ConfigurationError(f"config file {path}: [runner] must be a table")
+        unknown = sorted(k for k in table if k not in _BY_NAME and k != "runner")
+        if "runner" in data:  # options go in the table; anything beside it is a mistake
+            unknown += sorted(f"{k} (outside [runner])" for k in data if k != "runner")
+        if unknown:
+            raise ConfigurationError(
+                f"config file {path}: unknown option(s) {', '.join(unknown)}; "
+                f"known: {', '.join(_BY_NAME)}"
+            )
+        file_values = {k: v for k, v in table.items() if k in _BY_NAME}
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        if flags.get(option.name) is not None:
+            raw, source = flags[option.name], option.flag
+        elif option.env in env:
+            raw, source = env[option.env], option.env
+        elif option.name in file_values:
+            raw, source = file_values[option.name], f"{config_file}: {option.name}"
+        else:
+            continue
+        try:
+            values[option.name] = option.convert(raw)
+        except (ValueError, TypeError, ConfigurationError) as exc:
+            raise ConfigurationError(f"{source}: {exc}") from None
+    return RunnerConfig(**values)

@@ -1,0 +1,113 @@
+"""Prometheus metrics of one runner, served over HTTP for scraping.
+
+Each runner has its own registry (several runners in one process, e.g. in tests, do not
+collide). Counters count what the runner committed or did; gauges describe the moment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+LATENCY_BUCKETS = (
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
+)  # fmt: skip
+
+
+class RunnerMetrics:
+    """The runner's metrics (names start with ``fraudcep_``; see ``docs/kafka.md``)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.consumed = Counter(
+            "fraudcep_records_consumed", "input records read (replays after a restart excluded)",
+            ["partition"], registry=r,
+        )  # fmt: skip
+        self.processed = Counter(
+            "fraudcep_records_processed", "valid records fed to the engine", registry=r
+        )
+        self.dead_lettered = Counter(
+            "fraudcep_records_dead_lettered", "records written to the dead-letter topic",
+            ["reason"], registry=r,
+        )  # fmt: skip
+        self.alerts = Counter(
+            "fraudcep_alerts", "alerts written to the alerts topic", ["rule"], registry=r
+        )
+        self.timeouts = Counter(
+            "fraudcep_partial_matches_timed_out", "partial matches whose window closed",
+            registry=r,
+        )  # fmt: skip
+        self.condition_errors = Counter(
+            "fraudcep_condition_errors", "events a rule's condition raised on", ["rule"],
+            registry=r,
+        )  # fmt: skip
+        self.overflows = Counter(
+            "fraudcep_overflows", "state cap overflows (partial matches dropped, watermark forced)",
+            ["kind"], registry=r,
+        )  # fmt: skip
+        self.replayed = Counter(
+            "fraudcep_records_replayed",
+            "records re-read after a restart or rebalance to rebuild state (outputs suppressed)",
+            registry=r,
+        )
+        self.transactions = Counter(
+            "fraudcep_transactions", "Kafka transactions by outcome", ["outcome"], registry=r
+        )
+        self.rebalances = Counter(
+            "fraudcep_rebalances", "partition assignments and revocations", ["kind"], registry=r
+        )
+        self.rule_changes = Counter(
+            "fraudcep_rule_changes", "rule changes applied from the rules topic", registry=r
+        )
+        self.rule_errors = Counter(
+            "fraudcep_rule_records_rejected", "invalid records on the rules topic", registry=r
+        )
+        self.lag = Gauge(
+            "fraudcep_consumer_lag", "records in the partition not yet read (high watermark - "
+            "position)", ["partition"], registry=r,
+        )  # fmt: skip
+        self.event_time_lag = Gauge(
+            "fraudcep_event_time_lag_seconds", "wall clock minus the partition's watermark",
+            ["partition"], registry=r,
+        )  # fmt: skip
+        self.assigned = Gauge(
+            "fraudcep_assigned_partitions", "input partitions this runner owns", registry=r
+        )
+        self.partial_matches = Gauge(
+            "fraudcep_live_partial_matches", "partial matches held in memory", registry=r
+        )
+        self.latency = Histogram(
+            "fraudcep_processing_latency_seconds",
+            "from a record's Kafka timestamp to the commit of the transaction holding its "
+            "offset",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.commit_time = Histogram(
+            "fraudcep_commit_seconds", "time to commit one transaction", buckets=LATENCY_BUCKETS,
+            registry=r,
+        )  # fmt: skip
+        self.checkpoint_time = Histogram(
+            "fraudcep_checkpoint_seconds", "time to snapshot and store one partition's state",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.checkpoint_bytes = Gauge(
+            "fraudcep_checkpoint_bytes", "size of the partition's latest checkpoint",
+            ["partition"], registry=r,
+        )  # fmt: skip
+        self._server: Any = None
+
+    def serve(self, address: str) -> tuple[str, int]:
+        """Serve ``/metrics`` on ``host:port`` (port 0: any free one); returns the address."""
+        host, _, port = address.rpartition(":")
+        host = host.strip("[]") or "127.0.0.1"
+        server, _thread = start_http_server(int(port), addr=host, registry=self.registry)
+        self._server = server
+        return host, int(server.server_port)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

@@ -1,0 +1,220 @@
+"""The live rule set: the rule file, overridden rule by rule by a compacted rules topic.
+
+Every runner reads the whole rules topic itself (partitions assigned, no consumer group:
+each instance needs every rule). A record's key is a rule id; its value is that one rule
+in the rule format (YAML or JSON, a list of one rule or the rule's mapping); an empty value
+(a tombstone) drops the topic's definition, so the rule file's definition of that id, if
+any, applies again. The latest record per key wins — exactly what compaction keeps — so a
+restart that re-reads the topic arrives at the same rules.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import yaml
+
+from fraudcep.rulespec import RuleDefinition, RuleSpecError, load_rules
+from fraudcep_kafka.logs import fields
+
+log = logging.getLogger("fraudcep.rules")
+# Error codes of a partition whose leader is not elected yet (or just moved).
+_NOT_READY = frozenset({6, 5, 3})  # NOT_LEADER_OR_FOLLOWER, LEADER_NOT_AVAILABLE, UNKNOWN_TOPIC
+
+
+class RuleRecordError(ValueError):
+    """A rules-topic record that does not hold exactly the rule its key names."""
+
+
+def parse_rule_record(key: bytes | None, value: bytes | None, *, source: str) -> RuleDefinition:
+    """The one rule of a rules-topic record (not a tombstone); errors name ``source``."""
+    if key is None:
+        raise RuleRecordError(f"{source}: a rules record needs the rule id as its key")
+    try:
+        rule_id = key.decode("utf-8")
+        text = (value or b"").decode("utf-8")
+    except UnicodeDecodeError:
+        raise RuleRecordError(f"{source}: key and value must be UTF-8") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RuleRecordError(f"{source}: not YAML/JSON: {exc}") from None
+    if isinstance(data, Mapping) and "rules" not in data:
+        text = yaml.safe_dump([data], sort_keys=False)
+    try:
+        definitions = load_rules(text, source=source)
+    except RuleSpecError as exc:
+        raise RuleRecordError(str(exc)) from None
+    if len(definitions) != 1 or definitions[0].id != rule_id:
+        got = [d.id for d in definitions]
+        raise RuleRecordError(f"{source}: key {rule_id!r} must hold exactly that rule, got {got}")
+    return definitions[0]
+
+
+class RuleSet:
+    """The effective rules: file definitions, overridden by topic definitions per id."""
+
+    def __init__(self, file_rules: Sequence[RuleDefinition]) -> None:
+        self.file_rules = {d.id: d for d in file_rules}
+        self.topic_rules: dict[str, RuleDefinition] = {}
+
+    def effective(self) -> list[RuleDefinition]:
+        merged = dict(self.file_rules)
+        merged.update(self.topic_rules)
+        return list(merged.values())
+
+    def apply_record(self, key: bytes | None, value: bytes | None, *, source: str) -> bool:
+        """Take one rules-topic record; True when it changed the effective rules."""
+        if not value:  # null or zero-length: a tombstone
+            if key is None:
+                raise RuleRecordError(f"{source}: a tombstone without a key")
+            rule_id = key.decode("utf-8", errors="replace")
+            return self.topic_rules.pop(rule_id, None) is not None
+        definition = parse_rule_record(key, value, source=source)
+        old = self.topic_rules.get(definition.id)
+        self.topic_rules[definition.id] = definition
+        return old is None or old.spec != definition.spec or old.version != definition.version
+
+
+class RulesTopicReader:
+    """Follows the rules topic with its own consumer (assigned partitions, no group)."""
+
+    def __init__(
+        self,
+        consumer_factory: Any,
+        topic: str,
+        rule_set: RuleSet,
+        *,
+        on_rejected: Any = None,
+    ) -> None:
+        self.topic = topic
+        self.rule_set = rule_set
+        self._on_rejected = on_rejected
+        self._consumer = consumer_factory(
+            {
+                "group.id": f"fraudcep-rules-{uuid.uuid4().hex}",  # never commits
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "enable.partition.eof": False,
+            }
+        )
+        self._started = False
+
+    def catch_up(self, timeout_s: float = 60.0) -> None:
+        """Assign every partition from the start and read up to the current end."""
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+        metadata = self._consumer.list_topics(self.topic, timeout=timeout_s)
+        topic = metadata.topics.get(self.topic)
+        if topic is None or topic.error is not None or not topic.partitions:
+            raise RuntimeError(f"rules topic {self.topic!r} does not exist (or has no partitions)")
+        partitions = sorted(topic.partitions)
+        self._consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
+        deadline = time.monotonic() + timeout_s
+        ends = {p: self._end_offset(p, deadline) for p in partitions}
+        positions = {p: 0 for p in partitions}
+        while any(positions[p] < ends[p] for p in partitions):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"could not read rules topic {self.topic!r} to its end in time")
+            for msg in self._consumer.consume(500, 0.2):
+                if msg.error() is None:
+                    self._take(msg)
+                    positions[msg.partition()] = msg.offset() + 1
+            # transaction markers and compacted gaps leave offsets no record has
+            for p in partitions:
+                if positions[p] < ends[p]:
+                    (tp,) = self._consumer.position([TopicPartition(self.topic, p)])
+                    if tp.offset >= 0:
+                        positions[p] = max(positions[p], tp.offset)
+        self._started = True
+
+    def _end_offset(self, partition: int, deadline: float) -> int:
+        """The partition's high watermark, retrying what a young topic answers at first
+        (no leader yet)."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        while True:
+            try:
+                high: int = self._consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, partition), timeout=5
+                )[1]
+                return high
+            except KafkaException as exc:
+                if not exc.args[0].retriable() and exc.args[0].code() not in _NOT_READY:
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def poll(self) -> bool:
+        """Read what arrived since the last call (never blocks); True when rules changed."""
+        changed = False
+        for msg in self._consumer.consume(500, 0):
+            if msg.error() is None and self._take(msg):
+                changed = True
+        return changed
+
+    def _take(self, msg: Any) -> bool:
+        source = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
+        try:
+            return self.rule_set.apply_record(msg.key(), msg.value(), source=source)
+        except RuleRecordError as exc:
+            log.error(
+                "rejected rules record",
+                extra=fields(topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),
+                             error=str(exc)),
+            )  # fmt: skip
+            if self._on_rejected is not None:
+                self._on_rejected()
+            return False
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def publish_rules(
+    bootstrap: str,
+    topic: str,
+    definitions: Sequence[RuleDefinition],
+    *,
+    delete: Sequence[str] = (),
+    client_config: Mapping[str, Any] | None = None,
+    timeout_s: float = 30.0,
+) -> int:
+    """Write ``definitions`` to the rules topic (one record per rule, keyed by id, its spec
+    as JSON) and a tombstone per id in ``delete``; returns the records written. Creates the
+    topic (compacted, one partition) when it is missing. Raises ``RuntimeError`` when the
+    broker did not take every record."""
+    import json
+
+    from confluent_kafka import Producer
+
+    from fraudcep_kafka.topics import COMPACTED, create_topic
+
+    create_topic(bootstrap, topic, 1, config=COMPACTED, client_config=client_config)
+    producer = Producer(
+        {**(client_config or {}), "bootstrap.servers": bootstrap, "enable.idempotence": True}
+    )
+    failed: list[str] = []
+
+    def delivered(err: Any, msg: Any) -> None:
+        if err is not None:
+            failed.append(f"{msg.key()!r}: {err}")
+
+    records: list[tuple[str, bytes | None]] = [
+        (d.id, json.dumps(d.spec, separators=(",", ":")).encode()) for d in definitions
+    ]
+    records += [(rule_id, None) for rule_id in delete]
+    for rule_id, value in records:
+        producer.produce(topic, key=rule_id.encode(), value=value, on_delivery=delivered)
+    left = producer.flush(timeout_s)
+    if failed or left:
+        raise RuntimeError(
+            f"rules not published to {topic}: {'; '.join(failed) or f'{left} undelivered'}"
+        )
+    return len(records)

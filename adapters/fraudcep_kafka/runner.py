@@ -1,0 +1,921 @@
+"""The exactly-once Kafka runner: ``payments.raw`` -> engines -> ``fraud.alerts``.
+
+One consumer group shares the input partitions; each runner keeps one :class:`Engine` per
+partition it owns. Every ``commit_interval`` the runner commits one Kafka transaction that
+holds the alerts and dead letters produced since the last one *and* the input offsets
+(``send_offsets_to_transaction``), so a ``read_committed`` reader sees each alert once.
+
+Engine state is not in Kafka: it is checkpointed to a :class:`CheckpointStore` every
+``checkpoint_interval`` (and at revocation, shutdown, rule changes and idle-time watermark
+moves). The committed offset's *metadata* names the checkpoint its state derives from; the
+checkpoint is written before the transaction that names it. A restarted (or new) owner of
+a partition loads that checkpoint, re-reads the input from the checkpoint's offset up to
+the committed offset with outputs suppressed (those were committed already) and goes on:
+the engine is deterministic, so the rebuilt state is the state the crashed runner had at
+the commit. See ``docs/kafka.md`` for the argument in full.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from types import FrameType
+from typing import Any
+
+import attrs
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    OFFSET_INVALID,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+
+from fraudcep import Alert, ConditionFailure, Engine, FraudcepError, LateEvent, Overflow
+from fraudcep.payment import InvalidRecord, decode_payment
+from fraudcep.rules_catalog import default_rule_definitions
+from fraudcep.rulespec import (
+    RuleDefinition,
+    apply_definitions,
+    dump_rules,
+    load_rule_file,
+    load_rules,
+)
+from fraudcep_kafka.checkpoints import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointStore,
+    DirectoryCheckpointStore,
+    id_offset,
+)
+from fraudcep_kafka.config import RunnerConfig
+from fraudcep_kafka.logs import fields
+from fraudcep_kafka.metrics import RunnerMetrics
+from fraudcep_kafka.rules_topic import RuleSet, RulesTopicReader
+from fraudcep_kafka.topics import ensure_topics
+
+log = logging.getLogger("fraudcep.runner")
+
+METADATA_PREFIX = "fraudcep/1 "
+EXIT_OK = 0
+EXIT_FATAL = 3
+HEADER_PREFIX = "fraudcep."
+_RULES_POLL_S = 0.2
+_IDLE_CHECK_S = 0.05
+_GAUGES_S = 1.0
+_TXN_TIMEOUT_S = 20.0
+# librdkafka can block a transactional call far past its timeout when the coordinator it
+# cached went away (librdkafka issues #5456, #5511, open in 2.16). A call blocked this long
+# is treated as a crash: the process exits and its supervisor restarts it, which the
+# exactly-once design makes safe.
+STUCK_CALL_S = 2 * _TXN_TIMEOUT_S + 5
+EXIT_STUCK = 4
+
+
+class RunnerError(FraudcepError):
+    """The runner cannot go on (fenced by another instance, a checkpoint is gone, ...)."""
+
+
+def checkpoint_reference(checkpoint_id: str) -> str:
+    """The committed-offset metadata that names a checkpoint."""
+    return METADATA_PREFIX + checkpoint_id
+
+
+def parse_reference(metadata: str | None) -> str | None:
+    """The checkpoint id in committed-offset metadata, None when it names none."""
+    if metadata and metadata.startswith(METADATA_PREFIX):
+        return metadata[len(METADATA_PREFIX) :].strip() or None
+    return None
+
+
+@attrs.define(eq=False)
+class _SideOutputs:
+    """What an engine reports besides alerts, collected per call (its callbacks)."""
+
+    late: list[LateEvent] = attrs.Factory(list)
+    errors: list[ConditionFailure] = attrs.Factory(list)
+    overflows: list[Overflow] = attrs.Factory(list)
+    timeouts: int = 0
+
+    def count_timeout(self, _match: object) -> None:
+        self.timeouts += 1
+
+    def engine_options(self) -> dict[str, Any]:
+        return {
+            "on_late": self.late.append,
+            "on_error": self.errors.append,
+            "on_overflow": self.overflows.append,
+            "on_timeout": self.count_timeout,
+        }
+
+    def clear(self) -> None:
+        self.late.clear()
+        self.errors.clear()
+        self.overflows.clear()
+        self.timeouts = 0
+
+
+@attrs.define(eq=False)
+class _Partition:
+    """What the runner knows about one input partition it owns."""
+
+    number: int
+    engine: Engine
+    rules_text: str
+    """The rule file the engine runs (what a checkpoint of it must carry)."""
+    position: int | None
+    """The next input offset to take (None: not known until the first record arrives)."""
+    replay_until: int
+    """Records below this offset were processed and committed before: outputs suppressed."""
+    base_id: str | None
+    """The checkpoint the committed state derives from."""
+    pending_id: str | None = None
+    dirty: bool = False  # taken records or produced output since the last commit
+    changed: bool = False  # state changed since the last checkpoint
+    force_checkpoint: bool = False
+    rules_pending: bool = False  # apply the runner's rules once the replay is over
+    last_checkpoint: float = attrs.Factory(time.monotonic)
+    last_record: float = attrs.Factory(time.monotonic)
+    idle_base: int | None = None  # the watermark when the last record arrived
+    outputs: _SideOutputs = attrs.Factory(lambda: _SideOutputs())
+
+    @property
+    def replaying(self) -> bool:
+        return self.position is not None and self.position < self.replay_until
+
+
+def alert_value(alert: Alert) -> bytes:
+    """The alerts topic's record value: the alert as JSON."""
+    return json.dumps(alert.to_dict(), separators=(",", ":"), default=str).encode()
+
+
+class Runner:
+    """``fraudcep run`` as an object: build it, call :meth:`run`, call :meth:`stop` to end.
+
+    ``rules`` (optional) replaces loading ``config.rules``; ``store`` replaces the store
+    named by ``config.checkpoints``; ``clock`` gives wall-clock epoch ms (idle partitions).
+    """
+
+    def __init__(
+        self,
+        config: RunnerConfig,
+        *,
+        rules: Sequence[RuleDefinition] | None = None,
+        store: CheckpointStore | None = None,
+        metrics: RunnerMetrics | None = None,
+        on_started: Callable[[Runner], None] | None = None,
+    ) -> None:
+        self.config = config
+        if rules is None:
+            rules = load_rule_file(config.rules) if config.rules else default_rule_definitions()
+        self.rule_set = RuleSet(rules)
+        self.store = store if store is not None else open_store(config.checkpoints)
+        self.metrics = metrics if metrics is not None else RunnerMetrics()
+        self.metrics_address: tuple[str, int] | None = None
+        self._on_started = on_started
+        self._stop = threading.Event()
+        self._partitions: dict[int, _Partition] = {}
+        self._parked: dict[int, _Partition] = {}
+        self._latencies: list[int] = []  # Kafka timestamps (ms) of records in the open txn
+        self._outputs = 0  # records produced in the open transaction
+        self._rules_text = ""
+        self._consumer: Any = None
+        self._consumer_fatal: KafkaError | None = None
+        self._watchdog = _Watchdog(STUCK_CALL_S)
+        self._producer_fatal: KafkaError | None = None
+        self._producer: Any = None
+        self._reader: RulesTopicReader | None = None
+
+    # -- public API ------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to finish: a last commit and checkpoint, then :meth:`run` returns."""
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT stop the runner gracefully (call from the main thread)."""
+
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            log.info("signal received, stopping", extra=fields(signal=signum))
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def run(self) -> int:
+        """Run until :meth:`stop`; returns the exit code (0, or 3 for a fatal error)."""
+        try:
+            self._start()
+            self._loop()
+            self._shutdown()
+            return EXIT_OK
+        except (RunnerError, KafkaException) as exc:
+            log.error("runner stopped: %s", exc, extra=fields(error=str(exc)))
+            self._close_quietly()
+            return EXIT_FATAL
+        finally:
+            self.metrics.close()
+
+    @property
+    def assigned(self) -> list[int]:
+        return sorted(self._partitions)
+
+    # -- start and stop --------------------------------------------------------------------
+
+    def _client_config(self, **extra: Any) -> dict[str, Any]:
+        # librdkafka's own log lines stay on stderr: a Python `logger` here can deadlock a
+        # blocking transactional call (it needs the GIL from librdkafka's threads).
+        conf: dict[str, Any] = {"bootstrap.servers": self.config.bootstrap}
+        conf.update(self.config.kafka_config)
+        conf.update(extra)
+        return conf
+
+    def _start(self) -> None:
+        c = self.config
+        if c.metrics_address:
+            self.metrics_address = self.metrics.serve(c.metrics_address)
+            log.info(
+                "metrics endpoint up",
+                extra=fields(url=f"http://{self.metrics_address[0]}:{self.metrics_address[1]}/metrics"),
+            )  # fmt: skip
+        if c.create_topics:
+            ensure_topics(self._client_config(), c)
+        if c.rules_topic:
+            self._reader = RulesTopicReader(
+                lambda conf: Consumer(self._client_config(**conf)),
+                c.rules_topic,
+                self.rule_set,
+                on_rejected=self.metrics.rule_errors.inc,
+            )
+            self._reader.catch_up()
+        definitions = self.rule_set.effective()
+        if not definitions:
+            raise RunnerError(
+                "no rules: give a rule file (--rules) or publish rules to the rules topic "
+                f"({c.rules_topic or 'disabled'})"
+            )
+        self._rules_text = dump_rules(definitions)
+        log.info("rules loaded", extra=fields(rules=[d.id for d in definitions]))
+        self._producer = Producer(
+            self._client_config(
+                **{
+                    "transactional.id": c.transactional_id,
+                    "transaction.timeout.ms": c.transaction_timeout,
+                    "enable.idempotence": True,
+                    "linger.ms": 2,
+                    "error_cb": self._on_producer_error,
+                }
+            )
+        )
+        self._retrying(
+            "init_transactions", lambda: self._producer.init_transactions(_TXN_TIMEOUT_S)
+        )
+        self._consumer = self._new_consumer()
+        self._producer.begin_transaction()
+        log.info(
+            "runner started",
+            extra=fields(group=c.group_id, instance=c.instance_id, input=c.input_topic,
+                         alerts=c.alerts_topic, checkpoints=self.store.describe()),
+        )  # fmt: skip
+        if self._on_started is not None:
+            self._on_started(self)
+
+    def _new_consumer(self) -> Any:
+        """A consumer in the group, subscribed to the input topic."""
+        c = self.config
+        membership = {"group.instance.id": c.instance_id} if c.static_membership else {}
+        consumer = Consumer(
+            self._client_config(
+                **membership,
+                **{
+                    "group.id": c.group_id,
+                    "session.timeout.ms": c.session_timeout,
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    "isolation.level": "read_committed",
+                    "auto.offset.reset": c.auto_offset_reset,
+                    "enable.partition.eof": False,
+                    "fetch.wait.max.ms": 25,
+                    "error_cb": self._on_consumer_error,
+                },
+            )
+        )
+        consumer.subscribe(
+            [c.input_topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        return consumer
+
+    def _on_consumer_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self._consumer_fatal = err
+        log.warning("consumer: %s", err.str(), extra=fields(code=err.name(), fatal=err.fatal()))
+
+    def _on_producer_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self._producer_fatal = err
+        log.warning("producer: %s", err.str(), extra=fields(code=err.name(), fatal=err.fatal()))
+
+    def _replace_consumer(self) -> None:
+        """A fatal consumer error (e.g. a static member fenced after its session timed out
+        while the broker was away) makes the consumer unusable; librdkafka's advice is a new
+        one. Uncommitted work is aborted and the new consumer rejoins the group."""
+        err = self._consumer_fatal
+        self._consumer_fatal = None
+        log.warning("replacing the consumer after a fatal error", extra=fields(error=str(err)))
+        self._abort_and_rewind("consumer failed", lost=list(self._partitions))
+        old, self._consumer = self._consumer, None
+        try:
+            old.close()
+        except KafkaException:
+            log.debug("closing the failed consumer", exc_info=True)
+        self._consumer = self._new_consumer()
+
+    def _shutdown(self) -> None:
+        log.info("stopping: final commit and checkpoints")
+        for st in self._partitions.values():
+            st.force_checkpoint = True
+        self._commit()
+        self._consumer.close()  # revokes the partitions (nothing left to commit)
+        if self._reader is not None:
+            self._reader.close()
+        self._producer.flush(10)
+        log.info("runner stopped")
+
+    def _close_quietly(self) -> None:
+        for client in (self._consumer, self._reader):
+            if client is None:
+                continue
+            try:
+                client.close()
+            except Exception:  # already failing; the first error is the one reported
+                log.debug("close failed", exc_info=True)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        c = self.config
+        commit_s = c.commit_interval / 1000
+        next_commit = time.monotonic() + commit_s
+        next_rules = next_idle = next_gauges = time.monotonic()
+        while not self._stop.is_set():
+            if self._producer_fatal is not None:
+                raise RunnerError(
+                    f"fatal producer error: {self._producer_fatal.str()} (another runner with "
+                    f"instance id {c.instance_id!r} may have taken over)"
+                )
+            if self._consumer_fatal is not None:
+                self._replace_consumer()
+            timeout = max(0.0, min(next_commit - time.monotonic(), 0.1))
+            messages = self._consumer.consume(c.batch_size, timeout)
+            if messages:
+                self._take(messages)
+            now = time.monotonic()
+            if self._reader is not None and now >= next_rules:
+                next_rules = now + _RULES_POLL_S
+                self._poll_rules()
+            if now >= next_idle:
+                next_idle = now + _IDLE_CHECK_S
+                self._advance_idle(now)
+            if now >= next_commit:
+                next_commit = now + commit_s
+                self._commit()
+            if now >= next_gauges:
+                next_gauges = now + _GAUGES_S
+                self._update_gauges()
+
+    def _take(self, messages: list[Any]) -> None:
+        by_partition: dict[int, list[Any]] = defaultdict(list)
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.fatal():
+                    raise RunnerError(f"consumer: {err.str()}")
+                log.warning("consumer error", extra=fields(error=err.str(), code=err.code()))
+                continue
+            by_partition[msg.partition()].append(msg)
+        for number, records in by_partition.items():
+            st = self._partitions.get(number)
+            if st is not None:  # else revoked since it was fetched
+                self._feed(st, records)
+
+    def _feed(self, st: _Partition, records: list[Any]) -> None:
+        c = self.config
+        replayed: list[Any] = []
+        live: list[Any] = []
+        origin: dict[int, Any] = {}
+        consumed = 0
+        for msg in records:
+            offset = msg.offset()
+            if st.position is not None and offset < st.position:
+                continue  # delivered again after a seek
+            replay = offset < st.replay_until
+            st.position = offset + 1
+            try:
+                payment = decode_payment(msg.value(), max_bytes=c.max_record_bytes)
+            except InvalidRecord as exc:
+                if not replay:
+                    consumed += 1
+                    self._dead_letter(msg, exc.reason, exc.detail)
+                continue
+            origin[id(payment)] = msg
+            if replay:
+                replayed.append(payment)
+            else:
+                consumed += 1
+                live.append(payment)
+                ts_type, ts = msg.timestamp()
+                if ts_type != 0:
+                    self._latencies.append(ts)
+        engine = st.engine
+        if replayed:
+            engine.process_many(replayed)
+            st.outputs.clear()
+            self.metrics.replayed.inc(len(replayed))
+        if st.rules_pending and not st.replaying:
+            self._apply_rules(st)
+        if live:
+            self._emit(engine.process_many(live))
+            self._side_outputs(st, origin)
+            self.metrics.processed.inc(len(live))
+        if consumed:
+            self.metrics.consumed.labels(str(st.number)).inc(consumed)
+        st.dirty = True
+        st.changed = True
+        st.last_record = time.monotonic()
+        st.idle_base = engine.watermark
+
+    def _emit(self, alerts: list[Alert]) -> None:
+        topic = self.config.alerts_topic
+        for alert in alerts:
+            headers = [
+                (HEADER_PREFIX + "rule", alert.rule_id.encode()),
+                (HEADER_PREFIX + "rule_version", str(alert.rule_version).encode()),
+            ]
+            self._produce(topic, alert.alert_id.encode(), alert_value(alert), headers)
+            self.metrics.alerts.labels(alert.rule_id).inc()
+
+    def _dead_letter(self, msg: Any, reason: str, detail: str) -> None:
+        headers = [
+            (HEADER_PREFIX + "reason", reason.encode()),
+            (HEADER_PREFIX + "detail", detail.encode("utf-8", errors="replace")),
+            (HEADER_PREFIX + "topic", msg.topic().encode()),
+            (HEADER_PREFIX + "partition", str(msg.partition()).encode()),
+            (HEADER_PREFIX + "offset", str(msg.offset()).encode()),
+        ]
+        ts_type, ts = msg.timestamp()
+        if ts_type != 0:
+            headers.append((HEADER_PREFIX + "timestamp", str(ts).encode()))
+        self._produce(self.config.dead_letter_topic, msg.key(), msg.value(), headers)
+        self.metrics.dead_lettered.labels(reason).inc()
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes | None, headers: Any) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, headers=headers)
+                break
+            except BufferError:  # local queue full: let deliveries drain
+                self._producer.poll(0.05)
+        self._producer.poll(0)
+        self._outputs += 1
+
+    def _side_outputs(self, st: _Partition, origin: dict[int, Any]) -> None:
+        out = st.outputs
+        for late in out.late:
+            msg = origin.get(id(late.event))
+            detail = f"event time {late.timestamp} <= watermark {late.watermark}"
+            if msg is not None:
+                self._dead_letter(msg, "late", detail)
+            else:  # released by a watermark move: no record at hand
+                log.warning("late event", extra=fields(partition=st.number, detail=detail))
+        for failure in out.errors:
+            self.metrics.condition_errors.labels(failure.rule_id).inc()
+            log.warning(
+                "condition raised",
+                extra=fields(partition=st.number, rule=failure.rule_id, error=failure.error),
+            )
+        for overflow in out.overflows:
+            self.metrics.overflows.labels(overflow.kind).inc()
+            log.warning(
+                "state cap overflow",
+                extra=fields(partition=st.number, kind=overflow.kind, rule=overflow.rule_id,
+                             dropped=overflow.dropped),
+            )  # fmt: skip
+        self.metrics.timeouts.inc(out.timeouts)
+        out.clear()
+
+    # -- idle partitions -------------------------------------------------------------------
+
+    def _advance_idle(self, now: float) -> None:
+        """Let the event time of partitions without records follow the wall clock.
+
+        Without this, the last events of a partition would wait for a later event that may
+        never come. The move is not a function of the input, so it is checkpointed (with
+        its outputs' transaction) to keep restores deterministic.
+        """
+        idle_ms = self.config.idle_timeout
+        for st in self._partitions.values():
+            if st.replaying or st.rules_pending:
+                continue
+            quiet = int((now - st.last_record) * 1000)
+            due = st.engine.next_due
+            if quiet < idle_ms or due is None:
+                continue
+            base = st.idle_base if st.idle_base is not None else due - 1
+            target = base + quiet
+            if target < due:
+                continue
+            self._emit(st.engine.advance_watermark(target))
+            self._side_outputs(st, {})
+            st.dirty = st.changed = st.force_checkpoint = True
+
+    # -- commits and checkpoints -----------------------------------------------------------
+
+    def _commit(self) -> bool:
+        """Commit the open transaction (outputs + offsets); True when it committed."""
+        c = self.config
+        now = time.monotonic()
+        interval = c.checkpoint_interval / 1000
+        offsets = []
+        committing: list[_Partition] = []
+        for st in self._partitions.values():
+            if st.position is None or st.replaying:
+                continue  # nothing taken yet / state not back at the committed offset yet
+            due = st.changed and (st.force_checkpoint or now - st.last_checkpoint >= interval)
+            if not (st.dirty or due or st.base_id is None):
+                continue
+            if due or st.base_id is None:
+                st.pending_id = self._checkpoint(st)
+            reference = st.pending_id or st.base_id
+            assert reference is not None
+            offsets.append(
+                TopicPartition(
+                    c.input_topic, st.number, st.position, metadata=checkpoint_reference(reference)
+                )
+            )
+            committing.append(st)
+        if not offsets and not self._outputs:
+            return True
+        started = time.perf_counter()
+        try:
+            if offsets:
+                group = self._consumer.consumer_group_metadata()
+                self._retrying(
+                    "send_offsets_to_transaction",
+                    lambda: self._producer.send_offsets_to_transaction(
+                        offsets, group, _TXN_TIMEOUT_S
+                    ),
+                )
+            self._retrying(
+                "commit_transaction", lambda: self._producer.commit_transaction(_TXN_TIMEOUT_S)
+            )
+        except _Abortable as exc:
+            self._abort_and_rewind(str(exc))
+            return False
+        done = time.time()
+        self.metrics.commit_time.observe(time.perf_counter() - started)
+        self.metrics.transactions.labels("committed").inc()
+        observe = self.metrics.latency.observe
+        for ts in self._latencies:
+            observe(max(0.0, done - ts / 1000))
+        self._latencies.clear()
+        self._outputs = 0
+        for st in committing:
+            st.dirty = False
+            if st.pending_id is not None:
+                st.base_id, st.pending_id = st.pending_id, None
+                try:
+                    self.store.prune(c.group_id, c.input_topic, st.number, id_offset(st.base_id))
+                except OSError as exc:  # old checkpoints are harmless; say so and go on
+                    log.warning("pruning checkpoints failed", extra=fields(error=str(exc)))
+        self._producer.begin_transaction()
+        return True
+
+    def _checkpoint(self, st: _Partition) -> str:
+        assert st.position is not None
+        started = time.perf_counter()
+        checkpoint = Checkpoint(
+            group=self.config.group_id,
+            topic=self.config.input_topic,
+            partition=st.number,
+            offset=st.position,
+            snapshot=st.engine.snapshot(),
+            rules=st.rules_text,
+        )
+        self.store.save(checkpoint)
+        self.metrics.checkpoint_time.observe(time.perf_counter() - started)
+        self.metrics.checkpoint_bytes.labels(str(st.number)).set(len(checkpoint.snapshot))
+        st.changed = st.force_checkpoint = False
+        st.last_checkpoint = time.monotonic()
+        return checkpoint.checkpoint_id
+
+    def _retrying(self, what: str, call: Callable[[], Any]) -> Any:
+        """Call a transactional producer API the way librdkafka documents: retry retriable
+        errors, report abortable ones, stop on fatal ones."""
+        delay = 0.1
+        while True:
+            try:
+                with self._watchdog.watching(what):
+                    return call()
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                if err.fatal():
+                    raise RunnerError(
+                        f"{what}: fatal producer error: {err.str()} (another runner with "
+                        f"instance id {self.config.instance_id!r} may have taken over)"
+                    ) from None
+                if err.txn_requires_abort():
+                    raise _Abortable(f"{what}: {err.str()}") from None
+                if err.retriable() or err.code() in _RETRY_CODES:
+                    log.warning("retrying", extra=fields(call=what, error=err.str()))
+                    time.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                raise _Abortable(f"{what}: {err.str()}") from None
+
+    def _abort_and_rewind(self, reason: str, *, lost: Sequence[int] = ()) -> None:
+        """Abort the open transaction and bring every partition back to its committed
+        state (the in-memory state ran ahead of it)."""
+        log.warning("aborting transaction", extra=fields(reason=reason))
+        try:
+            self._retrying(
+                "abort_transaction", lambda: self._producer.abort_transaction(_TXN_TIMEOUT_S)
+            )
+        except _Abortable as exc:
+            raise RunnerError(f"could not abort the transaction: {exc}") from None
+        self.metrics.transactions.labels("aborted").inc()
+        self._outputs = 0
+        self._latencies.clear()
+        for number in lost:
+            self._partitions.pop(number, None)
+        self._parked.clear()
+        if self._partitions:
+            tps = [TopicPartition(self.config.input_topic, p) for p in self._partitions]
+            committed = self._consumer.committed(tps, timeout=_TXN_TIMEOUT_S)
+            for tp in committed:
+                st = self._restore(tp.partition, tp.offset, tp.metadata)
+                self._partitions[tp.partition] = st
+                self._consumer.seek(
+                    TopicPartition(self.config.input_topic, tp.partition, self._start_offset(st))
+                )
+        self._producer.begin_transaction()
+
+    # -- rebalancing -----------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        self.metrics.rebalances.labels("assigned").inc()
+        committed = consumer.committed(partitions, timeout=_TXN_TIMEOUT_S) if partitions else []
+        assignment = []
+        for tp in committed:
+            st = self._restore(tp.partition, tp.offset, tp.metadata)
+            self._partitions[tp.partition] = st
+            assignment.append(TopicPartition(tp.topic, tp.partition, self._start_offset(st)))
+        self._parked.clear()
+        consumer.assign(assignment)
+        log.info("partitions assigned", extra=fields(partitions=self.assigned))
+        self.metrics.assigned.set(len(self._partitions))
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        self.metrics.rebalances.labels("revoked").inc()
+        numbers = [tp.partition for tp in partitions]
+        if consumer is not self._consumer:  # a replaced consumer closing: nothing of it is ours
+            return
+        for number in numbers:
+            st = self._partitions.get(number)
+            if st is not None:
+                st.force_checkpoint = True
+        committed = self._commit()
+        for number in numbers:
+            st = self._partitions.pop(number, None)
+            if st is not None and committed and not st.replaying:
+                self._parked[number] = st
+        log.info("partitions revoked", extra=fields(partitions=numbers, committed=committed))
+        self.metrics.assigned.set(len(self._partitions))
+
+    def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        numbers = [tp.partition for tp in partitions]
+        if consumer is not self._consumer:
+            return
+        self.metrics.rebalances.labels("lost").inc()
+        log.warning("partitions lost", extra=fields(partitions=numbers))
+        self._abort_and_rewind("partitions lost", lost=numbers)
+        self.metrics.assigned.set(len(self._partitions))
+
+    def _start_offset(self, st: _Partition) -> int:
+        if st.position is not None:
+            return st.position
+        return OFFSET_BEGINNING if self.config.auto_offset_reset == "earliest" else OFFSET_END
+
+    def _restore(self, number: int, committed: int, metadata: str | None) -> _Partition:
+        """The state of a partition as of its committed offset."""
+        c = self.config
+        reference = parse_reference(metadata)
+        parked = self._parked.get(number)
+        if parked is not None and parked.position == committed and parked.base_id == reference:
+            parked.replay_until = committed
+            parked.last_record = time.monotonic()
+            return parked
+        where = f"{c.input_topic}[{number}]"
+        if committed < 0 or committed == OFFSET_INVALID:
+            log.info("partition starts afresh", extra=fields(partition=number))
+            return self._fresh(number, None)
+        if reference is None:
+            log.warning(
+                "committed offset names no checkpoint: starting with empty state",
+                extra=fields(partition=number, offset=committed),
+            )
+            return self._fresh(number, committed)
+        outputs = _SideOutputs()
+        try:
+            checkpoint = self.store.load(c.group_id, c.input_topic, number, reference)
+            definitions = load_rules(checkpoint.rules, source=f"checkpoint {reference}")
+            engine = Engine.restore(
+                checkpoint.snapshot,
+                [d.rule for d in definitions],
+                **self._engine_options(),
+                **outputs.engine_options(),
+            )
+        except (CheckpointError, FraudcepError) as exc:
+            if c.missing_checkpoint != "reset":
+                raise RunnerError(
+                    f"{where}: cannot restore checkpoint {reference} named by the committed "
+                    f"offset {committed}: {exc}. Restore the checkpoint store, or start with "
+                    "--missing-checkpoint reset to continue with empty state"
+                ) from None
+            log.error(
+                "checkpoint unusable: continuing with empty state",
+                extra=fields(partition=number, checkpoint=reference, error=str(exc)),
+            )
+            return self._fresh(number, committed)
+        st = _Partition(
+            number=number,
+            engine=engine,
+            rules_text=checkpoint.rules,
+            position=checkpoint.offset,
+            replay_until=committed,
+            base_id=reference,
+            rules_pending=True,
+            outputs=outputs,
+        )
+        log.info(
+            "partition restored",
+            extra=fields(
+                partition=number, checkpoint=reference, replay=committed - checkpoint.offset
+            ),
+        )
+        if not st.replaying:
+            self._apply_rules(st)
+        return st
+
+    def _fresh(self, number: int, position: int | None) -> _Partition:
+        outputs = _SideOutputs()
+        engine = Engine([], **self._engine_options(), **outputs.engine_options())
+        apply_definitions(engine, self.rule_set.effective())
+        st = _Partition(
+            number=number,
+            engine=engine,
+            rules_text=self._rules_text,
+            position=position,
+            replay_until=-1 if position is None else position,
+            base_id=None,
+            force_checkpoint=True,
+            changed=True,
+            outputs=outputs,
+        )
+        return st
+
+    def _engine_options(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "timestamp": c.timestamp_field,
+            "event_id": c.event_id_field,
+            "max_out_of_orderness": c.max_out_of_orderness,
+            "max_partial_matches_per_key": c.max_partial_matches_per_key,
+            "max_buffered_events": c.max_buffered_events,
+        }
+
+    # -- rules -----------------------------------------------------------------------------
+
+    def _poll_rules(self) -> None:
+        assert self._reader is not None
+        before = dict(self.rule_set.topic_rules)
+        if not self._reader.poll():
+            return
+        definitions = self.rule_set.effective()
+        try:
+            # a checkpoint carries the rules as text: they must load back
+            load_rules(dump_rules(definitions), source="rules topic")
+            self._check_versions(definitions)
+        except FraudcepError as exc:
+            self.rule_set.topic_rules = before
+            self.metrics.rule_errors.inc()
+            log.error("rule change refused", extra=fields(error=str(exc)))
+            return
+        self._rules_text = dump_rules(definitions)
+        self.metrics.rule_changes.inc()
+        for st in self._partitions.values():
+            st.rules_pending = True
+            if not st.replaying:
+                self._apply_rules(st)
+
+    def _check_versions(self, definitions: list[RuleDefinition]) -> None:
+        for st in self._partitions.values():
+            running = st.engine.rule_versions()
+            for d in definitions:
+                if d.version is not None and d.id in running and d.version < running[d.id]:
+                    raise RunnerError(
+                        f"rule {d.id!r}: version {d.version} is older than the running "
+                        f"version {running[d.id]}"
+                    )
+
+    def _apply_rules(self, st: _Partition) -> None:
+        st.rules_pending = False
+        changes = apply_definitions(st.engine, self.rule_set.effective())
+        st.rules_text = self._rules_text
+        if changes:
+            st.changed = st.force_checkpoint = st.dirty = True
+            log.info("rules applied", extra=fields(partition=st.number, changes=changes))
+
+    # -- gauges ----------------------------------------------------------------------------
+
+    def _update_gauges(self) -> None:
+        now_ms = time.time() * 1000
+        live = 0
+        for st in self._partitions.values():
+            label = str(st.number)
+            wm = st.engine.watermark
+            if wm is not None:
+                self.metrics.event_time_lag.labels(label).set(max(0.0, (now_ms - wm) / 1000))
+            if st.position is not None:
+                try:
+                    _low, high = self._consumer.get_watermark_offsets(
+                        TopicPartition(self.config.input_topic, st.number), cached=True
+                    )
+                    if high >= 0:
+                        self.metrics.lag.labels(label).set(max(0, high - st.position))
+                except KafkaException:
+                    pass
+            live += st.engine.stats.live_partial_matches
+        self.metrics.partial_matches.set(live)
+
+
+class _Watchdog:
+    """Ends the process when a blocking Kafka call outlives ``limit_s`` (see STUCK_CALL_S)."""
+
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s = limit_s
+        self._call: tuple[str, float] | None = None
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def watching(self, what: str) -> Iterator[None]:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._watch, name="kafka-watchdog", daemon=True)
+            self._thread.start()
+        self._call = (what, time.monotonic())
+        try:
+            yield
+        finally:
+            self._call = None
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(1.0)
+            call = self._call
+            if call is not None and time.monotonic() - call[1] > self.limit_s:
+                log.critical(
+                    "a Kafka call is stuck: exiting so that the runner is restarted",
+                    extra=fields(call=call[0], seconds=round(time.monotonic() - call[1])),
+                )
+                for handler in logging.getLogger("fraudcep").handlers:
+                    handler.flush()
+                os._exit(EXIT_STUCK)
+
+
+class _Abortable(Exception):
+    """A transactional call failed in a way that aborting the transaction recovers from."""
+
+
+_RETRY_CODES = frozenset({KafkaError._TIMED_OUT})
+
+
+def open_store(location: str) -> CheckpointStore:
+    """The checkpoint store a location names: a directory, or ``file://`` + a path."""
+    if location.startswith("file://"):
+        return DirectoryCheckpointStore(location[len("file://") :])
+    if "://" in location:
+        scheme = location.split("://", 1)[0]
+        raise RunnerError(f"no checkpoint store for {scheme}:// locations (use a directory)")
+    return DirectoryCheckpointStore(location)
