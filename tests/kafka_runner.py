@@ -282,6 +282,7 @@ def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
 def wait_caught_up(job: Job, timeout: float = 120.0) -> None:
     """Until the group's committed offsets reach the end of every input partition."""
     ends = end_offsets(job.bootstrap, job.input_topic, job.partitions)
+
     def caught_up() -> bool:
         committed = committed_offsets(job.bootstrap, job.group, job.input_topic, job.partitions)
         # an empty partition has nothing to commit

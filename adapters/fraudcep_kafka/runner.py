@@ -42,6 +42,7 @@ from confluent_kafka import (
 )
 
 from fraudcep import Alert, ConditionFailure, Engine, FraudcepError, LateEvent, Overflow
+from fraudcep.checkpoint import Checkpoint, CheckpointError, CheckpointStore, id_offset
 from fraudcep.payment import InvalidRecord, decode_payment
 from fraudcep.rules_catalog import default_rule_definitions
 from fraudcep.rulespec import (
@@ -51,13 +52,7 @@ from fraudcep.rulespec import (
     load_rule_file,
     load_rules,
 )
-from fraudcep_kafka.checkpoints import (
-    Checkpoint,
-    CheckpointError,
-    CheckpointStore,
-    DirectoryCheckpointStore,
-    id_offset,
-)
+from fraudcep_kafka.checkpoints import DirectoryCheckpointStore
 from fraudcep_kafka.config import RunnerConfig
 from fraudcep_kafka.logs import fields
 from fraudcep_kafka.metrics import RunnerMetrics
