@@ -21,6 +21,7 @@ from typing import Protocol
 import attrs
 
 from fraudcep.errors import FraudcepError
+from fraudcep.plugins import load_plugin
 
 MAGIC = b"FCEPCKPT"
 FORMAT_VERSION = 1
@@ -132,3 +133,17 @@ class CheckpointStore(Protocol):
 
     def describe(self) -> str:
         """Where the store keeps checkpoints, for logs."""
+
+
+STORES_GROUP = "fraudcep.checkpoint_stores"
+
+
+def open_checkpoint_store(location: str) -> CheckpointStore:
+    """The store a location names: a directory path or ``file://`` path, ``s3://bucket/prefix``,
+    or any scheme an installed package registered under ``fraudcep.checkpoint_stores``."""
+    scheme, sep, _ = location.partition("://")
+    factory = load_plugin(
+        STORES_GROUP, scheme if sep else "file", what=f"checkpoint location {location!r}"
+    )
+    store: CheckpointStore = factory(location)
+    return store

@@ -29,10 +29,15 @@ step mypy "$BIN/mypy"
 # here, each from its own script under scripts/, exporting the address the tests read;
 # stop_services stops them again on exit.
 KAFKA_DIR=
+MOTO_DIR=
 stop_services() {
     if [ -n "$KAFKA_DIR" ]; then
         bash scripts/kafka.sh stop --dir "$KAFKA_DIR" || true
         rm -rf "$KAFKA_DIR"
+    fi
+    if [ -n "$MOTO_DIR" ]; then
+        bash scripts/moto.sh stop --dir "$MOTO_DIR" || true
+        rm -rf "$MOTO_DIR"
     fi
 }
 trap stop_services EXIT
@@ -51,6 +56,20 @@ if [ -z "${FRAUDCEP_KAFKA_BOOTSTRAP:-}" ]; then
         failed+=(kafka)
     fi
     rm -f "$kafka_log"
+fi
+
+# moto's AWS server (DynamoDB, Streams, S3, EventBridge, SQS, SES) over HTTP.
+if [ -z "${FRAUDCEP_AWS_ENDPOINT:-}" ]; then
+    echo "== moto"
+    MOTO_DIR=$(mktemp -d "${TMPDIR:-/tmp}/fraudcep-test-moto.XXXXXX")
+    if FRAUDCEP_AWS_ENDPOINT=$(FRAUDCEP_PYTHON=$BIN/python bash scripts/moto.sh start --dir "$MOTO_DIR" | tail -n 1); then
+        export FRAUDCEP_AWS_ENDPOINT
+        echo "== moto: FRAUDCEP_AWS_ENDPOINT=$FRAUDCEP_AWS_ENDPOINT"
+    else
+        echo "== moto FAILED (the AWS tests will try to start their own server)"
+        failed+=(moto)
+        unset FRAUDCEP_AWS_ENDPOINT
+    fi
 fi
 # --- end of services -----------------------------------------------------------------
 

@@ -89,7 +89,8 @@ class Job:
         settings.update({k.replace("_", "-"): v for k, v in options.items()})
         args = ["run"]
         for key, value in settings.items():
-            args += [f"--{key}", str(value)]
+            for one in value if isinstance(value, list | tuple) else [value]:
+                args += [f"--{key}", str(one)]
         return args
 
     def start(self, instance: str = "r1", **options: Any) -> RunnerProcess:

@@ -174,6 +174,30 @@ def test_negative_partitions_name_the_flag() -> None:
         from_sources({"topic_partitions": "four"}, environ={})
 
 
+def test_sinks_from_repeated_flags_environment_and_file(tmp_path: Path) -> None:
+    urls = ["dynamodb://fraud_alerts", "s3://lake/fraud"]
+    assert from_sources({"sink": urls}, environ={}).sink == tuple(urls)
+    env = {"FRAUDCEP_SINK": "dynamodb://fraud_alerts, s3://lake/fraud"}
+    assert from_sources({}, environ=env).sink == tuple(urls)
+    path = write_toml(tmp_path, '[runner]\nsink = ["dynamodb://fraud_alerts", "s3://lake/fraud"]\n')
+    assert from_sources({}, environ={}, config_file=path).sink == tuple(urls)
+    assert from_sources({}, environ={}).sink == ()
+    with pytest.raises(ConfigurationError, match=r"^FRAUDCEP_SINK: expected scheme://"):
+        from_sources({}, environ={"FRAUDCEP_SINK": "fraud_alerts"})
+    bad = write_toml(tmp_path, "[runner]\nsink = [3]\n", "bad.toml")
+    with pytest.raises(ConfigurationError, match=r"expected a URL, got 3"):
+        from_sources({}, environ={}, config_file=bad)
+
+
+def test_unknown_sink_and_store_schemes_are_refused_with_the_known_ones() -> None:
+    from fraudcep_kafka.runner import open_sinks
+
+    with pytest.raises(RunnerError, match=r"no installed package handles ftp://.*dynamodb://"):
+        open_sinks(["ftp://host/alerts"])
+    with pytest.raises(RunnerError, match=r"no installed package handles gs://.*s3://"):
+        open_store("gs://bucket/checkpoints")
+
+
 def test_bad_choice_in_the_file_names_the_file_key(tmp_path: Path) -> None:
     path = write_toml(tmp_path, "[runner]\nmissing_checkpoint = 'ignore'\n")
     with pytest.raises(ConfigurationError) as info:

@@ -31,13 +31,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     for option in OPTIONS:
         default = option.default
-        shown = {"instance_id": "the host name", "rules": "the packaged default rules"}.get(
-            option.name, default
-        )
+        shown = {
+            "instance_id": "the host name",
+            "rules": "the packaged default rules",
+            "sink": "none",
+        }.get(option.name, default)
         parser.add_argument(
             option.flag,
             dest=option.name,
             default=None,
+            action="append" if option.repeatable else "store",
             metavar=option.metavar or option.name.upper(),
             help=f"{option.help} [env {option.env}; default: {shown}]",
         )

@@ -109,3 +109,12 @@ class DirectoryCheckpointStore:
 
     def describe(self) -> str:
         return f"directory {self.root}"
+
+
+def open_directory_store(location: str) -> DirectoryCheckpointStore:
+    """The ``file`` checkpoint-store factory: a directory path, or ``file://`` + a path."""
+    if location.startswith("file://"):
+        location = location[len("file://") :]
+    if not location:
+        raise CheckpointError("checkpoint location: empty directory path")
+    return DirectoryCheckpointStore(location)

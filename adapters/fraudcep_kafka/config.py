@@ -109,6 +109,22 @@ def _kafka_properties(value: Any) -> dict[str, str]:
     return out
 
 
+def _url_list(value: Any) -> tuple[str, ...]:
+    """URLs: a list (config file, repeated flag) or ``url,url`` (environment)."""
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    urls = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError(f"expected a URL, got {item!r}")
+        text = item.strip()
+        if not text:
+            continue
+        if "://" not in text:
+            raise ValueError(f"expected scheme://..., e.g. dynamodb://fraud_alerts, got {text!r}")
+        urls.append(text)
+    return tuple(urls)
+
+
 def _default_instance() -> str:
     return socket.gethostname() or "fraudcep"
 
@@ -122,6 +138,8 @@ class Option:
     default: Any
     help: str
     metavar: str | None = None
+    repeatable: bool = False
+    """A flag that may be given several times (its values add up)."""
 
     @property
     def flag(self) -> str:
@@ -187,8 +205,20 @@ OPTIONS: tuple[Option, ...] = (
         "checkpoints",
         str,
         "checkpoints",
-        "where partition checkpoints are kept: a directory (or file:///path)",
+        "where partition checkpoints are kept: a directory (or file:///path), or "
+        "s3://BUCKET/PREFIX (needs fraudcep[aws])",
         "LOCATION",
+    ),
+    Option(
+        "sink",
+        _url_list,
+        (),
+        "also write alerts (and for s3, raw payments as Parquet) to this store, exactly once "
+        "(idempotent writes ahead of each commit): dynamodb://TABLE or s3://BUCKET/PREFIX; "
+        "repeat the flag for several (comma-separated in the environment, a list in the file; "
+        "see docs/aws.md)",
+        "URL",
+        repeatable=True,
     ),
     Option(
         "missing_checkpoint",
@@ -322,6 +352,7 @@ class RunnerConfig:
     rules_topic: str | None = _BY_NAME["rules_topic"].default
     rules: str | None = None
     checkpoints: str = _BY_NAME["checkpoints"].default
+    sink: tuple[str, ...] = _BY_NAME["sink"].default
     missing_checkpoint: str = _BY_NAME["missing_checkpoint"].default
     commit_interval: int = _BY_NAME["commit_interval"].default
     checkpoint_interval: int = _BY_NAME["checkpoint_interval"].default

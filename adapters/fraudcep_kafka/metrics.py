@@ -47,6 +47,11 @@ class RunnerMetrics:
             "fraudcep_overflows", "state cap overflows (partial matches dropped, watermark forced)",
             ["kind"], registry=r,
         )  # fmt: skip
+        self.sink_errors = Counter(
+            "fraudcep_sink_errors",
+            "Sink writes that failed (the transaction was aborted and replayed)",
+            registry=r,
+        )
         self.replayed = Counter(
             "fraudcep_records_replayed",
             "records re-read after a restart or rebalance to rebuild state (outputs suppressed)",

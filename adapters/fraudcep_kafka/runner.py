@@ -42,7 +42,13 @@ from confluent_kafka import (
 )
 
 from fraudcep import Alert, ConditionFailure, Engine, FraudcepError, LateEvent, Overflow
-from fraudcep.checkpoint import Checkpoint, CheckpointError, CheckpointStore, id_offset
+from fraudcep.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointStore,
+    id_offset,
+    open_checkpoint_store,
+)
 from fraudcep.payment import InvalidRecord, decode_payment
 from fraudcep.rules_catalog import default_rule_definitions
 from fraudcep.rulespec import (
@@ -52,7 +58,7 @@ from fraudcep.rulespec import (
     load_rule_file,
     load_rules,
 )
-from fraudcep_kafka.checkpoints import DirectoryCheckpointStore
+from fraudcep.sink import PartitionSink, Sink, SinkError, SourcePartition, open_sink
 from fraudcep_kafka.config import RunnerConfig
 from fraudcep_kafka.logs import fields
 from fraudcep_kafka.metrics import RunnerMetrics
@@ -143,10 +149,28 @@ class _Partition:
     last_record: float = attrs.Factory(time.monotonic)
     idle_base: int | None = None  # the watermark when the last record arrived
     outputs: _SideOutputs = attrs.Factory(lambda: _SideOutputs())
+    sinks: list[PartitionSink] | None = None
+    """Open once the offset the state starts from is known (see ``fraudcep.sink``)."""
+    payment_sinks: list[PartitionSink] = attrs.Factory(list)
 
     @property
     def replaying(self) -> bool:
         return self.position is not None and self.position < self.replay_until
+
+    def to_sinks(self, alerts: Sequence[Alert]) -> None:
+        if alerts and self.sinks:
+            for sink in self.sinks:
+                sink.alerts(alerts)
+
+    def close_sinks(self) -> None:
+        """Drop what the sinks buffered: whoever owns the partition next replays it."""
+        for sink in self.sinks or ():
+            try:
+                sink.close()
+            except Exception:  # closing drops a buffer; a failure there loses nothing
+                log.warning("closing a sink failed", exc_info=True)
+        self.sinks = None
+        self.payment_sinks = []
 
 
 def alert_value(alert: Alert) -> bytes:
@@ -158,7 +182,7 @@ class Runner:
     """``fraudcep run`` as an object: build it, call :meth:`run`, call :meth:`stop` to end.
 
     ``rules`` (optional) replaces loading ``config.rules``; ``store`` replaces the store
-    named by ``config.checkpoints``; ``clock`` gives wall-clock epoch ms (idle partitions).
+    named by ``config.checkpoints``; ``sinks`` replaces the sinks named by ``config.sink``.
     """
 
     def __init__(
@@ -167,6 +191,7 @@ class Runner:
         *,
         rules: Sequence[RuleDefinition] | None = None,
         store: CheckpointStore | None = None,
+        sinks: Sequence[Sink] | None = None,
         metrics: RunnerMetrics | None = None,
         on_started: Callable[[Runner], None] | None = None,
     ) -> None:
@@ -175,6 +200,7 @@ class Runner:
             rules = load_rule_file(config.rules) if config.rules else default_rule_definitions()
         self.rule_set = RuleSet(rules)
         self.store = store if store is not None else open_store(config.checkpoints)
+        self.sinks = list(sinks) if sinks is not None else open_sinks(config.sink)
         self.metrics = metrics if metrics is not None else RunnerMetrics()
         self.metrics_address: tuple[str, int] | None = None
         self._on_started = on_started
@@ -347,6 +373,7 @@ class Runner:
         if self._reader is not None:
             self._reader.close()
         self._producer.flush(10)
+        self._close_sinks()
         log.info("runner stopped")
 
     def _close_quietly(self) -> None:
@@ -357,6 +384,16 @@ class Runner:
                 client.close()
             except Exception:  # already failing; the first error is the one reported
                 log.debug("close failed", exc_info=True)
+        self._close_sinks()
+
+    def _close_sinks(self) -> None:
+        for st in [*self._partitions.values(), *self._parked.values()]:
+            st.close_sinks()
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception:  # stopping anyway; what was durable stays durable
+                log.warning("closing a sink failed", exc_info=True)
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -374,7 +411,7 @@ class Runner:
             if self._consumer_fatal is not None:
                 self._replace_consumer()
             timeout = max(0.0, min(next_commit - time.monotonic(), 0.1))
-            messages = self._consumer.consume(c.batch_size, timeout)
+            messages = self._fetch(c.batch_size, timeout)
             if messages:
                 self._take(messages)
             now = time.monotonic()
@@ -390,6 +427,22 @@ class Runner:
             if now >= next_gauges:
                 next_gauges = now + _GAUGES_S
                 self._update_gauges()
+
+    def _fetch(self, batch_size: int, timeout: float) -> list[Any]:
+        """Up to ``batch_size`` records, waiting at most ``timeout`` for the first one.
+
+        ``consume(n, timeout)`` alone waits until it has ``n`` records or the timeout passed,
+        so at moderate rates every record would sit in the client's queue until the next
+        commit was due; taking what is there and waiting only when nothing is keeps the
+        time from arrival to processing at the cost of a fetch.
+        """
+        messages: list[Any] = self._consumer.consume(batch_size, 0)
+        if messages or timeout <= 0:
+            return messages
+        messages = self._consumer.consume(1, timeout)
+        if messages and batch_size > 1:
+            messages.extend(self._consumer.consume(batch_size - 1, 0))
+        return messages
 
     def _take(self, messages: list[Any]) -> None:
         by_partition: dict[int, list[Any]] = defaultdict(list)
@@ -412,6 +465,9 @@ class Runner:
         live: list[Any] = []
         origin: dict[int, Any] = {}
         consumed = 0
+        if st.sinks is None:
+            self._open_sinks(st, st.position if st.position is not None else records[0].offset())
+        to_payment_sinks: list[tuple[int, Any]] | None = [] if st.payment_sinks else None
         for msg in records:
             offset = msg.offset()
             if st.position is not None and offset < st.position:
@@ -426,6 +482,8 @@ class Runner:
                     self._dead_letter(msg, exc.reason, exc.detail)
                 continue
             origin[id(payment)] = msg
+            if to_payment_sinks is not None:
+                to_payment_sinks.append((offset, payment))
             if replay:
                 replayed.append(payment)
             else:
@@ -435,14 +493,19 @@ class Runner:
                 if ts_type != 0:
                     self._latencies.append(ts)
         engine = st.engine
+        if to_payment_sinks:
+            for sink in st.payment_sinks:
+                sink.payments(to_payment_sinks)
         if replayed:
-            engine.process_many(replayed)
+            # Committed to Kafka before, so not produced again; but the sinks lost what
+            # they had buffered with the process, so they see it once more (idempotently).
+            st.to_sinks(engine.process_many(replayed))
             st.outputs.clear()
             self.metrics.replayed.inc(len(replayed))
         if st.rules_pending and not st.replaying:
             self._apply_rules(st)
         if live:
-            self._emit(engine.process_many(live))
+            self._emit(st, engine.process_many(live))
             self._side_outputs(st, origin)
             self.metrics.processed.inc(len(live))
         if consumed:
@@ -452,7 +515,8 @@ class Runner:
         st.last_record = time.monotonic()
         st.idle_base = engine.watermark
 
-    def _emit(self, alerts: list[Alert]) -> None:
+    def _emit(self, st: _Partition, alerts: list[Alert]) -> None:
+        st.to_sinks(alerts)
         topic = self.config.alerts_topic
         for alert in alerts:
             headers = [
@@ -532,7 +596,7 @@ class Runner:
             target = base + quiet
             if target < due:
                 continue
-            self._emit(st.engine.advance_watermark(target))
+            self._emit(st, st.engine.advance_watermark(target))
             self._side_outputs(st, {})
             st.dirty = st.changed = st.force_checkpoint = True
 
@@ -545,22 +609,34 @@ class Runner:
         interval = c.checkpoint_interval / 1000
         offsets = []
         committing: list[_Partition] = []
-        for st in self._partitions.values():
-            if st.position is None or st.replaying:
-                continue  # nothing taken yet / state not back at the committed offset yet
-            due = st.changed and (st.force_checkpoint or now - st.last_checkpoint >= interval)
-            if not (st.dirty or due or st.base_id is None):
-                continue
-            if due or st.base_id is None:
-                st.pending_id = self._checkpoint(st)
-            reference = st.pending_id or st.base_id
-            assert reference is not None
-            offsets.append(
-                TopicPartition(
-                    c.input_topic, st.number, st.position, metadata=checkpoint_reference(reference)
+        try:
+            for st in self._partitions.values():
+                for sink in st.sinks or ():
+                    sink.flush()  # durable before the alerts' transaction commits
+                if st.position is None or st.replaying:
+                    continue  # nothing taken yet / state not back at the committed offset yet
+                due = st.changed and (st.force_checkpoint or now - st.last_checkpoint >= interval)
+                if not (st.dirty or due or st.base_id is None):
+                    continue
+                if due or st.base_id is None:
+                    st.pending_id = self._checkpoint(st)
+                reference = st.pending_id or st.base_id
+                assert reference is not None
+                offsets.append(
+                    TopicPartition(
+                        c.input_topic,
+                        st.number,
+                        st.position,
+                        metadata=checkpoint_reference(reference),
+                    )
                 )
-            )
-            committing.append(st)
+                committing.append(st)
+        except SinkError as exc:
+            self.metrics.sink_errors.inc()
+            log.error("sink failed: replaying from the last commit", extra=fields(error=str(exc)))
+            self._abort_and_rewind(f"sink failed: {exc}")
+            time.sleep(_SINK_BACKOFF_S)  # a store that is down should not be hammered
+            return False
         if not offsets and not self._outputs:
             return True
         started = time.perf_counter()
@@ -609,6 +685,8 @@ class Runner:
             snapshot=st.engine.snapshot(),
             rules=st.rules_text,
         )
+        for sink in st.sinks or ():
+            sink.checkpoint(st.position)  # files named by their offset range: before the save
         self.store.save(checkpoint)
         self.metrics.checkpoint_time.observe(time.perf_counter() - started)
         self.metrics.checkpoint_bytes.labels(str(st.number)).set(len(checkpoint.snapshot))
@@ -654,12 +732,15 @@ class Runner:
         self._outputs = 0
         self._latencies.clear()
         for number in lost:
-            self._partitions.pop(number, None)
-        self._parked.clear()
+            gone = self._partitions.pop(number, None)
+            if gone is not None:
+                gone.close_sinks()
+        self._drop_parked()
         if self._partitions:
             tps = [TopicPartition(self.config.input_topic, p) for p in self._partitions]
             committed = self._consumer.committed(tps, timeout=_TXN_TIMEOUT_S)
             for tp in committed:
+                self._partitions[tp.partition].close_sinks()
                 st = self._restore(tp.partition, tp.offset, tp.metadata)
                 self._partitions[tp.partition] = st
                 self._consumer.seek(
@@ -677,7 +758,7 @@ class Runner:
             st = self._restore(tp.partition, tp.offset, tp.metadata)
             self._partitions[tp.partition] = st
             assignment.append(TopicPartition(tp.topic, tp.partition, self._start_offset(st)))
-        self._parked.clear()
+        self._drop_parked()  # those not taken back by _restore
         consumer.assign(assignment)
         log.info("partitions assigned", extra=fields(partitions=self.assigned))
         self.metrics.assigned.set(len(self._partitions))
@@ -696,6 +777,8 @@ class Runner:
             st = self._partitions.pop(number, None)
             if st is not None and committed and not st.replaying:
                 self._parked[number] = st
+            elif st is not None:
+                st.close_sinks()
         log.info("partitions revoked", extra=fields(partitions=numbers, committed=committed))
         self.metrics.assigned.set(len(self._partitions))
 
@@ -719,6 +802,7 @@ class Runner:
         reference = parse_reference(metadata)
         parked = self._parked.get(number)
         if parked is not None and parked.position == committed and parked.base_id == reference:
+            del self._parked[number]
             parked.replay_until = committed
             parked.last_record = time.monotonic()
             return parked
@@ -764,6 +848,7 @@ class Runner:
             rules_pending=True,
             outputs=outputs,
         )
+        self._open_sinks(st, checkpoint.offset)
         log.info(
             "partition restored",
             extra=fields(
@@ -789,7 +874,21 @@ class Runner:
             changed=True,
             outputs=outputs,
         )
+        if position is not None:
+            self._open_sinks(st, position)
         return st
+
+    def _open_sinks(self, st: _Partition, start_offset: int) -> None:
+        source = SourcePartition(self.config.group_id, self.config.input_topic, st.number)
+        st.sinks = [sink.open(source, start_offset) for sink in self.sinks]
+        st.payment_sinks = [
+            ps for sink, ps in zip(self.sinks, st.sinks, strict=True) if sink.wants_payments
+        ]
+
+    def _drop_parked(self) -> None:
+        for st in self._parked.values():
+            st.close_sinks()
+        self._parked.clear()
 
     def _engine_options(self) -> dict[str, Any]:
         c = self.config
@@ -904,13 +1003,20 @@ class _Abortable(Exception):
 
 
 _RETRY_CODES = frozenset({KafkaError._TIMED_OUT})
+_SINK_BACKOFF_S = 1.0
+
+
+def open_sinks(urls: Sequence[str]) -> list[Sink]:
+    """The sinks the URLs name (``dynamodb://``, ``s3://``, ...)."""
+    try:
+        return [open_sink(url) for url in urls]
+    except FraudcepError as exc:
+        raise RunnerError(str(exc)) from None
 
 
 def open_store(location: str) -> CheckpointStore:
-    """The checkpoint store a location names: a directory, or ``file://`` + a path."""
-    if location.startswith("file://"):
-        return DirectoryCheckpointStore(location[len("file://") :])
-    if "://" in location:
-        scheme = location.split("://", 1)[0]
-        raise RunnerError(f"no checkpoint store for {scheme}:// locations (use a directory)")
-    return DirectoryCheckpointStore(location)
+    """The checkpoint store a location names (a directory, ``file://``, ``s3://``, ...)."""
+    try:
+        return open_checkpoint_store(location)
+    except FraudcepError as exc:
+        raise RunnerError(str(exc)) from None
