@@ -232,8 +232,17 @@ OPTIONS: tuple[Option, ...] = (
         "commit_interval",
         _positive(_duration),
         100,
-        "how often alerts and offsets are committed (one Kafka transaction); shorter "
-        "means lower alert latency, more transactions",
+        "how often offsets (and dead letters) are committed (one Kafka transaction); "
+        "a transaction holding alerts is committed sooner, see --alert-commit-delay",
+        "DURATION",
+    ),
+    Option(
+        "alert_commit_delay",
+        _non_negative(_duration),
+        0,
+        "how long a transaction holding alerts may wait for more before it is committed "
+        "(at most --commit-interval): 0 commits right after the batch that produced them, "
+        "for the lowest alert latency; more groups alerts into fewer transactions",
         "DURATION",
     ),
     Option(
@@ -355,6 +364,7 @@ class RunnerConfig:
     sink: tuple[str, ...] = _BY_NAME["sink"].default
     missing_checkpoint: str = _BY_NAME["missing_checkpoint"].default
     commit_interval: int = _BY_NAME["commit_interval"].default
+    alert_commit_delay: int = _BY_NAME["alert_commit_delay"].default
     checkpoint_interval: int = _BY_NAME["checkpoint_interval"].default
     idle_timeout: int = _BY_NAME["idle_timeout"].default
     max_out_of_orderness: int = _BY_NAME["max_out_of_orderness"].default

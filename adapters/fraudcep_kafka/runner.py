@@ -209,6 +209,7 @@ class Runner:
         self._parked: dict[int, _Partition] = {}
         self._latencies: list[int] = []  # Kafka timestamps (ms) of records in the open txn
         self._outputs = 0  # records produced in the open transaction
+        self._alerts_since: float | None = None  # when the open transaction got its first alert
         self._rules_text = ""
         self._consumer: Any = None
         self._consumer_fatal: KafkaError | None = None
@@ -400,6 +401,7 @@ class Runner:
     def _loop(self) -> None:
         c = self.config
         commit_s = c.commit_interval / 1000
+        alert_delay_s = min(c.alert_commit_delay, c.commit_interval) / 1000
         next_commit = time.monotonic() + commit_s
         next_rules = next_idle = next_gauges = time.monotonic()
         while not self._stop.is_set():
@@ -410,7 +412,9 @@ class Runner:
                 )
             if self._consumer_fatal is not None:
                 self._replace_consumer()
-            timeout = max(0.0, min(next_commit - time.monotonic(), 0.1))
+            timeout = max(
+                0.0, min(self._commit_due(next_commit, alert_delay_s) - time.monotonic(), 0.1)
+            )
             messages = self._fetch(c.batch_size, timeout)
             if messages:
                 self._take(messages)
@@ -421,12 +425,18 @@ class Runner:
             if now >= next_idle:
                 next_idle = now + _IDLE_CHECK_S
                 self._advance_idle(now)
-            if now >= next_commit:
+            if now >= self._commit_due(next_commit, alert_delay_s):
                 next_commit = now + commit_s
                 self._commit()
             if now >= next_gauges:
                 next_gauges = now + _GAUGES_S
                 self._update_gauges()
+
+    def _commit_due(self, next_commit: float, alert_delay_s: float) -> float:
+        """When the open transaction is due: alerts do not wait for the commit interval."""
+        if self._alerts_since is None:
+            return next_commit
+        return min(next_commit, self._alerts_since + alert_delay_s)
 
     def _fetch(self, batch_size: int, timeout: float) -> list[Any]:
         """Up to ``batch_size`` records, waiting at most ``timeout`` for the first one.
@@ -525,6 +535,8 @@ class Runner:
             ]
             self._produce(topic, alert.alert_id.encode(), alert_value(alert), headers)
             self.metrics.alerts.labels(alert.rule_id).inc()
+        if alerts and self._alerts_since is None:
+            self._alerts_since = time.monotonic()
 
     def _dead_letter(self, msg: Any, reason: str, detail: str) -> None:
         headers = [
@@ -663,6 +675,7 @@ class Runner:
             observe(max(0.0, done - ts / 1000))
         self._latencies.clear()
         self._outputs = 0
+        self._alerts_since = None
         for st in committing:
             st.dirty = False
             if st.pending_id is not None:
@@ -730,6 +743,7 @@ class Runner:
             raise RunnerError(f"could not abort the transaction: {exc}") from None
         self.metrics.transactions.labels("aborted").inc()
         self._outputs = 0
+        self._alerts_since = None
         self._latencies.clear()
         for number in lost:
             gone = self._partitions.pop(number, None)
