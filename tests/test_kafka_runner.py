@@ -347,3 +347,32 @@ def test_second_runner_with_the_same_instance_id_fences_the_first(job: Job) -> N
         first.terminate()
     errors = [x["msg"] for x in first.log_lines() if x.get("level") == "error"]
     assert any("fatal producer error" in e for e in errors), errors
+
+
+def test_alerts_do_not_wait_for_the_commit_interval(job: Job) -> None:
+    """With a one-minute commit interval, a transaction holding an alert is still committed
+    right after the batch that produced it; one without alerts waits for the interval."""
+    runner = job.start(commit_interval="60s", idle_timeout="1h")
+    try:
+        runner.wait_logged("partitions assigned")
+        base = {"user_id": "u-fast", "card_id": "c-1", "merchant": "m1", "country": "DE",
+                "currency": "EUR", "status": "approved"}  # fmt: skip
+        quiet = [{**base, "user_id": "u-quiet", "payment_id": "q-0", "amount": 5.0,
+                  "ts": 1_700_000_000_000}]  # fmt: skip
+        produce(job.bootstrap, job.input_topic, payment_records(quiet))
+        # three payments over 2000 within five minutes (the seed rule), and a small one
+        # after them that moves the user's partition's event time past the third
+        big = [{**base, "payment_id": f"big-{i}", "amount": 2500.0 + i,
+                "ts": 1_700_000_000_000 + 1_000 * i} for i in range(3)]  # fmt: skip
+        big.append({**base, "payment_id": "after", "amount": 1.0, "ts": 1_700_000_010_000})
+        time.sleep(1)
+        offsets = committed_offsets(job.bootstrap, job.group, job.input_topic, job.partitions)
+        assert all(o < 0 for o in offsets.values())  # nothing committed: the interval runs
+        sent = time.monotonic()
+        produce(job.bootstrap, job.input_topic, payment_records(big))
+        wait_until(lambda: len(_alerts(job)) >= 1, 30, "the alert")
+        waited = time.monotonic() - sent
+    finally:
+        assert runner.terminate() == 0, runner.tail()
+    assert waited < 30  # far below the 60 s interval
+    assert [a["rule_id"] for a in _alerts(job)] == ["high-value-3-in-5m"]
