@@ -19,6 +19,7 @@ DEFAULT_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 8},
     connect_timeout=5,
     read_timeout=30,
+    max_pool_connections=32,  # the adapters write from small thread pools
 )
 
 

@@ -1,0 +1,812 @@
+"""A Lambda function that runs the fraud rules on the batches of a Kafka event source
+(Amazon MSK or self-managed Kafka), keeping each key's engine in DynamoDB.
+
+A Lambda invocation has no memory of the previous one, so the state lives in the state
+table (:mod:`fraudcep_aws.key_state`), one item per key of ``FRAUDCEP_KEY_FIELD``
+(``user_id``). For each batch:
+
+1. records are decoded (:func:`fraudcep.payment.decode_payment`); a record that is not a
+   valid payment, or not a readable record at all, is dead-lettered (below) and counts as
+   done: retrying cannot fix it;
+2. the payments are grouped by key, and for every key (several at a time) the engine is
+   restored from its snapshot, takes the records whose offsets it has not applied yet (so a
+   batch delivered again changes nothing), and its event time is moved to its partition's
+   watermark (3.); its alerts are written to the alert table with
+   :meth:`~fraudcep_aws.dynamodb.AlertTable.put_if_absent` *before* the state is saved with a
+   save conditional on the version loaded. If another invocation saved the key in between,
+   the key is reloaded and redone (up to ``max_conflict_retries`` times); alert ids are
+   deterministic, so redoing never doubles an alert;
+3. event time: a partition's watermark is the highest event time seen on it (kept in the
+   state table) minus ``FRAUDCEP_MAX_OUT_OF_ORDERNESS_MS`` minus 1 ms, as in the Kafka
+   runner. Keys of the batch are moved to it after their records; keys *not* in the batch
+   whose engines wait for event time (a held last event, a window to close, an absence to
+   confirm) are found through the state table's ``timers`` index and moved too. So a key's
+   alerts do not wait for its next payment, only for later payments of its partition. The
+   limitation left: a partition without new records does not move, so what its keys wait
+   for comes out with the partition's next batch.
+
+Rules: every rule's key must be a function of the key field (``card_id`` is, when each card
+belongs to one user), and a key's records must come from one partition, in offset order, as
+Kafka delivers them when producers key payments by user. Two invocations racing on the same
+records (a retry of a timed-out invocation) are safe; a later batch of a partition must not
+overtake an earlier one that failed, which Lambda ensures by retrying a partition from its
+lowest failed offset before it moves on. A new rule file takes effect on each key when the
+key is next loaded: its snapshot is restored with the rules it was taken with (kept in the
+state table by digest), then brought in line with the new file as the Kafka runner does it.
+
+Tables: :func:`~fraudcep_aws.dynamodb.create_alerts_table`,
+:func:`~fraudcep_aws.key_state.create_state_table` and :func:`create_dead_letter_table`
+create them as needed.
+
+Failures. ``FRAUDCEP_ON_FAILURE=report`` (default): when a key fails (DynamoDB errors, a
+state over the 400 KB item limit, too many conflicts) its records are listed in the partial
+batch response (:mod:`fraudcep_aws.msk_event`), which Lambda honours only with
+``ReportBatchItemFailures`` turned on in the event source mapping (provisioned mode), and
+otherwise takes as success, so *turn it on or use* ``raise``. The detector relies on Lambda
+resuming a partition from its lowest failed offset (so a failed key's records come back in
+order, before anything later); where that cannot be relied on, use ``raise``: the handler
+then raises when anything failed and Lambda retries the whole batch (the keys that succeeded
+skip their applied offsets). Either way failed keys are logged. An event that is not a Kafka
+batch at all raises :class:`~fraudcep_aws.msk_event.KafkaEventError`, and so does any
+error before the keys are processed (the state table cannot be read): Lambda retries it.
+
+Dead letters: one item per record in ``FRAUDCEP_DEAD_LETTER_TABLE``, written only if absent:
+id ``topic/partition/offset``, reason, detail, the raw key and value, TTL 14 days. Reasons:
+those of :data:`fraudcep.payment.REASONS`; ``bad_record`` and ``bad_base64`` (see
+:mod:`fraudcep_aws.msk_event`); ``bad_event`` (a payment the rules cannot read, e.g. without
+a rule's key field); ``late`` (event time at or below its key's watermark). Each is also a
+warning log line; without the table, the log line carries the record's value in base64. A
+dead letter that cannot be written makes its record fail instead.
+
+Configuration (environment): ``FRAUDCEP_ALERTS_TABLE``, ``FRAUDCEP_STATE_TABLE`` (both
+required), ``FRAUDCEP_DEAD_LETTER_TABLE``, ``FRAUDCEP_RULES`` (a rule file; default the
+packaged default rules), ``FRAUDCEP_KEY_FIELD`` (``user_id``), ``FRAUDCEP_TIMESTAMP_FIELD``
+(``ts``), ``FRAUDCEP_MAX_OUT_OF_ORDERNESS_MS`` (0), ``FRAUDCEP_ALERT_TTL_S`` (86400),
+``FRAUDCEP_ON_FAILURE`` (``report``), ``FRAUDCEP_WORKERS`` (8),
+``FRAUDCEP_MAX_RECORD_BYTES`` (65536). Rules are compiled once per container.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Final, Literal
+
+import attrs
+from botocore.exceptions import ClientError
+
+from fraudcep.alert import Alert, ConditionFailure, LateEvent, Overflow, TimedOutMatch
+from fraudcep.engine import Engine, canonical_key
+from fraudcep.errors import ConfigurationError, EventError, FraudcepError
+from fraudcep.payment import DEFAULT_MAX_BYTES, InvalidRecord, Reason, decode_payment
+from fraudcep.rules_catalog import DEFAULT_RULES_FILE
+from fraudcep.rulespec import RuleDefinition, apply_definitions, load_rules
+from fraudcep_aws.clients import client as make_client
+from fraudcep_aws.dynamodb import (
+    ALERTS_TTL_S,
+    AlertTable,
+    ensure_table,
+    error_code,
+    wall_clock_ms,
+)
+from fraudcep_aws.key_state import KeyState, KeyStateStore, StateConflict
+from fraudcep_aws.msk_event import BadRecord, KafkaRecord, batch_response, parse_kafka_event
+
+__all__ = [
+    "ALERT_SOURCE",
+    "DEAD_LETTER_TTL_S",
+    "BatchFailed",
+    "BatchReport",
+    "DeadLetter",
+    "DeadLetterTable",
+    "Detector",
+    "DetectorConfig",
+    "DetectorError",
+    "RuleSet",
+    "create_dead_letter_table",
+    "handler",
+    "load_rule_set",
+]
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER_TTL_S: Final = 14 * 86_400
+ALERT_SOURCE: Final = "lambda"
+_MAX_STORED_BYTES: Final = 256 * 1024  # of a dead letter's value or raw record
+_LOGGED_BYTES: Final = 64 * 1024
+
+
+class DetectorError(FraudcepError):
+    """The detector could not process (part of) a batch."""
+
+
+class BatchFailed(DetectorError):
+    """Some records failed and ``on_failure`` is ``raise``: Lambda retries the batch."""
+
+
+# -- configuration ----------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class DetectorConfig:
+    """What the detector does; :meth:`from_env` reads it from the environment."""
+
+    alerts_table: str
+    state_table: str
+    dead_letter_table: str | None = None
+    rules_path: str | None = None
+    """A rule file; None: the packaged default rules."""
+    key_field: str = attrs.field(default="user_id", validator=attrs.validators.min_len(1))
+    timestamp_field: str = attrs.field(default="ts", validator=attrs.validators.min_len(1))
+    max_out_of_orderness_ms: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    alert_ttl_s: int = attrs.field(default=ALERTS_TTL_S, validator=attrs.validators.gt(0))
+    on_failure: Literal["report", "raise"] = attrs.field(
+        default="report", validator=attrs.validators.in_(("report", "raise"))
+    )
+    workers: int = attrs.field(default=8, validator=attrs.validators.gt(0))
+    max_record_bytes: int = attrs.field(default=DEFAULT_MAX_BYTES, validator=attrs.validators.gt(0))
+    max_conflict_retries: int = attrs.field(default=5, validator=attrs.validators.ge(0))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> DetectorConfig:
+        """The configuration in ``env`` (default ``os.environ``); see the module docstring."""
+        env = os.environ if env is None else env
+
+        def text(name: str, default: str | None = None) -> str | None:
+            value = env.get(name, "").strip()
+            return value or default
+
+        def required(name: str) -> str:
+            value = text(name)
+            if value is None:
+                raise ConfigurationError(f"{name} is not set (the name of a DynamoDB table)")
+            return value
+
+        def number(name: str, default: int) -> int:
+            value = text(name)
+            if value is None:
+                return default
+            if not value.isdigit():
+                raise ConfigurationError(f"{name} must be a whole number >= 0, got {value!r}")
+            return int(value)
+
+        on_failure = text("FRAUDCEP_ON_FAILURE", "report")
+        if on_failure not in ("report", "raise"):
+            raise ConfigurationError(
+                f"FRAUDCEP_ON_FAILURE must be report or raise, got {on_failure!r}"
+            )
+        try:
+            return cls(
+                alerts_table=required("FRAUDCEP_ALERTS_TABLE"),
+                state_table=required("FRAUDCEP_STATE_TABLE"),
+                dead_letter_table=text("FRAUDCEP_DEAD_LETTER_TABLE"),
+                rules_path=text("FRAUDCEP_RULES"),
+                key_field=text("FRAUDCEP_KEY_FIELD", "user_id") or "user_id",
+                timestamp_field=text("FRAUDCEP_TIMESTAMP_FIELD", "ts") or "ts",
+                max_out_of_orderness_ms=number("FRAUDCEP_MAX_OUT_OF_ORDERNESS_MS", 0),
+                alert_ttl_s=number("FRAUDCEP_ALERT_TTL_S", ALERTS_TTL_S),
+                on_failure="raise" if on_failure == "raise" else "report",
+                workers=number("FRAUDCEP_WORKERS", 8),
+                max_record_bytes=number("FRAUDCEP_MAX_RECORD_BYTES", DEFAULT_MAX_BYTES),
+            )
+        except ValueError as exc:  # attrs validators
+            raise ConfigurationError(f"detector configuration: {exc}") from None
+
+
+@attrs.frozen
+class RuleSet:
+    """A rule file as loaded: its text, the digest the state table knows it by, its rules."""
+
+    text: str
+    digest: str
+    definitions: tuple[RuleDefinition, ...]
+
+    @classmethod
+    def from_text(cls, text: str, *, source: str) -> RuleSet:
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        return cls(text, digest, tuple(load_rules(text, source=source)))
+
+
+@functools.cache
+def load_rule_set(path: str | None = None) -> RuleSet:
+    """The rule file at ``path`` (None: the default rules), compiled once per process."""
+    file = DEFAULT_RULES_FILE if path is None else path
+    with open(file, encoding="utf-8") as f:
+        return RuleSet.from_text(f.read(), source=str(file))
+
+
+# -- dead letters -----------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class DeadLetter:
+    """A record the detector could not use, and why."""
+
+    reason: str
+    detail: str
+    partition_key: str
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    index: int | None = None
+    timestamp: int | None = None
+    key: bytes | None = None
+    value: bytes | None = None
+    raw: str | None = None
+    """The JSON of a record that could not be read at all."""
+
+    @property
+    def id(self) -> str:
+        if self.topic is not None and self.partition is not None and self.offset is not None:
+            return f"{self.topic}/{self.partition}/{self.offset}"
+        digest = hashlib.sha256((self.raw or "").encode()).hexdigest()[:16]
+        return f"{self.partition_key}#{self.index}:{digest}"
+
+    @classmethod
+    def of_record(cls, record: KafkaRecord, reason: str, detail: str) -> DeadLetter:
+        return cls(
+            reason=reason,
+            detail=detail,
+            partition_key=record.partition_key,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            timestamp=record.timestamp,
+            key=record.key,
+            value=record.value,
+        )
+
+    @classmethod
+    def of_bad(cls, bad: BadRecord) -> DeadLetter:
+        return cls(
+            reason=bad.reason,
+            detail=bad.detail,
+            partition_key=bad.partition_key,
+            topic=bad.topic,
+            partition=bad.partition,
+            offset=bad.offset,
+            index=bad.index,
+            raw=json.dumps(bad.raw, separators=(",", ":"), default=repr),
+        )
+
+    def log_fields(self, *, with_value: bool) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "id": self.id,
+            "reason": self.reason,
+            "detail": self.detail,
+            "partition_key": self.partition_key,
+            "offset": self.offset,
+        }
+        if with_value:
+            if self.value is not None:
+                fields["value_b64"] = base64.b64encode(self.value[:_LOGGED_BYTES]).decode()
+                fields["value_truncated"] = len(self.value) > _LOGGED_BYTES
+            if self.raw is not None:
+                fields["raw"] = self.raw[:_LOGGED_BYTES]
+        return fields
+
+
+def create_dead_letter_table(dynamodb_client: Any, name: str) -> None:
+    """Create (or accept) a dead-letter table: hash key ``id``, on-demand, TTL on
+    ``expires_at``."""
+    ensure_table(dynamodb_client, name, hash_key="id", ttl_attribute="expires_at")
+
+
+@attrs.define
+class DeadLetterTable:
+    """Dead letters, one item per record, written once."""
+
+    name: str
+    client: Any
+    ttl_s: int = DEAD_LETTER_TTL_S
+    clock: Callable[[], int] = wall_clock_ms
+
+    def put(self, letter: DeadLetter) -> bool:
+        """Store ``letter`` unless its record is there already; True if it was new."""
+        now = self.clock()
+        item: dict[str, Any] = {
+            "id": {"S": letter.id},
+            "reason": {"S": letter.reason},
+            "detail": {"S": letter.detail},
+            "partition_key": {"S": letter.partition_key},
+            "recorded_at": {"N": str(now)},
+            "expires_at": {"N": str(now // 1000 + self.ttl_s)},
+        }
+        if letter.topic is not None:
+            item["topic"] = {"S": letter.topic}
+        for name in ("partition", "offset", "index", "timestamp"):
+            value = getattr(letter, name)
+            if value is not None:
+                item[name] = {"N": str(value)}
+        if letter.key is not None:
+            item["key"] = {"B": letter.key[:_MAX_STORED_BYTES]}
+        if letter.value is not None:
+            item["value"] = {"B": letter.value[:_MAX_STORED_BYTES]}
+            item["value_size"] = {"N": str(len(letter.value))}
+        if letter.raw is not None:
+            item["raw"] = {"S": letter.raw[:_MAX_STORED_BYTES]}
+        try:
+            self.client.put_item(
+                TableName=self.name, Item=item, ConditionExpression="attribute_not_exists(id)"
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+
+# -- the detector -----------------------------------------------------------------------------
+
+
+@attrs.frozen
+class BatchReport:
+    """What one batch came to."""
+
+    records: int
+    """Records in the event (readable or not)."""
+    dead_lettered: int
+    keys: int
+    applied: int
+    """Records applied to key states now (not before)."""
+    alerts: int
+    """Alerts the engines emitted (again, when a key was redone)."""
+    new_alerts: int
+    """Alerts written to the table now (not there before)."""
+    conflicts: int
+    timer_keys: int
+    """Keys outside the batch whose event time was moved."""
+    failed_keys: Mapping[str, str]
+    failures: tuple[tuple[str, int], ...]
+    """Failed records as ``(topic-partition, offset)``."""
+
+    def response(self) -> dict[str, Any]:
+        """The partial batch response (see :mod:`fraudcep_aws.msk_event`)."""
+        return batch_response(self.failures)
+
+
+@attrs.define(eq=False)
+class _Item:
+    record: KafkaRecord
+    payment: dict[str, Any]
+
+
+@attrs.define(eq=False)
+class _Outputs:
+    """An engine's side outputs during one key's work."""
+
+    late: list[LateEvent] = attrs.Factory(list)
+    errors: list[ConditionFailure] = attrs.Factory(list)
+    overflows: list[Overflow] = attrs.Factory(list)
+    refused: list[tuple[KafkaRecord, str]] = attrs.Factory(list)
+    """Records the engine could not read (a rule's key field missing, say)."""
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "on_late": self.late.append,
+            "on_error": self.errors.append,
+            "on_overflow": self.overflows.append,
+            "on_timeout": _ignore_timeout,
+        }
+
+
+def _ignore_timeout(_match: TimedOutMatch) -> None:
+    """Timed-out partial matches are not alerts; nothing downstream wants them."""
+
+
+@attrs.frozen
+class _KeyResult:
+    applied: int = 0
+    alerts: int = 0
+    new_alerts: int = 0
+    conflicts: int = 0
+    dead_lettered: int = 0
+
+
+@attrs.define(eq=False)
+class Detector:
+    """Runs the rules on Kafka batches (see the module docstring); thread-safe."""
+
+    config: DetectorConfig
+    alerts: AlertTable
+    state: KeyStateStore
+    rules: RuleSet
+    dead_letters: DeadLetterTable | None = None
+    clock: Callable[[], int] = wall_clock_ms
+    conflicts: int = attrs.field(default=0, init=False)
+    """State saves lost to another writer so far (each one redone)."""
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+    _pool: ThreadPoolExecutor | None = attrs.field(default=None, init=False, repr=False)
+    _rules_stored: bool = attrs.field(default=False, init=False, repr=False)
+    _old_rules: dict[str, tuple[RuleDefinition, ...]] = attrs.field(
+        factory=dict, init=False, repr=False
+    )
+
+    @classmethod
+    def from_config(cls, config: DetectorConfig, *, dynamodb: Any = None) -> Detector:
+        """A detector on the tables ``config`` names (``dynamodb``: a client to use)."""
+        client = dynamodb if dynamodb is not None else make_client("dynamodb")
+        dead = config.dead_letter_table
+        return cls(
+            config=config,
+            alerts=AlertTable(config.alerts_table, client, ttl_s=config.alert_ttl_s),
+            state=KeyStateStore(config.state_table, client),
+            rules=load_rule_set(config.rules_path),
+            dead_letters=DeadLetterTable(dead, client) if dead else None,
+        )
+
+    # -- one batch ------------------------------------------------------------------------
+
+    def process(self, event: Any) -> BatchReport:
+        """Run one invocation's event; see :class:`BatchReport`."""
+        batch = parse_kafka_event(event)
+        self._store_rules()
+        failures: list[tuple[str, int]] = []
+        dead = 0
+        for bad in batch.bad:
+            if self._dead_letter(DeadLetter.of_bad(bad)):
+                dead += 1
+            elif bad.offset is not None:
+                failures.append((bad.partition_key, bad.offset))
+            else:
+                raise DetectorError(
+                    f"record #{bad.index} of {bad.partition_key!r} has no offset and could not "
+                    "be dead-lettered"
+                )
+        work: dict[str, list[_Item]] = {}
+        batch_max: dict[str, int] = {}
+        seen: set[tuple[str, int]] = set()
+        for record in batch.records:
+            where = (record.partition_key, record.offset)
+            if where in seen:
+                continue  # listed twice in one event: the same record
+            seen.add(where)
+            try:
+                payment, key, ts = self._decode(record)
+            except InvalidRecord as exc:
+                if self._dead_letter(DeadLetter.of_record(record, exc.reason, exc.detail)):
+                    dead += 1
+                else:
+                    failures.append(where)
+                continue
+            work.setdefault(canonical_key(key), []).append(_Item(record, payment))
+            batch_max[record.partition_key] = max(batch_max.get(record.partition_key, ts), ts)
+
+        lag = self.config.max_out_of_orderness_ms + 1
+        stored = self.state.partition_max_ts(batch_max)
+        watermarks = {tp: max(ts, stored.get(tp, ts)) - lag for tp, ts in batch_max.items()}
+        states = self.state.load_many(work)
+        pool = self._executor()
+        futures = {
+            key: pool.submit(self._run_key, key, items, states[key], watermarks)
+            for key, items in work.items()
+        }
+        totals = _KeyResult()
+        failed_keys: dict[str, str] = {}
+        failed_partitions: set[str] = set()
+        for key, future in futures.items():
+            try:
+                totals = _add(totals, future.result())
+            except Exception as exc:
+                failed_keys[key] = f"{type(exc).__name__}: {exc}"
+                log.error("key %s failed: %s", key, failed_keys[key], exc_info=exc)
+                for item in work[key]:
+                    failures.append((item.record.partition_key, item.record.offset))
+                    failed_partitions.add(item.record.partition_key)
+
+        timer_keys, timer_totals = self._advance_due(watermarks, set(work))
+        totals = _add(totals, timer_totals)
+        for tp, ts in batch_max.items():
+            if tp not in failed_partitions:
+                try:
+                    self.state.raise_partition_max_ts(tp, ts)
+                except Exception:  # only delays what the next batch moves
+                    log.warning("could not store the event time of %s", tp, exc_info=True)
+        return BatchReport(
+            records=len(batch.records) + len(batch.bad),
+            dead_lettered=dead + totals.dead_lettered,
+            keys=len(work),
+            applied=totals.applied,
+            alerts=totals.alerts,
+            new_alerts=totals.new_alerts,
+            conflicts=totals.conflicts,
+            timer_keys=timer_keys,
+            failed_keys=failed_keys,
+            failures=tuple(sorted(set(failures))),
+        )
+
+    def _decode(self, record: KafkaRecord) -> tuple[dict[str, Any], Any, int]:
+        payment = decode_payment(record.value, max_bytes=self.config.max_record_bytes)
+        c = self.config
+        key = payment.get(c.key_field)
+        if key is None:
+            raise InvalidRecord("missing_field", f"no key field {c.key_field!r}", c.key_field)
+        if not isinstance(key, str | int) or isinstance(key, bool):
+            raise InvalidRecord(
+                "wrong_type",
+                f"key field {c.key_field!r}: expected a string or an integer, got {key!r:.80}",
+                c.key_field,
+            )
+        ts = payment.get(c.timestamp_field)
+        if not isinstance(ts, int) or isinstance(ts, bool):
+            reason: Reason = "missing_field" if ts is None else "wrong_type"
+            raise InvalidRecord(
+                reason,
+                f"timestamp field {c.timestamp_field!r}: expected integer epoch milliseconds, "
+                f"got {ts!r:.80}",
+                c.timestamp_field,
+            )
+        return payment, key, ts
+
+    # -- one key --------------------------------------------------------------------------
+
+    def _run_key(
+        self, key: str, items: list[_Item], state: KeyState, watermarks: Mapping[str, int]
+    ) -> _KeyResult:
+        conflicts = emitted = written = 0  # alerts of every attempt: a lost one wrote too
+        for attempt in range(self.config.max_conflict_retries + 1):
+            if attempt:
+                state = self.state.load(key)
+            new = [i for i in items if not state.applied(i.record.partition_key, i.record.offset)]
+            if not new:
+                return _KeyResult(0, emitted, written, conflicts, 0)
+            outputs = _Outputs()
+            engine = self._engine(state, outputs)
+            alerts: list[Alert] = []
+            for i in new:
+                try:
+                    alerts += engine.process(i.payment)
+                except EventError as exc:  # refused before it changed anything
+                    outputs.refused.append((i.record, str(exc)))
+            alerts += engine.advance_watermark(min(watermarks[i.record.partition_key] for i in new))
+            dead = self._side_outputs(key, new, outputs)
+            emitted += len(alerts)
+            written += self.alerts.put_if_absent(alerts, source=ALERT_SOURCE)
+            offsets = dict(state.offsets)
+            for i in new:
+                tp = i.record.partition_key
+                offsets[tp] = max(offsets.get(tp, -1), i.record.offset)
+            try:
+                self._save(engine, state, offsets, new[-1].record.partition_key)
+            except StateConflict:
+                conflicts += 1
+                self._count_conflict()
+                continue
+            return _KeyResult(len(new), emitted, written, conflicts, dead)
+        raise DetectorError(
+            f"key {key}: another writer saved it first {conflicts} times in a row; giving up"
+        )
+
+    def _advance_due(self, watermarks: Mapping[str, int], skip: set[str]) -> tuple[int, _KeyResult]:
+        """Move the keys outside the batch that wait for their partition's event time."""
+        futures: dict[str, Future[_KeyResult]] = {}
+        for tp, watermark in watermarks.items():
+            try:
+                due = self.state.due_keys(tp, watermark)
+            except Exception:  # they stay due: the next batch moves them
+                log.warning("could not list the due keys of %s", tp, exc_info=True)
+                continue
+            for key in due:
+                if key not in skip and key not in futures:
+                    futures[key] = self._executor().submit(self._advance_key, key, tp, watermark)
+        totals = _KeyResult()
+        moved = 0
+        for key, future in futures.items():
+            try:
+                result = future.result()
+            except Exception:  # it stays due: the next batch of its partition retries
+                log.warning("could not move the event time of key %s", key, exc_info=True)
+                continue
+            moved += 1
+            totals = _add(totals, result)
+        return moved, totals
+
+    def _advance_key(self, key: str, partition: str, watermark: int) -> _KeyResult:
+        conflicts = emitted = written = 0
+        for _ in range(self.config.max_conflict_retries + 1):
+            state = self.state.load(key)
+            if state.snapshot is None:
+                break
+            outputs = _Outputs()
+            engine = self._engine(state, outputs)
+            due = engine.next_due
+            if (due is None or due > watermark) and state.rules == self.rules.digest:
+                break  # the index was behind
+            alerts = engine.advance_watermark(watermark)
+            self._side_outputs(key, [], outputs)
+            emitted += len(alerts)
+            written += self.alerts.put_if_absent(alerts, source=ALERT_SOURCE)
+            try:
+                self._save(engine, state, state.offsets, partition)
+            except StateConflict:
+                conflicts += 1
+                self._count_conflict()
+                continue
+            break
+        else:
+            raise DetectorError(f"key {key}: another writer saved it first {conflicts} times")
+        return _KeyResult(0, emitted, written, conflicts, 0)
+
+    def _engine(self, state: KeyState, outputs: _Outputs) -> Engine:
+        options = {
+            "timestamp": self.config.timestamp_field,
+            "max_out_of_orderness": self.config.max_out_of_orderness_ms,
+            **outputs.options(),
+        }
+        current = self.rules
+        if state.snapshot is None:
+            engine = Engine([], **options)
+            apply_definitions(engine, current.definitions)
+            return engine
+        if state.rules == current.digest:
+            return Engine.restore(state.snapshot, [d.rule for d in current.definitions], **options)
+        old = self._rules_of(state.rules)
+        engine = Engine.restore(state.snapshot, [d.rule for d in old], **options)
+        apply_definitions(engine, current.definitions)
+        return engine
+
+    def _save(self, engine: Engine, state: KeyState, offsets: Mapping[str, int], tp: str) -> None:
+        due = engine.next_due
+        self.state.save(
+            state,
+            snapshot=engine.snapshot(),
+            offsets=offsets,
+            rules=self.rules.digest,
+            due=(tp, due) if due is not None else None,
+            now_ms=self.clock(),
+        )
+
+    def _side_outputs(self, key: str, items: list[_Item], outputs: _Outputs) -> int:
+        """Dead-letter refused and late records (raises if that fails: the key is then
+        retried), log the rest; returns how many records were dead-lettered."""
+        origin = {id(i.payment): i.record for i in items}
+        dead = 0
+        for refused, error in outputs.refused:
+            if not self._dead_letter(DeadLetter.of_record(refused, "bad_event", error)):
+                raise DetectorError(f"key {key}: could not dead-letter record {refused.where}")
+            dead += 1
+        for late in outputs.late:
+            record = origin.get(id(late.event))
+            detail = f"event time {late.timestamp} <= watermark {late.watermark} of key {key}"
+            if record is None:
+                log.warning("late event of key %s: %s", key, detail)
+                continue
+            if not self._dead_letter(DeadLetter.of_record(record, "late", detail)):
+                raise DetectorError(f"key {key}: could not dead-letter late record {record.where}")
+            dead += 1
+        for failure in outputs.errors:
+            log.warning(
+                "rule %s: condition raised for key %s: %s", failure.rule_id, key, failure.error
+            )
+        for overflow in outputs.overflows:
+            log.warning(
+                "state cap overflow (%s) for key %s, rule %s: dropped %d",
+                overflow.kind,
+                key,
+                overflow.rule_id,
+                overflow.dropped,
+            )
+        return dead
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _dead_letter(self, letter: DeadLetter) -> bool:
+        """Record ``letter``; False if it could not be stored (its record must fail)."""
+        if self.dead_letters is None:
+            log.error(
+                "dead letter (no dead-letter table) %s", _json(letter.log_fields(with_value=True))
+            )
+            return True
+        log.warning("dead letter %s", _json(letter.log_fields(with_value=False)))
+        try:
+            self.dead_letters.put(letter)
+        except Exception:
+            log.error("could not store dead letter %s", letter.id, exc_info=True)
+            return False
+        return True
+
+    def _store_rules(self) -> None:
+        """Keep the rule file in the state table before any snapshot names it."""
+        with self._lock:
+            if self._rules_stored:
+                return
+        self.state.put_rules(self.rules.digest, self.rules.text)
+        with self._lock:
+            self._rules_stored = True
+
+    def _rules_of(self, digest: str | None) -> tuple[RuleDefinition, ...]:
+        if digest is None:
+            raise DetectorError("a stored snapshot names no rule file")
+        with self._lock:
+            cached = self._old_rules.get(digest)
+        if cached is None:
+            text = self.state.get_rules(digest)
+            cached = tuple(load_rules(text, source=f"rule file {digest[:12]}"))
+            with self._lock:
+                self._old_rules[digest] = cached
+        return cached
+
+    def _count_conflict(self) -> None:
+        with self._lock:
+            self.conflicts += 1
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.config.workers, thread_name_prefix="keys")
+            return self._pool
+
+    def close(self) -> None:
+        """Stop the worker threads."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+        self.alerts.close()
+
+
+def _add(a: _KeyResult, b: _KeyResult) -> _KeyResult:
+    return _KeyResult(
+        a.applied + b.applied,
+        a.alerts + b.alerts,
+        a.new_alerts + b.new_alerts,
+        a.conflicts + b.conflicts,
+        a.dead_lettered + b.dead_lettered,
+    )
+
+
+def _json(fields: Mapping[str, Any]) -> str:
+    return json.dumps(fields, separators=(",", ":"), default=str)
+
+
+# -- the Lambda entry point -------------------------------------------------------------------
+
+_detector: Detector | None = None
+_detector_lock = threading.Lock()
+
+
+def _container_detector() -> Detector:
+    """The detector of this container, made from the environment on first use."""
+    global _detector
+    with _detector_lock:
+        if _detector is None:
+            _detector = Detector.from_config(DetectorConfig.from_env())
+        return _detector
+
+
+def handler(event: Any, context: Any) -> dict[str, Any]:
+    """The Lambda handler: run the batch, answer the partial batch response (or raise
+    :class:`BatchFailed` with ``FRAUDCEP_ON_FAILURE=raise``)."""
+    detector = _container_detector()
+    report = detector.process(event)
+    log.info(
+        "batch done %s",
+        _json(
+            {
+                "records": report.records,
+                "keys": report.keys,
+                "applied": report.applied,
+                "alerts": report.alerts,
+                "new_alerts": report.new_alerts,
+                "dead_lettered": report.dead_lettered,
+                "conflicts": report.conflicts,
+                "timer_keys": report.timer_keys,
+                "failed_records": len(report.failures),
+            }
+        ),
+    )
+    if report.failures and detector.config.on_failure == "raise":
+        partition, offset = report.failures[0]
+        raise BatchFailed(
+            f"{len(report.failures)} record(s) failed, the first {partition}@{offset}; "
+            f"failed keys: {', '.join(list(report.failed_keys)[:5]) or 'none'} "
+            "(the other failures are dead letters that could not be written)"
+        )
+    return report.response()
