@@ -850,11 +850,19 @@ def test_open_store_for_a_directory_and_file_url(tmp_path: Path) -> None:
     assert (tmp_path / "other" / "fraud" / "payments.raw" / "0").is_dir()
 
 
-@pytest.mark.parametrize("location", ["s3://bucket/prefix", "gs://b/p"])
+@pytest.mark.parametrize("location", ["gs://b/p", "hdfs://namenode/checkpoints"])
 def test_open_store_of_an_unknown_scheme_names_it(location: str) -> None:
     scheme = location.split("://")[0]
     with pytest.raises(RunnerError, match=re.escape(f"{scheme}://")):
         open_store(location)
+
+
+def test_open_store_finds_the_s3_store_through_its_entry_point() -> None:
+    from fraudcep_aws.s3_checkpoints import S3CheckpointStore
+
+    store = open_store("s3://fraud-checkpoints/prod")
+    assert isinstance(store, S3CheckpointStore)
+    assert store.describe() == "s3://fraud-checkpoints/prod"
 
 
 def test_alert_value_is_the_alert_as_json() -> None:
