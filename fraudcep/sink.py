@@ -15,7 +15,10 @@ commits right after. The calls, in order:
   offsets): a sink that writes per commit (DynamoDB) writes here;
 - :meth:`~PartitionSink.checkpoint` before the runtime saves a checkpoint at ``offset``: a
   sink that writes per checkpoint (Parquet files on S3) writes everything it got since the
-  previous checkpoint here, named after that range so that a retry replaces the file;
+  previous checkpoint here, named after the checkpoint the range starts from, so that a
+  retry replaces the file. Checkpoint ids, not offsets, name ranges: an idle partition's
+  event time can move (and emit alerts) with no new record, so two checkpoints may share
+  an offset;
 - :meth:`~PartitionSink.close` when the partition goes away or is rewound: unflushed output
   is dropped (the next owner replays it).
 
@@ -64,8 +67,9 @@ class PartitionSink(Protocol):
     def flush(self) -> None:
         """Make durable what this sink writes per commit; raise :class:`SinkError` if not."""
 
-    def checkpoint(self, offset: int) -> None:
-        """Make durable what this sink writes per checkpoint, up to input ``offset``."""
+    def checkpoint(self, offset: int, checkpoint_id: str) -> None:
+        """Make durable what this sink writes per checkpoint, up to input ``offset``; the
+        checkpoint about to be saved is ``checkpoint_id`` (the next range starts from it)."""
 
     def close(self) -> None:
         """Drop what is buffered and not durable (the partition is revoked or rewound)."""
@@ -77,8 +81,11 @@ class Sink(Protocol):
     wants_payments: bool
     """Whether the runtime should hand it payments (it always hands alerts)."""
 
-    def open(self, source: SourcePartition, start_offset: int) -> PartitionSink:
-        """The partition's sink; the runtime's state (and replay) starts at ``start_offset``."""
+    def open(
+        self, source: SourcePartition, start_offset: int, start_checkpoint: str | None
+    ) -> PartitionSink:
+        """The partition's sink. The runtime's state (and replay) starts at ``start_offset``,
+        from checkpoint ``start_checkpoint`` (None: no checkpoint yet, a fresh partition)."""
 
     def describe(self) -> str:
         """Where the sink writes, for logs."""

@@ -322,7 +322,7 @@ def test_sink_from_url_writes_alerts_on_flush_and_drops_them_on_close(
     assert sink.describe() == f"dynamodb://{name}"
     assert ddb.describe_table(TableName=name)["Table"]["TableStatus"] == "ACTIVE"
 
-    part = sink.open(SourcePartition("fraud", "payments.raw", 3), 0)
+    part = sink.open(SourcePartition("fraud", "payments.raw", 3), 0, None)
     part.payments([(0, {"payment_id": "p"})])  # not stored, and not refused
     part.alerts([make_alert(1), make_alert(2)])
     part.alerts([make_alert(1)])  # a replay inside one transaction
@@ -333,7 +333,7 @@ def test_sink_from_url_writes_alerts_on_flush_and_drops_them_on_close(
     for item in items.values():
         assert item["source"] == {"S": "payments.raw/3"}
         assert int(item["expires_at"]["N"]) - int(item["detected_at"]["N"]) // 1000 == 7200
-    part.checkpoint(10)
+    part.checkpoint(10, "00000000000000000010-0123456789ab")
 
     part.alerts([make_alert(3)])
     part.close()  # revoked before its commit: the next owner replays it
@@ -345,7 +345,7 @@ def test_sink_from_url_writes_alerts_on_flush_and_drops_them_on_close(
 def test_sink_flush_failure_raises_sink_error_and_keeps_the_alerts(aws_endpoint: str) -> None:
     name = unique("never-created")
     sink = open_dynamodb_sink(f"dynamodb://{name}?endpoint_url={quote(aws_endpoint, safe='')}")
-    part = sink.open(SourcePartition("fraud", "payments.raw", 0), 0)
+    part = sink.open(SourcePartition("fraud", "payments.raw", 0), 0, None)
     part.alerts([make_alert(1)])
     with pytest.raises(SinkError, match=name):
         part.flush()

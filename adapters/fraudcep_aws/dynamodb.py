@@ -610,7 +610,7 @@ class DynamoDBPartitionSink:
             self.table.write_batch(self.buffer, source=self.source)
             self.buffer.clear()
 
-    def checkpoint(self, offset: int) -> None:
+    def checkpoint(self, offset: int, checkpoint_id: str) -> None:
         """Everything was written at the last flush."""
 
     def close(self) -> None:
@@ -625,7 +625,9 @@ class DynamoDBSink:
     table: AlertTable
     wants_payments: bool = attrs.field(default=False, init=False)
 
-    def open(self, source: SourcePartition, start_offset: int) -> DynamoDBPartitionSink:
+    def open(
+        self, source: SourcePartition, start_offset: int, start_checkpoint: str | None
+    ) -> DynamoDBPartitionSink:
         return DynamoDBPartitionSink(self.table, f"{source.topic}/{source.partition}")
 
     def describe(self) -> str:

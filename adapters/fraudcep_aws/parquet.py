@@ -4,29 +4,50 @@ Layout (columns in :mod:`fraudcep_aws.parquet_schema`; the full story in ``docs/
 
     <prefix>/alerts/dt=YYYY-MM-DD/hour=HH/<topic>-<partition>-<start>.parquet    by last_ts
     <prefix>/payments/dt=YYYY-MM-DD/hour=HH/<topic>-<partition>-<start>.parquet  by ts
-    <prefix>/_intents/<topic>/<partition>.json    what the open range of a partition wrote
+    <prefix>/_intents/<topic>/<partition>.json    the partition's latest range and its files
 
-Exactly once by construction. A partition's sink buffers rows from one checkpoint to the next
-and, in :meth:`ParquetPartitionSink.checkpoint` (before the runtime saves the checkpoint and
-commits), writes one file per dataset and event-time hour for the input offsets
-``[start, offset)``, named after ``start``. After a crash the runtime restores the
-checkpoint at ``start`` and replays, so the range is written again under the same names and
-each file is replaced whole. The retry may end elsewhere and cover fewer hours, so a file of
-the first attempt could outlive it: before uploading, the sink lists in the partition's
-*intent* the start and every key it is about to write (plus those an earlier attempt at the
-same start listed), and after uploading deletes the listed keys it did not write again.
+Ranges. A partition's sink buffers rows from one checkpoint to the next and, in
+:meth:`ParquetPartitionSink.checkpoint` (before the runtime saves the checkpoint and
+commits), writes one file per dataset and event-time hour for the range from the checkpoint
+its state started from to the checkpoint about to be saved. ``<start>`` is the id of the
+start checkpoint (``<offset, 20 digits>-<12 hex digits>``, :func:`fraudcep.checkpoint.new_id`);
+a fresh partition, which has no checkpoint yet, starts from :func:`fresh_start`,
+``<offset, 20 digits>-fresh``: deterministic, so a retry finds the same name, never a
+checkpoint id (``r`` and ``s`` are not hex digits), and it sorts by offset like the ids.
+Checkpoint ids rather than offsets name ranges because two checkpoints may share an offset:
+an idle partition's event time follows the wall clock, so a checkpoint with no new record
+can still carry alerts. Such a zero-length range is an ordinary range.
+
+Exactly once by construction. After a crash the runtime restores the checkpoint the
+uncommitted range started from and replays, so the range is written again under the same
+names and each file is replaced whole. The retry may end elsewhere and cover fewer hours,
+so a file of the first attempt could outlive it: before uploading, the sink puts in the
+partition's *intent* the range (its start and end checkpoint) and every key it is about to
+write (plus those an earlier attempt from the same start listed), and after uploading
+deletes the listed keys it did not write again. The intent is put at every checkpoint, even
+for a range without rows, so that it always names the latest range: a range ``[A, B)`` is
+followed by the range from ``B``.
 
 The invariant this rests on: a partition has at most one uncommitted range, and it starts
-at the offset of the last checkpoint the runtime committed (``docs/kafka.md``). So an intent
-with the range's own start is an attempt that was not committed (its files may go), one with
-a smaller start is a committed range (its files stay), and one with a larger start means
-someone committed past this writer, which is refused. Deletes are limited to files named
-after the writer's own start, and an intent of another consumer group is refused.
+at the last checkpoint the runtime committed (``docs/kafka.md``). A writer starting from
+checkpoint ``S`` reads the intent at its first checkpoint and finds
 
-A checkpoint at the offset of the previous one (an idle partition's watermark moved) makes a
-zero-length range that can still hold alerts, and the next range starts at the same offset.
-Its files also carry a digest of their alert ids, ``<topic>-<partition>-<start>-<digest>``,
-and are never listed in an intent, so no later range removes them.
+- no intent: nothing written yet;
+- a range from ``S``: an earlier attempt at its own range, not committed (``S`` is the last
+  committed checkpoint): the listed files it does not write again are deleted;
+- a range that ended at ``S``: the committed range before its own; its files stay;
+- a range from a smaller offset: a committed range before its own (ranges since then were
+  written without this sink, or the partition restarted without its checkpoint); its files
+  stay;
+- a range from a larger offset, or from another checkpoint at ``S``'s offset: the partition
+  moved on past this writer (it lost the partition, or the group's offsets were moved
+  back). Ids at one offset are not ordered, so a range from a same-offset checkpoint that
+  neither is ``S`` nor ended at ``S`` may as well come after ``S``: refused, as are
+  larger offsets.
+
+Files are only ever deleted when they are named after the writer's own start, so a
+committed range's files, the zero-length ones included, are never deleted or overwritten by
+a later range. An intent of another consumer group is refused.
 
 Zombies (a runner that lost the partition and has not noticed): Kafka fences them when they
 commit, S3 does not. The intent is read at a sink's first checkpoint and then only replaced
@@ -60,6 +81,7 @@ import pyarrow.parquet as pq
 from botocore.exceptions import BotoCoreError, ClientError
 
 from fraudcep.alert import Alert
+from fraudcep.checkpoint import ID_PATTERN
 from fraudcep.sink import SinkError, SourcePartition
 from fraudcep_aws.parquet_schema import (
     DATASETS,
@@ -81,6 +103,7 @@ __all__ = [
     "ParquetPartitionSink",
     "ParquetSink",
     "file_name",
+    "fresh_start",
     "open_parquet_sink",
 ]
 
@@ -91,9 +114,14 @@ BATCH_ROWS: Final = 4096
 COMPRESSIONS: Final = ("zstd", "snappy", "gzip", "none")
 INTENTS: Final = "_intents"
 """Folder of the intent objects; readers skip names starting with ``_``."""
-INTENT_FORMAT: Final = 1
+INTENT_FORMAT: Final = 2
+FRESH: Final = "fresh"
+"""What follows the offset in the start of a fresh partition's first range."""
 
 _TOPIC: Final = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_START: Final = re.compile(rf"(\d{{20}})-(?:[0-9a-f]{{12}}|{FRESH})")
+"""A range's start: a checkpoint id (:data:`fraudcep.checkpoint.ID_PATTERN`) or a
+:func:`fresh_start`."""
 _MISSING: Final = frozenset({"NoSuchKey", "404", "NotFound"})
 _CONFLICT: Final = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
 _PARAMETERS: Final = ("data", "row_group_rows", "compression", "endpoint_url", "region")
@@ -101,11 +129,24 @@ _PARAMETERS: Final = ("data", "row_group_rows", "compression", "endpoint_url", "
 T = TypeVar("T")
 
 
-def file_name(topic: str, partition: int, start: int, content: str | None = None) -> str:
-    """The name of the files of the range of ``topic[partition]`` that starts at ``start``;
-    a zero-length range's names also carry ``content``, a digest of the alert ids."""
-    suffix = f"-{content}" if content is not None else ""
-    return f"{topic}-{partition}-{start:020d}{suffix}.parquet"
+def file_name(topic: str, partition: int, start: str) -> str:
+    """The name of the files of the range of ``topic[partition]`` that starts from ``start``
+    (a checkpoint id, or :func:`fresh_start` of the offset a fresh partition starts at)."""
+    return f"{topic}-{partition}-{start}.parquet"
+
+
+def fresh_start(offset: int) -> str:
+    """The start of a fresh partition's first range (no checkpoint yet) at ``offset``:
+    ``<offset, 20 digits>-fresh``, never a checkpoint id, sorted by offset like them."""
+    return f"{offset:020d}-{FRESH}"
+
+
+def _start_offset(start: str) -> int:
+    """The input offset of a range's start (a checkpoint id or a :func:`fresh_start`)."""
+    m = _START.fullmatch(start)
+    if m is None:
+        raise ValueError(f"not a checkpoint id: {start!r}")
+    return int(m.group(1))
 
 
 # -- intents ----------------------------------------------------------------------------------
@@ -113,13 +154,16 @@ def file_name(topic: str, partition: int, start: int, content: str | None = None
 
 @attrs.frozen
 class Intent:
-    """What the latest attempt at a partition's open range wrote, or was about to write."""
+    """The partition's latest range (from one checkpoint to the next) and the files its
+    latest attempt wrote, or was about to write."""
 
     group: str
     topic: str
     partition: int
-    start: int
-    end: int
+    start: str
+    """The checkpoint id (or :func:`fresh_start`) the range starts from."""
+    end: str
+    """The checkpoint id the range ends at: the next range starts from it."""
     writer: str
     """A random id of the :class:`ParquetPartitionSink` that wrote it (for people)."""
     keys: tuple[str, ...]
@@ -136,7 +180,10 @@ class Intent:
         try:
             data = json.loads(blob)
             if not isinstance(data, dict) or data.get("format") != INTENT_FORMAT:
-                raise ValueError(f"not an intent of format {INTENT_FORMAT}")
+                raise ValueError(
+                    f"not an intent of format {INTENT_FORMAT} (one of an older fraudcep goes "
+                    "once its range is committed: delete it while the partition is stopped)"
+                )
             intent = cls(
                 group=data["group"],
                 topic=data["topic"],
@@ -148,10 +195,21 @@ class Intent:
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise SinkError(f"{source}: damaged intent: {exc}") from None
-        ints = (intent.partition, intent.start, intent.end)
-        strings = (intent.group, intent.topic, intent.writer, *intent.keys)
-        if not all(type(v) is int for v in ints) or not all(type(v) is str for v in strings):
+        strings = (intent.group, intent.topic, intent.start, intent.end, intent.writer)
+        if type(intent.partition) is not int or not all(
+            type(v) is str for v in (*strings, *intent.keys)
+        ):
             raise SinkError(f"{source}: damaged intent: a field of the wrong type")
+        if (
+            not _START.fullmatch(intent.start)
+            or not ID_PATTERN.fullmatch(intent.end)
+            or intent.start == intent.end
+            or _start_offset(intent.start) > _start_offset(intent.end)
+        ):
+            raise SinkError(
+                f"{source}: damaged intent: {intent.start!r} to {intent.end!r} is not a range "
+                "from one checkpoint to a later one"
+            )
         return intent
 
 
@@ -173,8 +231,6 @@ class _HourFile:
     batched: int = 0
     file: IO[bytes] | None = None
     writer: pq.ParquetWriter | None = None
-    ids: Any = attrs.Factory(hashlib.sha256)
-    """SHA-256 of the rows' alert ids, which name the file of a zero-length range."""
 
     def batch(self) -> None:
         """Turn the pending rows into a record batch (and row groups, when there are enough)."""
@@ -249,6 +305,8 @@ class ParquetPartitionSink:
     source: SourcePartition
     start: int
     """The first input offset of the open range: the last checkpoint's offset."""
+    start_id: str
+    """The checkpoint the open range starts from (:func:`fresh_start` before the first)."""
     writer: str = attrs.Factory(lambda: uuid.uuid4().hex)
     _files: dict[tuple[str, int], _HourFile] = attrs.Factory(dict)
     _seen: bool = False
@@ -304,7 +362,6 @@ class ParquetPartitionSink:
             for alert in alerts:
                 f = self._file("alerts", alert.last_ts // HOUR_MS)
                 f.pending.append(alert)
-                f.ids.update(alert.alert_id.encode() + b"\n")
                 if len(f.pending) >= BATCH_ROWS:
                     f.batch()
         except SinkError as exc:
@@ -315,24 +372,32 @@ class ParquetPartitionSink:
         """Nothing is written per commit: files are written per checkpoint."""
         self._usable()
 
-    def checkpoint(self, offset: int) -> None:
-        """Write the files of the range ``[start, offset)``; :class:`SinkError` when that
-        failed, after which the sink only closes (the runtime rewinds and replays)."""
+    def checkpoint(self, offset: int, checkpoint_id: str) -> None:
+        """Write the files of the range from :attr:`start_id` to ``checkpoint_id`` (input
+        offsets ``[start, offset)``), which the next range starts from; :class:`SinkError`
+        when that failed, after which the sink only closes (the runtime rewinds and
+        replays)."""
         self._usable()
         if offset < max(self.start, self._next):
             raise SinkError(
                 f"{self._name()}: checkpoint at offset {offset}, before the range start "
                 f"{self.start} or the last payment taken ({self._next - 1})"
             )
+        m = ID_PATTERN.fullmatch(checkpoint_id) if isinstance(checkpoint_id, str) else None
+        if m is None or int(m.group(1)) != offset or checkpoint_id == self.start_id:
+            raise SinkError(
+                f"{self._name()}: {checkpoint_id!r} is not the id of a new checkpoint at offset "
+                f"{offset} (the range starts from {self.start_id})"
+            )
         try:
-            self._write_range(offset)
+            self._write_range(checkpoint_id)
         except SinkError as exc:
             self._break(str(exc))
             raise
         except (pa.ArrowException, OSError, OverflowError) as exc:
-            self._break(f"{self._name()}: writing the range from {self.start}: {exc}")
+            self._break(f"{self._name()}: writing the range from {self.start_id}: {exc}")
             raise SinkError(self._broken) from None
-        self.start = offset
+        self.start, self.start_id = offset, checkpoint_id
 
     def close(self) -> None:
         """Drop the buffered rows (the next owner replays them)."""
@@ -341,22 +406,18 @@ class ParquetPartitionSink:
 
     # -- writing a range --------------------------------------------------------------------
 
-    def _write_range(self, end: int) -> None:
+    def _write_range(self, end: str) -> None:
         if self._seen:  # as this sink left it: a conditional put notices any other writer
             intent, etag = self._intent, self._etag
         else:
             intent, etag = self._read_intent()
             self._check_intent(intent)
         stale = self._stale(intent)
-        zero = end == self.start
         try:
-            files = {
-                self._relative_key(d, h, f.ids.hexdigest()[:16] if zero else None): f.finish()
-                for (d, h), f in self._files.items()
-            }
-            new = set() if zero else set(files)  # a zero-length range's files are not listed
-            if new:
-                intent, etag = self._put_intent(new | stale, end, etag)
+            files = {self._relative_key(d, h): f.finish() for (d, h), f in self._files.items()}
+            new = set(files)
+            # also without files: the intent names the latest range, [start, end)
+            intent, etag = self._put_intent(new | stale, end, etag)
             self._upload_all(files)
             gone = stale - new
             if gone:
@@ -370,17 +431,17 @@ class ParquetPartitionSink:
 
     def _stale(self, intent: Intent | None) -> set[str]:
         """The keys an earlier attempt at this range listed (see the module docstring)."""
-        if intent is None or intent.start != self.start:
+        if intent is None or intent.start != self.start_id:
             return set()
         own = re.compile(
             rf"(?:{'|'.join(DATASETS)})/dt=\d{{4,}}-\d\d-\d\d/hour=\d\d/"
-            + re.escape(file_name(self.source.topic, self.source.partition, self.start))
+            + re.escape(file_name(self.source.topic, self.source.partition, self.start_id))
         )
         strange = sorted(k for k in intent.keys if not own.fullmatch(k))
         if strange:
             raise SinkError(
                 f"{self._intent_url()}: damaged intent: it lists {strange[0]!r}, not a file of "
-                f"the range from {self.start}"
+                f"the range from {self.start_id}"
             )
         return set(intent.keys)
 
@@ -396,13 +457,24 @@ class ParquetPartitionSink:
                 f"{where}: {s.topic}[{s.partition}] of this dataset is written by group "
                 f"{intent.group!r}, not {s.group!r}: give each group its own prefix"
             )
-        if intent.start > self.start:
-            raise SinkError(
-                f"{where}: a range from offset {intent.start} was written, after this writer's "
-                f"range from {self.start}: another runner committed past it (this one lost the "
-                "partition), or the group's offsets were moved back (then delete the intent to "
-                "go on; rows read again will be in the dataset twice)"
+        if self.start_id in (intent.start, intent.end):
+            return  # an earlier attempt at this range, or the committed range before it
+        offset = _start_offset(intent.start)
+        if offset < self.start:
+            return  # a committed range before this one; nothing since wrote an intent
+        if offset > self.start:
+            detail = f"at offset {offset}, after this writer's range from {self.start_id}"
+        else:  # ids at one offset are not ordered: it may come after this writer's start
+            detail = (
+                f"at the offset of this writer's range from {self.start_id}, and it is neither "
+                "that range nor the one that ended where it starts"
             )
+        raise SinkError(
+            f"{where}: a range from checkpoint {intent.start} was written {detail}: another "
+            "runner committed past this one (which lost the partition), or the group's offsets "
+            "were moved back or its checkpoint was dropped (then delete the intent to go on; "
+            "rows read again will be in the dataset twice)"
+        )
 
     def _conflict(self) -> SinkError:
         return SinkError(
@@ -422,12 +494,12 @@ class ParquetPartitionSink:
             raise SinkError(f"reading {self._intent_url()}: {exc}") from None
         return Intent.from_bytes(blob, source=self._intent_url()), str(answer["ETag"])
 
-    def _put_intent(self, keys: set[str], end: int, etag: str | None) -> tuple[Intent, str]:
+    def _put_intent(self, keys: set[str], end: str, etag: str | None) -> tuple[Intent, str]:
         """Replace the intent if it is still ``etag`` (absent when None): the new one and its
         ETag."""
         s = self.source
         intent = Intent(
-            s.group, s.topic, s.partition, self.start, end, self.writer, tuple(sorted(keys))
+            s.group, s.topic, s.partition, self.start_id, end, self.writer, tuple(sorted(keys))
         )
         body = intent.to_bytes()
         condition = {"IfMatch": etag} if etag is not None else {"IfNoneMatch": "*"}
@@ -493,7 +565,7 @@ class ParquetPartitionSink:
                 shown = ", ".join(f"{e.get('Key')} ({e.get('Code')})" for e in failed[:5])
                 raise SinkError(
                     f"{self._name()}: {len(failed)} file(s) of an earlier attempt at the range "
-                    f"from {self.start} not deleted: {shown}"
+                    f"from {self.start_id} not deleted: {shown}"
                 )
 
     def _verify(self, etag: str | None) -> None:
@@ -519,8 +591,8 @@ class ParquetPartitionSink:
             )
         return f
 
-    def _relative_key(self, dataset: str, hour: int, content: str | None) -> str:
-        name = file_name(self.source.topic, self.source.partition, self.start, content)
+    def _relative_key(self, dataset: str, hour: int) -> str:
+        name = file_name(self.source.topic, self.source.partition, self.start_id)
         return f"{dataset}/{hour_path(hour)}/{name}"
 
     def _intent_key(self) -> str:
@@ -582,14 +654,24 @@ class ParquetSink:
                 )
             return self._pool
 
-    def open(self, source: SourcePartition, start_offset: int) -> ParquetPartitionSink:
+    def open(
+        self, source: SourcePartition, start_offset: int, start_checkpoint: str | None
+    ) -> ParquetPartitionSink:
         if not _TOPIC.fullmatch(source.topic):
             raise SinkError(f"topic {source.topic!r} cannot name a Parquet file")
         if type(source.partition) is not int or source.partition < 0:
             raise SinkError(f"partition {source.partition!r} is not a partition number")
         if type(start_offset) is not int or start_offset < 0:
             raise SinkError(f"start offset {start_offset!r} is not an offset")
-        return ParquetPartitionSink(self, source, start_offset)
+        if start_checkpoint is None:
+            return ParquetPartitionSink(self, source, start_offset, fresh_start(start_offset))
+        m = ID_PATTERN.fullmatch(start_checkpoint) if isinstance(start_checkpoint, str) else None
+        if m is None or int(m.group(1)) != start_offset:
+            raise SinkError(
+                f"start checkpoint {start_checkpoint!r} is not the id of a checkpoint at offset "
+                f"{start_offset}"
+            )
+        return ParquetPartitionSink(self, source, start_offset, start_checkpoint)
 
     def describe(self) -> str:
         return f"{self.location.describe()} (parquet: {', '.join(sorted(self.datasets))})"

@@ -476,7 +476,8 @@ class Runner:
         origin: dict[int, Any] = {}
         consumed = 0
         if st.sinks is None:
-            self._open_sinks(st, st.position if st.position is not None else records[0].offset())
+            start = st.position if st.position is not None else records[0].offset()
+            self._open_sinks(st, start, None)
         to_payment_sinks: list[tuple[int, Any]] | None = [] if st.payment_sinks else None
         for msg in records:
             offset = msg.offset()
@@ -699,7 +700,7 @@ class Runner:
             rules=st.rules_text,
         )
         for sink in st.sinks or ():
-            sink.checkpoint(st.position)  # files named by their offset range: before the save
+            sink.checkpoint(st.position, checkpoint.checkpoint_id)  # before the save
         self.store.save(checkpoint)
         self.metrics.checkpoint_time.observe(time.perf_counter() - started)
         self.metrics.checkpoint_bytes.labels(str(st.number)).set(len(checkpoint.snapshot))
@@ -862,7 +863,7 @@ class Runner:
             rules_pending=True,
             outputs=outputs,
         )
-        self._open_sinks(st, checkpoint.offset)
+        self._open_sinks(st, checkpoint.offset, reference)
         log.info(
             "partition restored",
             extra=fields(
@@ -889,12 +890,12 @@ class Runner:
             outputs=outputs,
         )
         if position is not None:
-            self._open_sinks(st, position)
+            self._open_sinks(st, position, None)
         return st
 
-    def _open_sinks(self, st: _Partition, start_offset: int) -> None:
+    def _open_sinks(self, st: _Partition, start_offset: int, start_checkpoint: str | None) -> None:
         source = SourcePartition(self.config.group_id, self.config.input_topic, st.number)
-        st.sinks = [sink.open(source, start_offset) for sink in self.sinks]
+        st.sinks = [sink.open(source, start_offset, start_checkpoint) for sink in self.sinks]
         st.payment_sinks = [
             ps for sink, ps in zip(self.sinks, st.sinks, strict=True) if sink.wants_payments
         ]
