@@ -242,7 +242,8 @@ OPTIONS: tuple[Option, ...] = (
         0,
         "how long a transaction holding alerts may wait for more before it is committed "
         "(at most --commit-interval): 0 commits right after the batch that produced them, "
-        "for the lowest alert latency; more groups alerts into fewer transactions",
+        "for the lowest alert latency; more groups alerts into fewer transactions (while "
+        "catching up on a backlog, alerts wait for --commit-interval)",
         "DURATION",
     ),
     Option(

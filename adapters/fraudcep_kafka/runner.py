@@ -210,6 +210,7 @@ class Runner:
         self._latencies: list[int] = []  # Kafka timestamps (ms) of records in the open txn
         self._outputs = 0  # records produced in the open transaction
         self._alerts_since: float | None = None  # when the open transaction got its first alert
+        self._backlogged = False  # the last fetch filled a whole batch
         self._rules_text = ""
         self._consumer: Any = None
         self._consumer_fatal: KafkaError | None = None
@@ -416,6 +417,9 @@ class Runner:
                 0.0, min(self._commit_due(next_commit, alert_delay_s) - time.monotonic(), 0.1)
             )
             messages = self._fetch(c.batch_size, timeout)
+            # A full batch means more is waiting: catching up, throughput matters more
+            # than the latency of single alerts, so they wait for the commit interval.
+            self._backlogged = len(messages) >= c.batch_size
             if messages:
                 self._take(messages)
             now = time.monotonic()
@@ -433,8 +437,9 @@ class Runner:
                 self._update_gauges()
 
     def _commit_due(self, next_commit: float, alert_delay_s: float) -> float:
-        """When the open transaction is due: alerts do not wait for the commit interval."""
-        if self._alerts_since is None:
+        """When the open transaction is due: alerts do not wait for the commit interval
+        (unless the runner is working through a backlog)."""
+        if self._alerts_since is None or self._backlogged:
             return next_commit
         return min(next_commit, self._alerts_since + alert_delay_s)
 
