@@ -362,6 +362,15 @@ def test_run_flags_parse_into_from_sources() -> None:
     assert (config.commit_interval, config.rules_topic) == (5_000, None)
 
 
+def test_run_flags_for_sinks_and_an_s3_checkpoint_location() -> None:
+    argv = ["run", "--sink", "dynamodb://fraud_alerts", "--sink", "s3://lake/fraud",
+            "--checkpoint", "s3://lake/checkpoints"]  # fmt: skip
+    args = build_parser().parse_args(argv)
+    config = from_sources({o.name: getattr(args, o.name) for o in OPTIONS}, environ={})
+    assert config.sink == ("dynamodb://fraud_alerts", "s3://lake/fraud")
+    assert config.checkpoints == "s3://lake/checkpoints"
+
+
 # == checkpoints =============================================================================
 
 

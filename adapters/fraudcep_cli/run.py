@@ -36,8 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "rules": "the packaged default rules",
             "sink": "none",
         }.get(option.name, default)
+        # --checkpoint reads as naturally as --checkpoints beside --sink: accept both.
+        aliases = ["--checkpoint"] if option.name == "checkpoints" else []
         parser.add_argument(
             option.flag,
+            *aliases,
             dest=option.name,
             default=None,
             action="append" if option.repeatable else "store",
