@@ -131,7 +131,7 @@ def reference_ids(
     defs = list(definitions or default_rule_definitions())
     ids: set[str] = set()
     for partition in sorted({r["partition"] for r in records}):
-        engine = Engine([])
+        engine = Engine([], timestamp="ts", event_id="payment_id")  # the runner's settings
         apply_definitions(engine, defs)
         for index, r in enumerate(records):
             if index == change_at:
@@ -796,3 +796,12 @@ def test_configuration_from_the_environment() -> None:
     assert config.dead_letter_table is None and config.key_field == "card_id"
     assert config.max_out_of_orderness_ms == 2000 and config.on_failure == "raise"
     assert config.timestamp_field == "ts" and config.rules_path is None
+    assert config.event_id_field == "payment_id"
+    no_ids = DetectorConfig.from_env(
+        {
+            "FRAUDCEP_ALERTS_TABLE": "a",
+            "FRAUDCEP_STATE_TABLE": "s",
+            "FRAUDCEP_EVENT_ID_FIELD": "none",
+        }
+    )
+    assert no_ids.event_id_field is None

@@ -61,7 +61,9 @@ dead letter that cannot be written makes its record fail instead.
 Configuration (environment): ``FRAUDCEP_ALERTS_TABLE``, ``FRAUDCEP_STATE_TABLE`` (both
 required), ``FRAUDCEP_DEAD_LETTER_TABLE``, ``FRAUDCEP_RULES`` (a rule file; default the
 packaged default rules), ``FRAUDCEP_KEY_FIELD`` (``user_id``), ``FRAUDCEP_TIMESTAMP_FIELD``
-(``ts``), ``FRAUDCEP_MAX_OUT_OF_ORDERNESS_MS`` (0), ``FRAUDCEP_ALERT_TTL_S`` (86400),
+(``ts``), ``FRAUDCEP_EVENT_ID_FIELD`` (``payment_id``, as the Kafka runner, so both give a
+match the same alert id; ``none``: ids from the whole payment),
+``FRAUDCEP_MAX_OUT_OF_ORDERNESS_MS`` (0), ``FRAUDCEP_ALERT_TTL_S`` (86400),
 ``FRAUDCEP_ON_FAILURE`` (``report``), ``FRAUDCEP_WORKERS`` (8),
 ``FRAUDCEP_MAX_RECORD_BYTES`` (65536). Rules are compiled once per container.
 """
@@ -145,6 +147,9 @@ class DetectorConfig:
     """A rule file; None: the packaged default rules."""
     key_field: str = attrs.field(default="user_id", validator=attrs.validators.min_len(1))
     timestamp_field: str = attrs.field(default="ts", validator=attrs.validators.min_len(1))
+    event_id_field: str | None = "payment_id"
+    """The field that identifies a payment in alert ids (as the Kafka runner's
+    ``--event-id-field``), so both runtimes give a match the same id; None: the whole event."""
     max_out_of_orderness_ms: int = attrs.field(default=0, validator=attrs.validators.ge(0))
     alert_ttl_s: int = attrs.field(default=ALERTS_TTL_S, validator=attrs.validators.gt(0))
     on_failure: Literal["report", "raise"] = attrs.field(
@@ -190,6 +195,7 @@ class DetectorConfig:
                 rules_path=text("FRAUDCEP_RULES"),
                 key_field=text("FRAUDCEP_KEY_FIELD", "user_id") or "user_id",
                 timestamp_field=text("FRAUDCEP_TIMESTAMP_FIELD", "ts") or "ts",
+                event_id_field=_optional_field(text("FRAUDCEP_EVENT_ID_FIELD", "payment_id")),
                 max_out_of_orderness_ms=number("FRAUDCEP_MAX_OUT_OF_ORDERNESS_MS", 0),
                 alert_ttl_s=number("FRAUDCEP_ALERT_TTL_S", ALERTS_TTL_S),
                 on_failure="raise" if on_failure == "raise" else "report",
@@ -637,6 +643,7 @@ class Detector:
     def _engine(self, state: KeyState, outputs: _Outputs) -> Engine:
         options = {
             "timestamp": self.config.timestamp_field,
+            "event_id": self.config.event_id_field,
             "max_out_of_orderness": self.config.max_out_of_orderness_ms,
             **outputs.options(),
         }
@@ -760,6 +767,10 @@ def _add(a: _KeyResult, b: _KeyResult) -> _KeyResult:
         a.conflicts + b.conflicts,
         a.dead_lettered + b.dead_lettered,
     )
+
+
+def _optional_field(value: str | None) -> str | None:
+    return None if value is None or value.lower() == "none" else value
 
 
 def _json(fields: Mapping[str, Any]) -> str:
