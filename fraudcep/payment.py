@@ -36,6 +36,7 @@ __all__ = [
     "InvalidRecord",
     "Reason",
     "decode_payment",
+    "json_kind",
     "payment_schema",
     "validate_payment",
 ]
@@ -184,7 +185,7 @@ def decode_payment(
     except ValueError:  # an integer of over sys.get_int_max_str_digits() digits
         raise InvalidRecord("out_of_range", "a number with too many digits to read") from None
     if type(obj) is not dict:
-        raise InvalidRecord("not_an_object", f"expected a JSON object, got {_kind(obj)}")
+        raise InvalidRecord("not_an_object", f"expected a JSON object, got {json_kind(obj)}")
     return validate_payment(obj)
 
 
@@ -204,7 +205,7 @@ def validate_payment(obj: Mapping[str, Any]) -> dict[str, Any]:
     elif isinstance(obj, Mapping):
         payment = dict(obj)
     else:
-        raise InvalidRecord("not_an_object", f"expected a JSON object, got {_kind(obj)}")
+        raise InvalidRecord("not_an_object", f"expected a JSON object, got {json_kind(obj)}")
     get = payment.get
     # Unrolled (not a loop over the fields): about 15% faster.
     v = get("payment_id")
@@ -272,7 +273,7 @@ def _check(obj: Mapping[str, Any], name: str) -> None:
 
 
 def _fail(reason: Reason, name: str, value: object, kind: str | None = None) -> NoReturn:
-    got = f"{_show(value)} ({kind or _kind(value)})"
+    got = f"{_show(value)} ({kind or json_kind(value)})"
     raise InvalidRecord(reason, f"field {name!r}: expected {_EXPECTED[name]}, got {got}", name)
 
 
@@ -295,7 +296,7 @@ def _show(value: object) -> str:
     return text if len(text) <= _ECHO else text[: _ECHO - 3] + "..."
 
 
-def _kind(value: object) -> str:
+def json_kind(value: object) -> str:
     """What ``value`` is, in JSON terms: "a string of 200 characters", "an array", ..."""
     if value is None:
         return "null"

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, TypeVar
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 import attrs
 from botocore.exceptions import BotoCoreError, ClientError
@@ -46,6 +46,7 @@ from fraudcep.engine import canonical_key
 from fraudcep.errors import FraudcepError
 from fraudcep.sink import SinkError, SourcePartition
 from fraudcep_aws.clients import client as make_client
+from fraudcep_aws.clients import location_options
 
 __all__ = [
     "ALERTS_TTL_S",
@@ -659,19 +660,9 @@ def open_dynamodb_sink(url: str) -> DynamoDBSink:
         )
     if parts.path not in ("", "/") or parts.fragment:
         raise SinkError(f"sink {url!r}: a table name has no path or fragment")
-    try:
-        pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
-    except ValueError as exc:
-        raise SinkError(f"sink {url!r}: bad query string: {exc}") from None
-    options: dict[str, str] = {}
-    for key, value in pairs:
-        if key not in _PARAMETERS:
-            raise SinkError(
-                f"sink {url!r}: unknown parameter {key!r} (known: {', '.join(_PARAMETERS)})"
-            )
-        if key in options:
-            raise SinkError(f"sink {url!r}: parameter {key!r} given twice")
-        options[key] = value
+    options = location_options(
+        parts.query, where=f"sink {url!r}", parameters=_PARAMETERS, error=SinkError
+    )
     ttl = ALERTS_TTL_S
     if "ttl" in options:
         text = options["ttl"]
@@ -682,8 +673,6 @@ def open_dynamodb_sink(url: str) -> DynamoDBSink:
     if create not in ("true", "false"):
         raise SinkError(f"sink {url!r}: create must be true or false, got {create!r}")
     endpoint = options.get("endpoint_url") or None
-    if endpoint is not None and urlsplit(endpoint).scheme not in ("http", "https"):
-        raise SinkError(f"sink {url!r}: endpoint_url must be an http(s) URL")
     try:
         dynamodb = make_client(
             "dynamodb", endpoint_url=endpoint, region=options.get("region") or None

@@ -38,6 +38,7 @@ from typing import Any, Final
 import attrs
 
 from fraudcep.errors import FraudcepError
+from fraudcep.payment import json_kind
 
 __all__ = [
     "KAFKA_EVENT_SOURCES",
@@ -105,7 +106,7 @@ class KafkaBatch:
 def parse_kafka_event(event: Any) -> KafkaBatch:
     """The records of a Kafka event source's invocation event (see the module docstring)."""
     if not isinstance(event, Mapping):
-        raise KafkaEventError(f"a Kafka event is a JSON object, got {_kind(event)}")
+        raise KafkaEventError(f"a Kafka event is a JSON object, got {json_kind(event)}")
     source = event.get("eventSource")
     if source not in KAFKA_EVENT_SOURCES:
         raise KafkaEventError(
@@ -114,7 +115,7 @@ def parse_kafka_event(event: Any) -> KafkaBatch:
         )
     batches = event.get("records")
     if not isinstance(batches, Mapping):
-        got = "missing" if batches is None else _kind(batches)
+        got = "missing" if batches is None else json_kind(batches)
         raise KafkaEventError(
             f'a Kafka event has "records", an object of "<topic>-<partition>" -> list; {got}'
         )
@@ -124,7 +125,8 @@ def parse_kafka_event(event: Any) -> KafkaBatch:
     for partition_key, items in batches.items():
         if not isinstance(items, list):
             raise KafkaEventError(
-                f"records[{partition_key!r:.80}] should be a list of records, got {_kind(items)}"
+                f"records[{partition_key!r:.80}] should be a list of records, "
+                f"got {json_kind(items)}"
             )
         for index, raw in enumerate(items):
             parsed = _record(str(partition_key), index, raw)
@@ -154,7 +156,7 @@ def _record(partition_key: str, index: int, raw: Any) -> KafkaRecord | BadRecord
     partition: Any = None
     offset: Any = None
     if not isinstance(raw, Mapping):
-        return bad("bad_record", f"a record is a JSON object, got {_kind(raw)}")
+        return bad("bad_record", f"a record is a JSON object, got {json_kind(raw)}")
     topic, partition, offset = raw.get("topic"), raw.get("partition"), raw.get("offset")
     for name, value, valid in (
         ("topic", topic, isinstance(topic, str) and bool(topic)),
@@ -211,11 +213,11 @@ def _headers(raw: Any) -> tuple[tuple[str, bytes], ...] | str:
     if raw is None:
         return ()
     if not isinstance(raw, list):
-        return f"expected a list, got {_kind(raw)}"
+        return f"expected a list, got {json_kind(raw)}"
     out = []
     for entry in raw:
         if not isinstance(entry, Mapping):
-            return f"expected objects of name -> list of bytes, got {_kind(entry)}"
+            return f"expected objects of name -> list of bytes, got {json_kind(entry)}"
         for name, data in entry.items():
             if not isinstance(data, list) or not all(_is_int(b) and 0 <= b <= 255 for b in data):
                 return f"header {name!r:.80}: expected a list of byte values 0-255"
@@ -241,19 +243,3 @@ def _is_int(value: Any) -> bool:
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, Mapping):
-        return "an object"
-    if isinstance(value, list):
-        return "an array"
-    return f"a {type(value).__name__}"

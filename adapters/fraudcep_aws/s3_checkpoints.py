@@ -23,7 +23,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 import attrs
 from botocore.exceptions import BotoCoreError, ClientError
@@ -31,6 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from fraudcep.checkpoint import ID_PATTERN, Checkpoint, CheckpointError, check_name, id_offset
 from fraudcep.errors import FraudcepError
 from fraudcep_aws.clients import client as make_client
+from fraudcep_aws.clients import location_options
 
 __all__ = [
     "MAX_DELETE",
@@ -123,21 +124,7 @@ def parse_s3_url(url: str, *, what: str, parameters: Sequence[str], error: type[
                 f"{where}: bad prefix segment {segment!r} (use the characters A-Z a-z 0-9 "
                 "! _ . * ' ( ) = -, and no empty, '.' or '..' segments)"
             )
-    try:
-        pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
-    except ValueError as exc:
-        raise error(f"{where}: bad query string: {exc}") from None
-    options: dict[str, str] = {}
-    for name, value in pairs:
-        if name not in parameters:
-            known = ", ".join(parameters) or "none"
-            raise error(f"{where}: unknown parameter {name!r} (known: {known})")
-        if name in options:
-            raise error(f"{where}: parameter {name!r} given twice")
-        options[name] = value
-    endpoint = options.get("endpoint_url")
-    if endpoint and (urlsplit(endpoint).scheme not in ("http", "https") or "://" not in endpoint):
-        raise error(f"{where}: endpoint_url must be an http(s) URL, got {endpoint!r}")
+    options = location_options(parts.query, where=where, parameters=parameters, error=error)
     return S3Url(bucket, prefix, options)
 
 
