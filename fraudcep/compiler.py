@@ -167,6 +167,8 @@ class _Compiler:
     def __init__(self, pattern: Pattern) -> None:
         self.pattern = pattern
         self.used_names: set[str] = set()
+        # per base name, the first suffix not yet tried: keeps naming linear in the states
+        self.next_suffix: dict[str, int] = {}
         self.stop_states: dict[str, State] = {}
         self.states: list[State] = []
         self.window_times: dict[str, int] = {}
@@ -234,10 +236,12 @@ class _Compiler:
     # -- state creation --------------------------------------------------------------------
 
     def _unique_name(self, base: str) -> str:
-        candidate, counter = base, 0
+        """``base``, else ``base:N`` with the smallest unused N (Flink's naming)."""
+        candidate, counter = base, self.next_suffix.get(base, 0)
         while candidate in self.used_names:
             candidate = f"{base}{NAME_DELIMITER}{counter}"
             counter += 1
+        self.next_suffix[base] = counter
         self.used_names.add(candidate)
         return candidate
 
