@@ -28,7 +28,14 @@ from urllib.parse import urlsplit
 import attrs
 from botocore.exceptions import BotoCoreError, ClientError
 
-from fraudcep.checkpoint import ID_PATTERN, Checkpoint, CheckpointError, check_name, id_offset
+from fraudcep.checkpoint import (
+    ID_PATTERN,
+    MAX_PARTITION,
+    Checkpoint,
+    CheckpointError,
+    check_name,
+    id_offset,
+)
 from fraudcep.errors import FraudcepError
 from fraudcep_aws.clients import client as make_client
 from fraudcep_aws.clients import location_options
@@ -148,7 +155,7 @@ class S3CheckpointStore:
     client: Any
 
     def _dir(self, group: str, topic: str, partition: int) -> str:
-        if type(partition) is not int or partition < 0:
+        if type(partition) is not int or not 0 <= partition <= MAX_PARTITION:
             raise CheckpointError(f"partition {partition!r} is not a partition number")
         return self.location.key(
             check_name("group", group), check_name("topic", topic), str(partition)

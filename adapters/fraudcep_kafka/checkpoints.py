@@ -13,6 +13,7 @@ from fraudcep.checkpoint import (
     FORMAT_VERSION,
     ID_PATTERN,
     MAGIC,
+    MAX_PARTITION,
     Checkpoint,
     CheckpointError,
     CheckpointStore,
@@ -55,6 +56,8 @@ class DirectoryCheckpointStore:
     root: Path = attrs.field(converter=Path)
 
     def _dir(self, group: str, topic: str, partition: int) -> Path:
+        if type(partition) is not int or not 0 <= partition <= MAX_PARTITION:
+            raise CheckpointError(f"partition {partition!r} is not a partition number")
         return self.root / check_name("group", group) / check_name("topic", topic) / str(partition)
 
     def save(self, checkpoint: Checkpoint) -> None:
@@ -99,7 +102,7 @@ class DirectoryCheckpointStore:
         if not directory.is_dir():
             return 0
         for path in directory.iterdir():
-            m = ID_PATTERN.match(path.stem)
+            m = ID_PATTERN.fullmatch(path.stem)
             if path.suffix == ".ckpt" and m is not None and int(m.group(1)) < before_offset:
                 path.unlink(missing_ok=True)
                 removed += 1
