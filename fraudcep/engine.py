@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import enum
 import functools
-import hashlib
 import heapq
-import json
-import re
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -25,6 +22,9 @@ import attrs
 from fraudcep import javaheap
 from fraudcep.alert import Alert, ConditionFailure, LateEvent, Overflow, TimedOutMatch
 from fraudcep.errors import ConfigurationError, EventError
+from fraudcep.identity import alert_id, canonical_event, canonical_key
+
+__all__ = ["SKIP", "Engine", "EngineStats", "TimeMode", "canonical_event", "canonical_key"]
 from fraudcep.nfa import NOT_STARTED, KeyState, Matcher, Run, as_mapping, path
 from fraudcep.rule import Rule, field_getter
 from fraudcep.timeutil import MAX_TIMESTAMP, MIN_TIMESTAMP, duration_ms, timestamp_ms
@@ -717,10 +717,7 @@ class Engine:
         )
 
     def _alert_id(self, rule_id: str, key: Hashable, nodes: Sequence[Any]) -> str:
-        identity = self._event_id or canonical_event
-        parts = [rule_id, canonical_key(key), [[n.name, n.ts, identity(n.event)] for n in nodes]]
-        blob = json.dumps(parts, separators=(",", ":"), default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:32]
+        return alert_id(rule_id, key, [(n.name, n.ts, n.event) for n in nodes], self._event_id)
 
     def _report_timeout(self, rr: _RuleRuntime, key: Hashable, run: Run, timeout_ts: int) -> None:
         self._timeouts_count += 1
@@ -749,17 +746,7 @@ class Engine:
             self._late.append(late)
 
 
-def canonical_event(event: Any) -> Any:
-    """A stable, content-based identity for an event (used in alert ids)."""
-    return json.dumps(_plain(event), sort_keys=True, separators=(",", ":"), default=str)
-
-
-def canonical_key(key: Any) -> str:
-    return json.dumps(_plain(key), sort_keys=True, separators=(",", ":"), default=str)
-
-
 _HASHABLE = frozenset({str, int})
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 def _check_hashable(key: Any, spec: Any) -> None:
@@ -771,34 +758,6 @@ def _check_hashable(key: Any, spec: Any) -> None:
             f"{source} gave an unhashable {type(key).__name__} ({key!r:.200}); "
             "a key must be hashable (str, int, tuple, ...)"
         ) from None
-
-
-def _plain(value: Any) -> Any:
-    """The event as plain JSON-able data, dict keys made strings in an unambiguous way."""
-    if isinstance(value, dict):
-        if all(isinstance(k, str) for k in value):
-            return {k: _plain(v) for k, v in value.items()}
-        # mixed key types cannot be sorted: tag each key with its type
-        return {f"{type(k).__name__}:{k!r}": _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    if attrs.has(type(value)):
-        return attrs.asdict(value)
-    if hasattr(value, "__dataclass_fields__"):
-        import dataclasses
-
-        return dataclasses.asdict(value)
-    if hasattr(value, "_asdict"):
-        return value._asdict()
-    if hasattr(value, "__dict__"):
-        return vars(value)
-    slots = [s for cls in type(value).__mro__ for s in getattr(cls, "__slots__", ())]
-    if slots:
-        return {s: _plain(getattr(value, s)) for s in slots if hasattr(value, s)}
-    # a repr naming a memory address would differ between runs: leave the address out
-    return _ADDRESS.sub("", repr(value))
 
 
 def _timestamp_reader(spec: str | Callable[[Any], Any]) -> Callable[[Any], int]:

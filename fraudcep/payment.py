@@ -27,6 +27,7 @@ from fraudcep.errors import FraudcepError
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_DEPTH",
     "MAX_AMOUNT",
     "MAX_ID_LENGTH",
     "MAX_TS",
@@ -35,6 +36,7 @@ __all__ = [
     "SCHEMA_PATH",
     "InvalidRecord",
     "Reason",
+    "check_depth",
     "decode_payment",
     "json_kind",
     "payment_schema",
@@ -60,6 +62,11 @@ PAYMENT_FIELDS: Final[tuple[str, ...]] = (
 DEFAULT_MAX_BYTES: Final = 64 * 1024
 """The default size limit of one record, in bytes."""
 
+DEFAULT_MAX_DEPTH: Final = 32
+"""The default nesting limit of one record: the payment object is level 1, an object or array
+in one of its fields level 2, and so on. Deeper records are refused as ``too_deep``, so nothing
+downstream (alert ids, snapshots, sinks) ever holds data nested deeper than this."""
+
 MAX_ID_LENGTH: Final = 128
 """The longest ``payment_id``/``user_id``/``card_id``/``merchant``, in characters."""
 
@@ -74,6 +81,7 @@ Reason = Literal[
     "too_large",
     "not_utf8",
     "bad_json",
+    "too_deep",
     "duplicate_key",
     "not_an_object",
     "missing_field",
@@ -143,13 +151,17 @@ _decode = json.JSONDecoder(parse_constant=_no_constant, object_pairs_hook=_uniqu
 
 
 def decode_payment(
-    data: bytes | bytearray | memoryview | str | None, *, max_bytes: int = DEFAULT_MAX_BYTES
+    data: bytes | bytearray | memoryview | str | None,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_depth: int = DEFAULT_MAX_DEPTH,
 ) -> dict[str, Any]:
     """The payment in one raw record (UTF-8 JSON), checked; else :class:`InvalidRecord`.
 
     ``None`` (a Kafka tombstone) and zero bytes are ``"empty"``. Records over ``max_bytes``
     are refused before they are decoded, so a huge record costs nothing to refuse; a ``str``
-    is measured by its UTF-8 length. Any other exception from here is a bug.
+    is measured by its UTF-8 length. Records nested deeper than ``max_depth`` levels are
+    ``"too_deep"``. Any other exception from here is a bug.
     """
     if data is None:
         raise InvalidRecord("empty", "no payload (a tombstone)")
@@ -181,12 +193,32 @@ def decode_payment(
             "bad_json", f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
     except RecursionError:
-        raise InvalidRecord("bad_json", "JSON nested too deeply to read") from None
+        raise InvalidRecord(
+            "too_deep", f"JSON nested too deeply to read (the limit is {max_depth} levels)"
+        ) from None
     except ValueError:  # an integer of over sys.get_int_max_str_digits() digits
         raise InvalidRecord("out_of_range", "a number with too many digits to read") from None
     if type(obj) is not dict:
         raise InvalidRecord("not_an_object", f"expected a JSON object, got {json_kind(obj)}")
+    # only one object and no array: nothing is nested (the usual payment, checked in C)
+    if "[" in text or text.count("{") > 1:
+        check_depth(obj, max_depth)
     return validate_payment(obj)
+
+
+def check_depth(obj: Mapping[str, Any], max_depth: int = DEFAULT_MAX_DEPTH) -> None:
+    """Raise ``too_deep`` if ``obj`` (level 1) nests objects or arrays deeper than
+    ``max_depth`` levels. A loop over an explicit stack: deep input cannot recurse here."""
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > max_depth:
+            raise InvalidRecord(
+                "too_deep", f"objects or arrays nested over the limit of {max_depth} levels"
+            )
+        for item in value.values() if isinstance(value, Mapping) else value:
+            if isinstance(item, Mapping | list | tuple):
+                stack.append((item, depth + 1))
 
 
 # -- validation -----------------------------------------------------------------------------

@@ -110,60 +110,110 @@ def load(engine: Engine, blob: bytes) -> None:
     from fraudcep.engine import SKIP
 
     doc = read(blob)
-    if not isinstance(doc["rules"], list) or not all(
-        isinstance(r, dict) and "id" in r for r in doc["rules"] + doc["disabled"]
+    rule_lists = doc["rules"], doc["disabled"]
+    if not all(
+        isinstance(entries, list)
+        and all(isinstance(r, dict) and isinstance(r.get("id"), str) for r in entries)
+        for entries in rule_lists
     ):
         raise SnapshotError("snapshot body has no valid rule list")
-    _arrange_rules(engine, doc["rules"], doc["disabled"])
-    if doc["time_mode"] != engine.time_mode.value:
-        raise SnapshotError(
-            f"snapshot was taken in {doc['time_mode']} mode, restore asked for "
-            f"{engine.time_mode.value}"
-        )
     try:
-        events = [_unkey(e) for e in doc["events"]]
-        nodes: list[Node] = []
-        for name, event_index, ts, seq, prev in doc["nodes"]:
-            nodes.append(
-                Node(name, events[event_index], ts, seq, nodes[prev] if prev >= 0 else None)
+        _arrange_rules(engine, doc["rules"], doc["disabled"])
+        if doc["time_mode"] != engine.time_mode.value:
+            raise SnapshotError(
+                f"snapshot was taken in {doc['time_mode']!r:.40} mode, restore asked for "
+                f"{engine.time_mode.value}"
             )
-        engine._seq = doc["seq"]
-        engine._order = doc["order"]
-        engine._max_ts = doc["max_ts"]
-        engine._watermark = doc["watermark"]
-        engine._timer_tie = doc["timer_tie"]
-        engine._set_counters(doc["counts"])
-        engine._buffer = [
-            (ts, seq, events[ev], tuple(SKIP if k is None else _unkey(k[0]) for k in keys))
-            for ts, seq, ev, keys in doc["buffer"]
-        ]
+        events = [_unkey(e) for e in _list(doc["events"], "events")]
+        n_events = len(events)
+        nodes: list[Node] = []
+        for name, event_index, ts, seq, prev in _list(doc["nodes"], "nodes"):
+            prev = _index(prev, len(nodes), "node", allow_none=True)
+            nodes.append(
+                Node(
+                    _str(name, "stage name"),
+                    events[_index(event_index, n_events, "event")],
+                    _int(ts, "node time"),
+                    _int(seq, "node order"),
+                    nodes[prev] if prev >= 0 else None,
+                )
+            )
+        engine._seq = _int(doc["seq"], "seq", 0)
+        engine._order = _int(doc["order"], "order", 0)
+        engine._max_ts = _int(doc["max_ts"], "max_ts")
+        engine._watermark = _int(doc["watermark"], "watermark")
+        engine._timer_tie = _int(doc["timer_tie"], "timer_tie", 0)
+        counts = doc["counts"]
+        if not isinstance(counts, dict) or counts.keys() != set(engine._counters()):
+            raise SnapshotError("snapshot counters are not the engine's")
+        engine._set_counters({name: _int(n, name, 0) for name, n in counts.items()})
+        n_rules = len(engine._rules)
+        engine._buffer = []
+        for ts, seq, ev, keys in _list(doc["buffer"], "buffer"):
+            if len(_list(keys, "buffered keys")) != n_rules:
+                raise SnapshotError("a buffered event's keys do not match the rules")
+            engine._buffer.append(
+                (
+                    _int(ts, "buffered time"),
+                    _int(seq, "buffered order", 0),
+                    events[_index(ev, n_events, "event")],
+                    tuple(SKIP if k is None else _hashable(_list(k, "key")[0]) for k in keys),
+                )
+            )
+        heapq.heapify(engine._buffer)
         for _, _, _, keys in engine._buffer:
             for rr, key in zip(engine._rules, keys, strict=True):
                 if key is not SKIP:
                     rr.pending[key] = rr.pending.get(key, 0) + 1
         engine._timers = [
-            (deadline, tie, engine._rules[index], _unkey(key))
-            for deadline, tie, index, key in doc["timers"]
+            (
+                _int(deadline, "timer"),
+                _int(tie, "timer order", 0),
+                engine._rules[_index(index, n_rules, "rule")],
+                _hashable(key),
+            )
+            for deadline, tie, index, key in _list(doc["timers"], "timers")
         ]
         heapq.heapify(engine._timers)  # written sorted; heapify keeps that guarantee explicit
-        for rr, entries in zip(engine._rules, doc["keys"], strict=True):
-            for key, state in entries:
-                rr.keys[_unkey(key)] = _restore_key_state(rr, state, nodes)
+        for rr, entries in zip(engine._rules, _list(doc["keys"], "keys"), strict=True):
+            for key, state in _list(entries, "keys"):
+                rr.keys[_hashable(key)] = _restore_key_state(rr, state, nodes)
         engine._timeouts = [
-            TimedOutMatch(rule_id, _unkey(key), _unmapping(mapping, events), ts, version)
-            for rule_id, key, mapping, ts, version in doc["timeouts"]
+            TimedOutMatch(
+                _str(rule_id, "rule id"),
+                _hashable(key),
+                _unmapping(mapping, events),
+                _int(ts, "timeout"),
+                _int(version, "rule version", 1),
+            )
+            for rule_id, key, mapping, ts, version in _list(doc["timeouts"], "timeouts")
         ]
-        engine._late = [LateEvent(events[ev], ts, wm) for ev, ts, wm in doc["late"]]
+        engine._late = [
+            LateEvent(events[_index(ev, n_events, "event")], _int(ts, "time"), _int(wm, "time"))
+            for ev, ts, wm in _list(doc["late"], "late")
+        ]
         engine._overflows = [
-            Overflow(kind, rule_id, None if key is None else _unkey(key[0]), dropped, wm)
-            for kind, rule_id, key, dropped, wm in doc["overflows"]
+            Overflow(
+                _str(kind, "overflow kind"),
+                None if rule_id is None else _str(rule_id, "rule id"),
+                None if key is None else _hashable(_list(key, "key")[0]),
+                _int(dropped, "dropped", 0),
+                _int(wm, "time"),
+            )
+            for kind, rule_id, key, dropped, wm in _list(doc["overflows"], "overflows")
         ]
         engine._failures = [
-            ConditionFailure(rule_id, _unkey(key), events[ev], ts, error)
-            for rule_id, key, ev, ts, error in doc["failures"]
+            ConditionFailure(
+                _str(rule_id, "rule id"),
+                _hashable(key),
+                events[_index(ev, n_events, "event")],
+                _int(ts, "time"),
+                _str(error, "error"),
+            )
+            for rule_id, key, ev, ts, error in _list(doc["failures"], "failures")
         ]
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-        raise SnapshotError(f"snapshot content is inconsistent: {exc!r}") from None
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
+        raise SnapshotError(f"snapshot content is inconsistent: {exc!r:.300}") from None
 
 
 def read(blob: bytes) -> dict[str, Any]:
@@ -180,20 +230,46 @@ def read(blob: bytes) -> dict[str, Any]:
             f"(it reads version {FORMAT_VERSION})"
         )
     body = blob[_HEADER.size :]
-    if len(body) != length:
+    if len(body) < length:
         raise SnapshotError(f"snapshot is truncated: body has {len(body)} of {length} bytes")
+    if len(body) > length:
+        raise SnapshotError(
+            f"snapshot has {len(body) - length} bytes after its {length}-byte body: "
+            "it is not one whole snapshot"
+        )
     if reserved != 0 or _digest(length, body) != digest:
         raise SnapshotError("snapshot checksum mismatch: the snapshot is corrupt")
     try:
-        doc = json.loads(zlib.decompress(body))
+        doc = json.loads(_inflate(body))
     except (zlib.error, ValueError) as exc:
         raise SnapshotError(f"snapshot body cannot be decoded: {exc}") from None
+    except RecursionError:
+        raise SnapshotError("snapshot body is nested too deeply to decode") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT_VERSION:
         raise SnapshotError("snapshot body is not a fraudcep engine state of this format version")
     missing = _FIELDS - doc.keys()
     if missing:
         raise SnapshotError(f"snapshot body lacks {sorted(missing)}")
     return doc
+
+
+MAX_INFLATION = 256
+"""A snapshot body may decompress to at most this many times its compressed size (plus
+16 MiB): far above what engine state compresses by, and a bound on decompression bombs."""
+
+
+def _inflate(body: bytes) -> bytes:
+    limit = 16 * 1024 * 1024 + MAX_INFLATION * len(body)
+    inflater = zlib.decompressobj()
+    raw = inflater.decompress(body, limit)
+    if inflater.unconsumed_tail:
+        raise SnapshotError(
+            f"snapshot body decompresses to more than {limit} bytes ({MAX_INFLATION} times its "
+            "size): refused as corrupt or hostile"
+        )
+    if not inflater.eof:
+        raise SnapshotError("snapshot body cannot be decoded: the compressed data is incomplete")
+    return raw
 
 
 _FIELDS = frozenset(
@@ -261,10 +337,17 @@ def _arrange_rules(engine: Engine, enabled: list[Any], disabled: list[Any]) -> N
                 f"rule {entry['id']!r}: the same rule ids, but the patterns differ in structure "
                 "from the snapshot's; restore with the rules the snapshot was taken with"
             )
-    engine._rules = [_RuleRuntime(given[r["id"]], int(r["version"])) for r in enabled]
-    engine._disabled = {r["id"]: (given[r["id"]], int(r["version"])) for r in disabled}
+    engine._rules = [_RuleRuntime(given[r["id"]], _rule_version(r)) for r in enabled]
+    engine._disabled = {r["id"]: (given[r["id"]], _rule_version(r)) for r in disabled}
     engine.rules = tuple(rr.rule for rr in engine._rules)
     engine._index_keys()
+
+
+def _rule_version(entry: dict[str, Any]) -> int:
+    version = entry.get("version")
+    if type(version) is not int or not 1 <= version < 2**63:
+        raise SnapshotError(f"rule {entry['id']!r:.80}: version {version!r:.40} is not valid")
+    return version
 
 
 class _Writer:
@@ -319,17 +402,61 @@ def _restore_key_state(rr: _RuleRuntime, state: dict[str, Any], nodes: list[Node
     states = matcher.nfa.states
 
     def run(fields: list[Any]) -> Run:
-        index, node, start_ts, prev_ts, order = fields
+        index, node, start_ts, prev_ts, order = _list(fields, "run")
+        index = _index(index, len(states), "state")
+        node = _index(node, len(nodes), "node", allow_none=True)
+        order = _int(order, "run order", 0, NOT_STARTED)
         if order == NOT_STARTED and node < 0 and states[index] is matcher.nfa.start:
             return matcher.start_run
-        return Run(states[index], nodes[node] if node >= 0 else None, start_ts, prev_ts, order)
+        return Run(
+            states[index],
+            nodes[node] if node >= 0 else None,
+            _int(start_ts, "run start"),
+            _int(prev_ts, "run time"),
+            order,
+        )
 
+    if not isinstance(state, dict):
+        raise SnapshotError("a key's state is not a record")
     ks = matcher.new_key_state()
-    ks.partial = [run(f) for f in state["partial"]]
-    ks.completed = [run(f) for f in state["completed"]]
-    ks.time = state["time"]
-    ks.deadline = state["deadline"]
+    ks.partial = [run(f) for f in _list(state["partial"], "partial matches")]
+    ks.completed = [run(f) for f in _list(state["completed"], "completed matches")]
+    ks.time = _int(state["time"], "key time")
+    deadline = state["deadline"]
+    ks.deadline = None if deadline is None else _int(deadline, "deadline")
     return ks
+
+
+def _hashable(value: Any) -> Any:
+    """A key from the snapshot: decoded, and usable as a dict key."""
+    key = _unkey(value)
+    hash(key)  # TypeError (refused by the caller) for an unhashable key
+    return key
+
+
+def _int(value: Any, what: str, low: int = -(2**63), high: int = 2**63) -> int:
+    if type(value) is not int or not low <= value <= high:
+        raise SnapshotError(f"snapshot {what} is not an integer in [{low}, {high}]: {value!r:.40}")
+    return value
+
+
+def _index(value: Any, size: int, what: str, *, allow_none: bool = False) -> int:
+    """An index into a list of ``size`` items (-1 for none, where allowed)."""
+    if type(value) is not int or not (-1 if allow_none else 0) <= value < size:
+        raise SnapshotError(f"snapshot refers to {what} {value!r:.40}, which it does not hold")
+    return value
+
+
+def _str(value: Any, what: str) -> str:
+    if type(value) is not str:
+        raise SnapshotError(f"snapshot {what} is not a string: {value!r:.40}")
+    return value
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    if type(value) is not list:
+        raise SnapshotError(f"snapshot {what} is not a list: {value!r:.40}")
+    return value
 
 
 def _live_timer(rr: _RuleRuntime, deadline: int, key: Any) -> bool:
@@ -340,20 +467,31 @@ def _live_timer(rr: _RuleRuntime, deadline: int, key: Any) -> bool:
 _TAG = "$fcep"
 
 
-def _key(value: Any) -> Any:
+MAX_DEPTH = 100
+"""How deeply events and keys in a snapshot may nest (containers in containers). Payments
+decoded by :func:`fraudcep.payment.decode_payment` nest far less; deeper data is refused with
+a :class:`SnapshotError` rather than recursed on without a bound."""
+
+
+def _key(value: Any, depth: int = 0) -> Any:
     """Encode an event or key as JSON, tagging the Python types JSON does not have."""
     if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else {_TAG: "float", "v": repr(value)}
+    if depth >= MAX_DEPTH:
+        raise SnapshotError(
+            f"cannot snapshot an event or key nested more than {MAX_DEPTH} levels deep"
+        )
+    depth += 1
     if isinstance(value, list):
-        return [_key(v) for v in value]
+        return [_key(v, depth) for v in value]
     if isinstance(value, dict):
         if all(isinstance(k, str) for k in value) and _TAG not in value:
-            return {k: _key(v) for k, v in value.items()}
-        return {_TAG: "dict", "v": [[_key(k), _key(v)] for k, v in value.items()]}
+            return {k: _key(v, depth) for k, v in value.items()}
+        return {_TAG: "dict", "v": [[_key(k, depth), _key(v, depth)] for k, v in value.items()]}
     if isinstance(value, tuple):
-        return {_TAG: "tuple", "v": [_key(v) for v in value]}
+        return {_TAG: "tuple", "v": [_key(v, depth) for v in value]}
     if isinstance(value, datetime):
         return {_TAG: "datetime", "v": value.isoformat()}
     if isinstance(value, date):
@@ -363,32 +501,54 @@ def _key(value: Any) -> Any:
     if isinstance(value, bytes):
         return {_TAG: "bytes", "v": base64.b64encode(value).decode()}
     raise SnapshotError(
-        f"cannot snapshot a {type(value).__name__} ({value!r:.80}): events and keys must be "
-        "JSON values, tuples, datetimes, dates, Decimals or bytes"
+        f"cannot snapshot a {type(value).__name__} ({_describe(value)}): events and keys must "
+        "be JSON values, tuples, datetimes, dates, Decimals or bytes"
     )
 
 
-_DECODERS: dict[str, Callable[[Any], Any]] = {
-    "float": float,
-    "dict": lambda v: {_unkey(k): _unkey(x) for k, x in v},
-    "tuple": lambda v: tuple(_unkey(x) for x in v),
-    "datetime": datetime.fromisoformat,
-    "date": date.fromisoformat,
-    "decimal": Decimal,
-    "bytes": base64.b64decode,
+def _describe(value: Any) -> str:
+    try:
+        return f"{value!r:.80}"
+    except Exception:  # a repr that fails (or recurses) must not hide the real problem
+        return "no repr"
+
+
+_DECODERS: dict[str, Callable[[Any, int], Any]] = {
+    "float": lambda v, _: float(_text(v)),
+    "dict": lambda v, depth: {_unkey(k, depth): _unkey(x, depth) for k, x in v},
+    "tuple": lambda v, depth: tuple(_unkey(x, depth) for x in v),
+    "datetime": lambda v, _: datetime.fromisoformat(_text(v)),
+    "date": lambda v, _: date.fromisoformat(_text(v)),
+    "decimal": lambda v, _: Decimal(_text(v)),
+    "bytes": lambda v, _: base64.b64decode(_text(v), validate=True),
 }
 
 
-def _unkey(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_unkey(v) for v in value]
-    if isinstance(value, dict):
-        tag = value.get(_TAG)
-        if tag is not None:
-            return _DECODERS[tag](value["v"])
-        return {k: _unkey(v) for k, v in value.items()}
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"a tagged value holds a {type(value).__name__}, not a string")
     return value
 
 
+def _unkey(value: Any, depth: int = 0) -> Any:
+    if not isinstance(value, list | dict):
+        return value
+    if depth >= MAX_DEPTH:
+        raise SnapshotError(f"snapshot holds data nested more than {MAX_DEPTH} levels deep")
+    depth += 1
+    if isinstance(value, list):
+        return [_unkey(v, depth) for v in value]
+    tag = value.get(_TAG)
+    if tag is not None:
+        decoder = _DECODERS.get(tag) if isinstance(tag, str) else None
+        if decoder is None or value.keys() != {_TAG, "v"}:
+            raise SnapshotError(f"snapshot holds an unknown tagged value {_describe(tag)}")
+        return decoder(value["v"], depth)
+    return {k: _unkey(v, depth) for k, v in value.items()}
+
+
 def _unmapping(mapping: list[Any], events: list[Any]) -> dict[str, list[Any]]:
-    return {name: [events[i] for i in idxs] for name, idxs in mapping}
+    return {
+        _str(name, "stage name"): [events[_index(i, len(events), "event")] for i in idxs]
+        for name, idxs in _list(mapping, "matched events")
+    }

@@ -187,7 +187,7 @@ def test_oversize_records_are_too_large(raw: bytes) -> None:
         (b'{"a": 1} {}', "bad_json", None, "Extra data"),
         (record()[:-1] + b', "amount": NaN}', "bad_json", None, "NaN"),
         (record()[:-1] + b', "label": -Infinity}', "bad_json", None, "-Infinity"),
-        (b"[" * 20_000 + b"]" * 20_000, "bad_json", None, "deeply"),
+        (b"[" * 20_000 + b"]" * 20_000, "too_deep", None, "deeply"),
         (record()[:-1] + b', "amount": 13}', "duplicate_key", None, '"amount"'),
         (b'{"x": {"k": 1, "k": 2}}', "duplicate_key", None, '"k"'),
         (b"[]", "not_an_object", None, "an array"),
@@ -368,7 +368,8 @@ def test_validator_agrees_with_the_json_schema(obj: Any) -> None:
         # The one documented difference: ts written as a float. JSON Schema calls
         # 1700000000000.0 an integer; the decoder asks for the integer form.
         assert refusal.reason == "wrong_type"
-        assert not [e for e in errors if list(e.path) == ["ts"]]
+        # the schema takes its type; at most its range is wrong (e.g. 253402300800000.0)
+        assert all(e.validator in ("minimum", "maximum") for e in errors if list(e.path) == ["ts"])
         return
     assert (refusal is None) == (not errors), (str(refusal), [e.message for e in errors])
     if refusal is not None:

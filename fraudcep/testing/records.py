@@ -31,7 +31,14 @@ from typing import Any, Final
 
 from hypothesis import strategies as st
 
-from fraudcep.payment import DEFAULT_MAX_BYTES, MAX_AMOUNT, MAX_ID_LENGTH, MAX_TS, PAYMENT_FIELDS
+from fraudcep.payment import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_DEPTH,
+    MAX_AMOUNT,
+    MAX_ID_LENGTH,
+    MAX_TS,
+    PAYMENT_FIELDS,
+)
 from fraudcep.synthetic import SCENARIO_KINDS
 
 __all__ = ["malformed_payment_records", "valid_payment_records"]
@@ -228,8 +235,9 @@ def malformed_payment_records(max_bytes: int = DEFAULT_MAX_BYTES) -> st.SearchSt
 
     Every one is refused for one of the reasons of :data:`fraudcep.payment.REASONS`:
     ``empty``, ``too_large`` (over ``max_bytes``, which must be at least 1024),
-    ``not_utf8``, ``bad_json`` (broken, truncated, NaN/Infinity), ``duplicate_key``,
-    ``not_an_object``, ``missing_field``, ``wrong_type``, ``out_of_range``, ``bad_value``.
+    ``not_utf8``, ``bad_json`` (broken, truncated, NaN/Infinity), ``too_deep`` (nested
+    over the decoder's default limit), ``duplicate_key``, ``not_an_object``,
+    ``missing_field``, ``wrong_type``, ``out_of_range``, ``bad_value``.
     """
     if max_bytes < 1024:
         raise ValueError(f"max_bytes must be at least 1024, got {max_bytes}")
@@ -258,6 +266,20 @@ def malformed_payment_records(max_bytes: int = DEFAULT_MAX_BYTES) -> st.SearchSt
         payment, gone = parts
         return _compact({k: v for k, v in payment.items() if k not in gone})
 
+    def nested(parts: tuple[bytes, int, bytes, str]) -> bytes:
+        record, depth, opener, field = parts
+        closer = b"]" if opener == b"[" else b"}"
+        inner = (b'{"k":' if opener == b"{" else opener) * depth
+        value = inner + b"0" + closer * depth
+        return record[:-1] + b', "' + field.encode() + b'": ' + value + b"}"
+
+    too_deep = st.tuples(
+        compact,
+        st.integers(DEFAULT_MAX_DEPTH, min(2000, max_bytes // 6)),
+        st.sampled_from((b"[", b"{")),
+        st.sampled_from(("extra", "scenario", "x")),
+    ).map(nested)
+
     not_objects = st.one_of(
         _json_scalars,
         st.lists(_json_values, max_size=3),
@@ -275,6 +297,7 @@ def malformed_payment_records(max_bytes: int = DEFAULT_MAX_BYTES) -> st.SearchSt
         st.tuples(compact, st.sampled_from(_NOT_UTF8), st.integers(0, 10**6)).map(corrupted),
         _payments().map(lambda p: b"\xff\xfe" + json.dumps(p).encode("utf-16-le")),
         not_objects,
+        too_deep,
         st.tuples(_payments(), st.frozensets(st.sampled_from(PAYMENT_FIELDS), min_size=1)).map(
             without
         ),

@@ -1,0 +1,177 @@
+"""Alert identity: the canonical text of events and keys, and the alert id built from it.
+
+An alert id must be the same for the same match in every run, restore, process and machine,
+so it is a hash of a canonical text of the rule id, the key and the matched events: JSON with
+sorted keys and no spaces, with Python values JSON lacks written in a fixed way (tuples as
+arrays, dicts with non-string keys under type-tagged keys, objects as their fields, anything
+else as its repr without memory addresses).
+
+Event data comes from outside and may be nested arbitrarily deep, so the text is built by a
+loop over an explicit stack, never by recursion: a payment nested 10,000 levels deep gets an
+id like any other (the payment decoder refuses such payments anyway; this is the library's own
+guarantee). Flat mappings of scalars, the common case, go through the C JSON encoder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from collections.abc import Callable, Hashable, Iterable
+from json.encoder import encode_basestring_ascii as _quote
+from typing import Any, Final
+
+import attrs
+
+__all__ = ["alert_id", "canonical_event", "canonical_json", "canonical_key"]
+
+_SEPARATORS: Final = (",", ":")
+_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
+_ADDRESS: Final = re.compile(r" at 0x[0-9a-fA-F]+")
+_FLOATS: Final = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+class _Raw(str):
+    """Text already in canonical form (punctuation), as opposed to a string value."""
+
+    __slots__ = ()
+
+
+@attrs.frozen
+class _Close:
+    """The end of a container: its closing bracket, and the container to take off the open
+    path (held here so that its id cannot be reused by another object meanwhile)."""
+
+    text: str
+    container: Any
+
+
+_CYCLE: Final = _quote("<cycle>")
+
+
+def canonical_json(value: Any) -> str:
+    """``value`` as canonical JSON text (see the module docstring); never recurses."""
+    if value.__class__ is dict:
+        for k, v in value.items():
+            if k.__class__ is not str or v.__class__ not in _SCALARS:
+                break
+        else:  # a flat mapping of JSON scalars: the C encoder gives the same text
+            return json.dumps(value, sort_keys=True, separators=_SEPARATORS)
+    out: list[str] = []
+    stack: list[Any] = [value]
+    open_path: set[int] = set()  # containers being written: met again, they are a cycle
+    push, pop, emit = stack.append, stack.pop, out.append
+    while stack:
+        item = pop()
+        cls = item.__class__
+        if cls is _Raw:
+            emit(item)
+        elif cls is _Close:
+            emit(item.text)
+            open_path.discard(id(item.container))
+        elif id(item) in open_path:
+            emit(_CYCLE)
+        elif cls is str:
+            emit(_quote(item))
+        elif item is None:
+            emit("null")
+        elif item is True:
+            emit("true")
+        elif item is False:
+            emit("false")
+        elif isinstance(item, int):
+            emit(_int(item))
+        elif isinstance(item, float):
+            text = float.__repr__(item)
+            emit(_FLOATS.get(text, text))
+        elif isinstance(item, str):
+            emit(_quote(item))
+        elif isinstance(item, dict):
+            entries = sorted(_string_keyed(item).items())
+            if not entries:
+                emit("{}")
+                continue
+            open_path.add(id(item))
+            push(_Close("}", item))
+            for index in range(len(entries) - 1, -1, -1):
+                name, member = entries[index]
+                push(member)
+                push(_Raw(("{" if index == 0 else ",") + _quote(name) + ":"))
+        elif isinstance(item, list | tuple):
+            if not item:
+                emit("[]")
+                continue
+            open_path.add(id(item))
+            push(_Close("]", item))
+            for index in range(len(item) - 1, -1, -1):
+                push(item[index])
+                push(_Raw("[" if index == 0 else ","))
+        else:  # an object: written as its fields (which may lead back to it)
+            open_path.add(id(item))
+            push(_Close("", item))
+            push(_fields(item))
+    return "".join(out)
+
+
+def canonical_event(event: Any) -> str:
+    """A stable, content-based identity of an event (used in alert ids)."""
+    return canonical_json(event)
+
+
+def canonical_key(key: Any) -> str:
+    """A key as text that is the same in every process (DynamoDB items, Parquet rows)."""
+    return canonical_json(key)
+
+
+def alert_id(
+    rule_id: str,
+    key: Hashable,
+    matched: Iterable[tuple[str, int, Any]],
+    event_id: Callable[[Any], Any] | None = None,
+) -> str:
+    """The id of a match: 32 hex digits of SHA-256 over the rule id, the key's canonical text
+    and, for each matched event in order, its stage name, timestamp and identity (``event_id``
+    of the event, or its canonical text)."""
+    identity = event_id or canonical_event
+    events = [[name, ts, identity(event)] for name, ts, event in matched]
+    blob = canonical_json([rule_id, canonical_key(key), events])
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def _int(value: int) -> str:
+    try:
+        return int.__repr__(value)
+    except ValueError:  # more digits than int -> str converts: hex has no such limit
+        return _quote(f"int:{value:#x}")
+
+
+def _string_keyed(mapping: dict[Any, Any]) -> dict[str, Any]:
+    if all(isinstance(k, str) for k in mapping):
+        return mapping
+    # keys of mixed types cannot be sorted: tag each with its type
+    return {f"{type(k).__name__}:{_key_text(k)}": v for k, v in mapping.items()}
+
+
+def _key_text(key: Any) -> str:
+    try:
+        return repr(key)
+    except RecursionError:  # a key nested too deep for repr (tuples of tuples ...)
+        return canonical_json(key)
+
+
+def _fields(value: Any) -> Any:
+    """An object as one level of plain data: its fields as a dict, else its repr."""
+    if attrs.has(type(value)):
+        return attrs.asdict(value, recurse=False)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if hasattr(value, "_asdict"):
+        return value._asdict()
+    if hasattr(value, "__dict__"):
+        return vars(value)
+    slots = [s for cls in type(value).__mro__ for s in getattr(cls, "__slots__", ())]
+    if slots:
+        return {s: getattr(value, s) for s in slots if hasattr(value, s)}
+    # a repr naming a memory address would differ between runs: leave the address out
+    return _ADDRESS.sub("", repr(value))
