@@ -23,6 +23,25 @@ from fraudcep.timeutil import duration_ms
 GROUP_NAME = "GroupPattern"
 """The name Flink gives a group stage; it never appears in a match."""
 
+MAX_QUANTIFIER_COUNT = 1_000
+"""The largest count ``times``, ``times_or_more`` and the bounds of ``times(low, high)`` take.
+
+A quantifier is unrolled into one automaton state per count (as Flink does), so counts far
+beyond any real rule would only cost memory and time."""
+
+MAX_UNROLLED_STAGES = 10_000
+"""The most stage copies a pattern may unroll to: a stage counts 1, ``times(n)`` and
+``times(low, n)`` count ``n``, ``times_or_more(n)`` counts ``n + 1``, and a quantified group
+multiplies the count of its stages. This bounds the automaton's states (and the time to build
+it) however quantifiers are nested."""
+
+MAX_STAGES = 200
+"""The most stages a pattern has, counting the stages inside groups (and each group)."""
+
+MAX_CONDITIONS_PER_STAGE = 100
+"""The most ``where``/``or_where`` calls one stage takes (each call nests the condition one
+level deeper)."""
+
 
 class WithinType(enum.Enum):
     """What a ``within`` window bounds."""
@@ -102,6 +121,26 @@ class Pattern:
 
     stages: tuple[Stage, ...]
     skip_strategy: SkipStrategy = attrs.field(factory=SkipStrategy.no_skip)
+    unrolled_stages: int = attrs.field(init=False, eq=False, repr=False)
+    """The stage copies this pattern unrolls to (see :data:`MAX_UNROLLED_STAGES`)."""
+    stage_count: int = attrs.field(init=False, eq=False, repr=False)
+    """The stages of this pattern, groups and their stages included (:data:`MAX_STAGES`)."""
+
+    def __attrs_post_init__(self) -> None:
+        count = sum(1 if s.group is None else 1 + s.group.stage_count for s in self.stages)
+        if count > MAX_STAGES:
+            raise MalformedPatternError(
+                f"the pattern has {count} stages (groups and their stages included); at most "
+                f"{MAX_STAGES} are allowed"
+            )
+        object.__setattr__(self, "stage_count", count)
+        size = sum(_unrolled(stage) for stage in self.stages)
+        if size > MAX_UNROLLED_STAGES:
+            raise MalformedPatternError(
+                f"the pattern unrolls to {size:,} stage copies (quantifiers count their events, "
+                f"and multiply through groups); at most {MAX_UNROLLED_STAGES:,} are allowed"
+            )
+        object.__setattr__(self, "unrolled_stages", size)
 
     # -- starting ------------------------------------------------------------------------
 
@@ -142,6 +181,7 @@ class Pattern:
     def where(self, condition: ConditionFn) -> Pattern:
         """AND a condition ``f(event)`` or ``f(event, ctx)`` onto the last stage."""
         stage = self._plain_last("where")
+        _check_conditions(stage)
         new = Predicate.of(condition)
         combined = new if stage.condition is None else And(stage.condition, new)
         return self._replace_last(attrs.evolve(stage, condition=combined))
@@ -149,6 +189,7 @@ class Pattern:
     def or_where(self, condition: ConditionFn) -> Pattern:
         """OR a condition onto the last stage (Flink's ``or``)."""
         stage = self._plain_last("or_where")
+        _check_conditions(stage)
         new = Predicate.of(condition)
         combined = new if stage.condition is None else Or(stage.condition, new)
         return self._replace_last(attrs.evolve(stage, condition=combined))
@@ -218,6 +259,11 @@ class Pattern:
             if not isinstance(high, int) or isinstance(high, bool) or high < low:
                 raise MalformedPatternError(
                     f"times(): the upper bound {high!r} must be an int >= the lower bound {low}"
+                )
+            if high > MAX_QUANTIFIER_COUNT:
+                raise MalformedPatternError(
+                    f"times({low}, {high}): the upper bound is over the limit of "
+                    f"{MAX_QUANTIFIER_COUNT:,}"
                 )
         return self._replace_last(
             attrs.evolve(
@@ -371,7 +417,38 @@ def _new_stage(name: StageRef, consuming: Consuming) -> Stage:
 def _count(value: int, what: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise MalformedPatternError(f"{what}({value!r}): the count must be an int > 0")
+    if value > MAX_QUANTIFIER_COUNT:
+        raise MalformedPatternError(
+            f"{what}({value}): the count is over the limit of {MAX_QUANTIFIER_COUNT:,}"
+        )
     return value
+
+
+def _unrolled(stage: Stage) -> int:
+    """The stage copies ``stage`` unrolls to (``MAX_UNROLLED_STAGES``)."""
+    inner = 1 if stage.group is None else stage.group.unrolled_stages
+    times = stage.times
+    if times is None:
+        return inner
+    if stage.quantifier.kind is QuantifierKind.LOOPING:
+        return inner * (times.low + 1)
+    return inner * times.high
+
+
+def _condition_count(condition: Condition | None) -> int:
+    count = 0
+    while isinstance(condition, And | Or):
+        count += 1
+        condition = condition.left
+    return count + (condition is not None)
+
+
+def _check_conditions(stage: Stage) -> None:
+    if _condition_count(stage.condition) >= MAX_CONDITIONS_PER_STAGE:
+        raise MalformedPatternError(
+            f"stage {stage.name!r}: more than {MAX_CONDITIONS_PER_STAGE} where()/or_where() "
+            "conditions"
+        )
 
 
 def _positive_ms(value: timedelta | int, what: str) -> int:
