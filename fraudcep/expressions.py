@@ -19,9 +19,12 @@ language reference.
 from __future__ import annotations
 
 import ast
+import io
 import math
 import re
+import tokenize
 import types
+import unicodedata
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -39,6 +42,8 @@ __all__ = [
     "Condition",
     "ExpressionCondition",
     "ExpressionError",
+    "check_field_path",
+    "check_identifier",
     "compile_expression",
 ]
 
@@ -74,6 +79,100 @@ class ExpressionCondition(Protocol):
 
 
 Condition = ExpressionCondition
+
+# --------------------------------------------------------------------------- names
+
+# Letters of other scripts that look like ASCII ones, for suggestions only (NFKD, applied
+# first, already maps full-width, mathematical and accented letters to theirs).
+_LOOK_ALIKES = str.maketrans(
+    "\u0430\u0441\u0435\u0456\u0458\u043e\u0440\u0455"  # Cyrillic a c e i j o p s
+    "\u0443\u0445\u0501\u04bb\u04cf\u051b\u051d"  # Cyrillic y x d h l q w
+    "\u0410\u0412\u0421\u0415\u041d\u0406\u0408\u041a"  # Cyrillic A B C E H I J K
+    "\u041c\u041e\u0420\u0405\u0422\u0425\u0423"  # Cyrillic M O P S T X Y
+    "\u03b1\u03b9\u03ba\u03bd\u03bf\u03c1\u03c4\u03c5"  # Greek a i k n o p t u
+    "\u0391\u0392\u0395\u0396\u0397\u0399\u039a\u039c"  # Greek A B E Z H I K M
+    "\u039d\u039f\u03a1\u03a4\u03a5\u03a7"  # Greek N O P T Y X
+    "\u0131\u0251",  # Latin i a
+    "aceijopsyxdhlqwABCEHIJKMOPSTXYaiknoptuABEZHIKMNOPTYXia",
+)
+
+_FIELD_PART = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+# Characters that reorder how text is displayed: refused anywhere, strings and comments too.
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _describe(char: str) -> str:
+    return f"{char!r} is U+{ord(char):04X} {unicodedata.name(char, 'UNNAMED')}"
+
+
+def _ascii_for(text: str) -> str | None:
+    """The ASCII text ``text`` looks like, when there is an obvious one."""
+    plain = unicodedata.normalize("NFKD", text).translate(_LOOK_ALIKES)
+    plain = "".join(c for c in plain if not unicodedata.combining(c))
+    return plain if plain.isascii() and plain != text else None
+
+
+def _first_non_ascii(text: str) -> int:
+    return next(i for i, c in enumerate(text) if not c.isascii())
+
+
+def _not_ascii(what: str, text: str) -> str:
+    char = text[_first_non_ascii(text)]
+    message = f"{what} {text!r} is not ASCII: {_describe(char)}"
+    suggestion = _ascii_for(text)
+    if suggestion is not None:
+        return f"{message}; did you mean {suggestion!r}?"
+    return f"{message}; use ASCII letters, digits and '_'"
+
+
+def _name_problem(name: str) -> str | None:
+    """What is wrong with ``name`` as a field or stage name in an expression, if anything."""
+    if not name:
+        return "empty field name"
+    if not name.isascii():
+        return _not_ascii("name", name)
+    if name.startswith("_"):
+        return f"names starting with '_' are not allowed: {name!r}"
+    if not name.isprintable():
+        return f"name {name!r} holds a control character"
+    return None
+
+
+def check_identifier(name: object) -> str | None:
+    """What is wrong with ``name`` as one field or stage name, or None if it is valid.
+
+    The rules of names in expressions: ASCII letters, digits and ``_``, starting with a letter
+    (so neither ``_private`` nor ``__class__``), and nothing but ASCII, so that a look-alike
+    such as ``amount`` spelt with a Cyrillic ``a`` cannot stand for ``amount``.
+    """
+    if not isinstance(name, str):
+        return f"a name must be a string, not {type(name).__name__}"
+    problem = _name_problem(name)
+    if problem is not None:
+        return problem
+    if not _FIELD_PART.fullmatch(name):
+        return f"{name!r} is not a name: use ASCII letters, digits and '_', starting with a letter"
+    return None
+
+
+def check_field_path(path: object) -> str | None:
+    """What is wrong with ``path`` as a dotted field path (``card.country``), or None.
+
+    Each part must pass :func:`check_identifier`; this is how a path such as a rule's ``key``
+    is held to the same rules as the field names of an expression.
+    """
+    if not isinstance(path, str):
+        return f"a field path must be a string, not {type(path).__name__}"
+    if not path:
+        return "empty field path"
+    for part in path.split("."):
+        if not part:
+            return f"field path {path!r} has an empty part"
+        problem = check_identifier(part)
+        if problem is not None:
+            return problem if part == path else f"in field path {path!r}: {problem}"
+    return None
+
 
 # --------------------------------------------------------------------------- runtime helpers
 
@@ -521,10 +620,17 @@ class _Compiler:
             raise self.error(f"expression longer than {MAX_SOURCE_LENGTH} characters")
         if not src.strip():
             raise self.error("empty expression")
+        self.refuse_bidi()
+        # The text is parsed inside parentheses so that it may span lines and start with
+        # blanks; scan() then makes sure that it is one whole expression on its own: it may
+        # not close the parentheses around it, nor join the closing one with a trailing '\\'.
+        text = re.sub(r"\r\n?", "\n", src)
+        wrapped = f"({text}\n)"
         try:
-            # Parenthesised so that an expression may span lines and start with blanks.
-            tree = ast.parse(f"({src}\n)", mode="eval")
+            tree = ast.parse(wrapped, mode="eval")
         except SyntaxError as exc:
+            if exc.msg.startswith("unmatched"):
+                self.scan(wrapped, brackets_only=True)
             lineno, offset = exc.lineno or 1, max((exc.offset or 1) - 1, 0)
             if lineno == 1:
                 offset = max(offset - 1, 0)
@@ -533,6 +639,7 @@ class _Compiler:
             raise self.error(f"syntax error: {exc.msg}", lineno, offset) from None
         except (ValueError, MemoryError, RecursionError) as exc:
             raise self.error(f"cannot parse expression: {exc}") from None
+        self.scan(wrapped)
         body = tree.body
         self.count_nodes(body)
         slow = self.emit(body, 0)
@@ -560,6 +667,62 @@ class _Compiler:
         fn.__doc__ = src
         result: ExpressionCondition = fn
         return result
+
+    def refuse_bidi(self) -> None:
+        for lineno, text in enumerate(self.lines, 1):
+            for col, char in enumerate(text):
+                if char in _BIDI:
+                    raise self.error(
+                        f"{_describe(char)}, which changes how the text is displayed", lineno, col
+                    )
+
+    def scan(self, wrapped: str, brackets_only: bool = False) -> None:
+        """Refuse, with its position, a bracket of the text that closes the wrapping one, a
+        line continuation at its end, and any non-ASCII character outside strings and
+        comments (Python would read a look-alike as another name, or normalise it)."""
+        closing = (wrapped.count("\n") + 1, 0)  # where the wrapping ")" starts
+        depth = 0
+        before_closing = tokenize.NL
+        previous = tokenize.NL
+        try:
+            for tok in tokenize.generate_tokens(io.StringIO(wrapped).readline):
+                lineno, col = tok.start
+                if lineno == 1:
+                    col -= 1  # the wrapping "("
+                if tok.type == tokenize.OP and tok.string in "([{":
+                    depth += 1
+                elif tok.type == tokenize.OP and tok.string in ")]}":
+                    depth -= 1
+                    if tok.start == closing:
+                        before_closing = previous
+                    elif depth <= 0:
+                        raise self.error(
+                            f"unmatched {tok.string!r}: an expression is one whole expression",
+                            lineno,
+                            col,
+                        )
+                elif brackets_only or tok.type in (tokenize.STRING, tokenize.COMMENT):
+                    pass
+                elif not tok.string.isascii():
+                    raise self.error(
+                        self.not_ascii(tok), lineno, col + _first_non_ascii(tok.string)
+                    )
+                previous = tok.type
+        except (tokenize.TokenError, SyntaxError):
+            return  # the parser reports it
+        if not brackets_only and before_closing != tokenize.NL:
+            raise self.error(
+                "a line continuation ('\\') cannot end the expression",
+                len(self.lines),
+                max(len(self.lines[-1]) - 1, 0),
+            )
+
+    @staticmethod
+    def not_ascii(tok: tokenize.TokenInfo) -> str:
+        if tok.type == tokenize.NAME:
+            return _not_ascii("identifier", tok.string)
+        char = tok.string[_first_non_ascii(tok.string)]
+        return f"{_describe(char)}: outside strings and comments an expression is ASCII"
 
     def count_nodes(self, body: ast.AST) -> None:
         count = 0
@@ -656,8 +819,9 @@ class _Compiler:
         return _Out(f"({value!r})", const=value, is_const=True)
 
     def check_name(self, node: ast.AST, name: str) -> None:
-        if name.startswith("_"):
-            raise self.at(node, f"names starting with '_' are not allowed: {name!r}")
+        problem = _name_problem(name)
+        if problem is not None:
+            raise self.at(node, problem)
 
     def name(self, node: ast.Name) -> _Out:
         self.check_name(node, node.id)

@@ -592,3 +592,127 @@ def test_compiled_agrees_with_reference(
     for e in (event, Wrapped(event)):
         got = fn(e, ctx) if takes_context(fn) else fn(e)
         assert got is expected, (source, event, small, previous)
+
+
+# --------------------------------------------------------------------------- whole expressions
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "column"),
+    [
+        ("amount) or (1", 1, 7),
+        ("amount > 1) or (True", 1, 11),
+        ("amount)", 1, 7),
+        ("status == 'x') or ('y'", 1, 14),
+        ("amount > 1\n) or (1", 2, 1),
+        ("amount > 1 and (\n  status)) or ((True\n)", 2, 10),
+        ("amount # a comment\n) or (1", 2, 1),
+        ("amount > 1 \\", 1, 12),
+        ("amount\\\n) or (1", 2, 1),
+    ],
+)
+def test_the_text_is_one_whole_expression(source: str, line: int, column: int) -> None:
+    """The text cannot close the parentheses it is parsed in, nor end in a line continuation."""
+    with pytest.raises(ExpressionError) as info:
+        compile_expression(source, line=1, column=1)
+    assert (info.value.line, info.value.column) == (line, column), info.value.reason
+
+
+def test_brackets_in_strings_and_comments_are_text() -> None:
+    assert ev("status != ')' and status != '(' # ) or (\n", PAY)
+    assert ev("(amount > 2000\n) and (status == 'declined')", PAY)
+    assert ev("amount > 2000 and \\\n status == 'declined'", PAY)
+    assert ev("amount > 2000\r\nand status == 'declined'\r", PAY)
+
+
+# --------------------------------------------------------------------------- ASCII names
+
+
+@pytest.mark.parametrize(
+    ("source", "column", "char", "suggestion"),
+    [
+        ("\u0430mount > 2000", 1, "U+0430 CYRILLIC SMALL LETTER A", "amount"),
+        ("amount > 1 and st\u0430tus == 'x'", 18, "U+0430", "status"),
+        ("\u0455tatus == 'x'", 1, "U+0455 CYRILLIC SMALL LETTER DZE", "status"),
+        ("card.c\u043euntry == 'FR'", 7, "U+043E", "country"),
+        ("\u03bfamount > 1", 1, "U+03BF GREEK SMALL LETTER OMICRON", "oamount"),
+        ("\uff53\uff54\uff41\uff54\uff55\uff53 == 'x'", 1, "U+FF53 FULLWIDTH", "status"),
+        (
+            "\U0001d41a\U0001d426\U0001d428\U0001d42e\U0001d427\U0001d42d > 1",
+            1,
+            "MATHEMATICAL",
+            "amount",
+        ),
+        ("\ufb01eld == 1", 1, "U+FB01 LATIN SMALL LIGATURE FI", "field"),
+        ("am\u00f6unt > 1", 3, "U+00F6", "amount"),
+        ("count(sm\u0430ll) > 1", 9, "U+0430", "small"),
+        ("l\u043ewer(status) == 'x'", 2, "U+043E", "lower"),
+        ("event.\u0430mount > 1", 7, "U+0430", "amount"),
+    ],
+)
+def test_non_ascii_identifiers_are_refused(
+    source: str, column: int, char: str, suggestion: str
+) -> None:
+    with pytest.raises(ExpressionError) as info:
+        compile_expression(source, stages=["small"], line=1, column=1)
+    err = info.value
+    assert err.column == column, err.reason
+    assert "is not ASCII" in err.reason and char in err.reason
+    assert err.reason.endswith(f"did you mean {suggestion!r}?")
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "amount\u00b7x > 1",  # a middle dot: part of an identifier for Python
+        "amount\u0301 > 1",  # a combining accent
+        "x\uff15 > 1",  # a full-width digit, which Python reads as 5
+        "\u65e5\u672c > 1",  # no ASCII look-alike
+        "amount \u2265 5",  # not an operator
+        "event['\u0430mount'] > 1",  # field names in brackets too
+        "event['a\\x00'] > 1",
+        "amount > 1 # \u202e } \u2066 comment",  # display reordering, even in a comment
+        "status == '\u2067x\u2069'",
+    ],
+)
+def test_non_ascii_outside_strings_and_comments_is_refused(source: str) -> None:
+    with pytest.raises(ExpressionError):
+        compile_expression(source)
+
+
+def test_non_ascii_strings_and_comments_are_text() -> None:
+    assert ev(
+        "merchant == 'Caf\u00e9 \u65e5\u672c' # \u0441\u0447\u0451\u0442 \u2014 ok",
+        {"merchant": "Caf\u00e9 \u65e5\u672c"},
+    )
+    assert ev(
+        "lower(city) == '\u043c\u043e\u0441\u043a\u0432\u0430'",
+        {"city": "\u041c\u043e\u0441\u043a\u0432\u0430"},
+    )
+
+
+def test_check_identifier_and_field_path() -> None:
+    from fraudcep.expressions import check_field_path, check_identifier
+
+    for good in ("user_id", "card.country", "a.b.c", "x1", "Amount"):
+        assert check_field_path(good) is None, good
+    assert check_identifier("small") is None
+    problems = {
+        "__class__": "names starting with '_'",
+        "card.__dict__": "names starting with '_'",
+        "_private": "names starting with '_'",
+        "\u0430mount": "did you mean 'amount'?",
+        "card.c\u043euntry": "did you mean 'country'?",
+        "a..b": "empty part",
+        "": "empty field path",
+        ".a": "empty part",
+        "x-y": "is not a name",
+        "1st": "is not a name",
+        "a b": "is not a name",
+        "a\x00": "control character",
+    }
+    for path, expected in problems.items():
+        problem = check_field_path(path)
+        assert problem is not None and expected in problem, (path, problem)
+    assert check_identifier("a.b") is not None  # one name, not a path
+    assert check_field_path(3) is not None  # type: ignore[arg-type]
