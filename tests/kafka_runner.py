@@ -17,12 +17,12 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from fraudcep import Alert, Engine, Rule
@@ -108,8 +108,12 @@ class RunnerProcess:
 
     @classmethod
     def start(cls, args: Sequence[str], log_path: Path) -> RunnerProcess:
+        """Spawn ``fraudcep`` with ``args``. The child starts with SIGTERM blocked, as a
+        careful supervisor starts it: ``fraudcep run`` unblocks it once its handler is in
+        place, so a SIGTERM sent at any moment (even while the interpreter is starting) is a
+        stop request, never the default action."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("ab") as log:
+        with log_path.open("ab") as log, _sigterm_blocked():
             process = subprocess.Popen(
                 [sys.executable, "-m", "fraudcep_cli", *args],
                 stdin=subprocess.DEVNULL,
@@ -129,7 +133,7 @@ class RunnerProcess:
                 lines.append({"msg": line})
         return lines
 
-    def wait_logged(self, message: str, timeout: float = 60.0, *, count: int = 1) -> None:
+    def wait_logged(self, message: str, timeout: float = 180.0, *, count: int = 1) -> None:
         wait_until(
             lambda: (
                 sum(1 for x in self.log_lines() if x.get("msg") == message) >= count
@@ -144,7 +148,7 @@ class RunnerProcess:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(30)
 
-    def terminate(self, timeout: float = 60.0) -> int:
+    def terminate(self, timeout: float = 180.0) -> int:
         """SIGTERM and wait; a runner that does not stop in time is killed (exit -9)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -181,6 +185,41 @@ class Supervisor:
         self._stop.set()
         self._thread.join()
         return self.runner.terminate()
+
+
+@contextlib.contextmanager
+def _sigterm_blocked() -> Iterator[None]:
+    """SIGTERM blocked in the calling thread (a child inherits the mask across exec)."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+T = TypeVar("T")
+KAFKA_CALL_DEADLINE_S = 120.0
+"""How long a test helper retries a broker call that times out (a loaded machine)."""
+
+
+def retrying(call: Callable[[], T], what: str, deadline_s: float = KAFKA_CALL_DEADLINE_S) -> T:
+    """``call()``, retried while it raises KafkaException, until ``deadline_s`` has passed."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            return call()
+        except KafkaException as exc:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what}: still failing after {deadline_s} s: {exc}") from exc
+            time.sleep(0.5)
+
+
+def _high_watermark(consumer: Any, topic: str, partition: int) -> int:
+    tp = TopicPartition(topic, partition)
+    low_high = retrying(
+        lambda: consumer.get_watermark_offsets(tp, timeout=10), f"the end of {topic}[{partition}]"
+    )
+    return int(low_high[1])
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -221,7 +260,7 @@ def payment_records(payments: Iterable[Mapping[str, Any]]) -> Iterable[tuple[byt
         yield p["user_id"].encode(), json.dumps(p).encode()
 
 
-def read_topic(bootstrap: str, topic: str, *, timeout: float = 30.0) -> list[Any]:
+def read_topic(bootstrap: str, topic: str, *, timeout: float = 120.0) -> list[Any]:
     """Every record a ``read_committed`` reader sees in ``topic`` now, in partition order."""
     consumer = Consumer(
         {
@@ -232,14 +271,12 @@ def read_topic(bootstrap: str, topic: str, *, timeout: float = 30.0) -> list[Any
         }
     )
     try:
-        partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+        metadata = retrying(lambda: consumer.list_topics(topic, timeout=10), f"listing {topic}")
+        partitions = sorted(metadata.topics[topic].partitions)
         tps = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]
         consumer.assign(tps)
         # For read_committed the end is the last stable offset: what the position reaches.
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in partitions
-        }
+        ends = {p: _high_watermark(consumer, topic, p) for p in partitions}
         records: list[Any] = []
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -263,7 +300,12 @@ def alert_ids(bootstrap: str, topic: str) -> list[str]:
 def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     try:
-        got = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        got = retrying(
+            lambda: consumer.committed(
+                [TopicPartition(topic, p) for p in range(partitions)], timeout=10
+            ),
+            f"the committed offsets of {group}",
+        )
         return {tp.partition: tp.offset for tp in got}
     finally:
         consumer.close()
@@ -272,15 +314,12 @@ def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -
 def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"ends-{uuid.uuid4().hex}"})
     try:
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in range(partitions)
-        }
+        return {p: _high_watermark(consumer, topic, p) for p in range(partitions)}
     finally:
         consumer.close()
 
 
-def wait_caught_up(job: Job, timeout: float = 120.0) -> None:
+def wait_caught_up(job: Job, timeout: float = 240.0) -> None:
     """Until the group's committed offsets reach the end of every input partition."""
     ends = end_offsets(job.bootstrap, job.input_topic, job.partitions)
 

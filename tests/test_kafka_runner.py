@@ -81,12 +81,20 @@ def test_end_to_end_every_scenario_alerted_once(job: Job) -> None:
     runner = job.start()
     try:
         wait_caught_up(job)
-        wait_until(lambda: len(_alerts(job)) >= len(scenarios), 60, "alerts of every scenario")
-        time.sleep(2)  # anything extra would show up now
-        alerts = _alerts(job)
-        metrics = _metrics(runner)
+        wait_until(lambda: len(_alerts(job)) >= len(scenarios), 180, "alerts of every scenario")
+        metrics: dict[str, float] = {}
+
+        def counted() -> bool:  # every payment processed, every alert counted is committed
+            now = _metrics(runner)  # a Counter: 0 for what is not there yet
+            metrics.update(now)
+            processed, alerted = now["fraudcep_records_processed"], now["fraudcep_alerts"]
+            return processed == len(payments) and alerted == len(_alerts(job))
+
+        wait_until(counted, 180, "every payment processed and its alerts committed")
     finally:
-        assert runner.terminate() == 0, runner.tail()
+        code = runner.terminate()  # commits whatever is left: what is read next is final
+    assert code == 0, runner.tail()
+    alerts = _alerts(job)
     detection = match_alerts([_AlertView(a) for a in alerts], scenarios)
     assert len(scenarios) >= 10
     assert detection.missed == ()
@@ -98,7 +106,7 @@ def test_end_to_end_every_scenario_alerted_once(job: Job) -> None:
     assert read_topic(job.bootstrap, job.dlq_topic) == []
     assert metrics["fraudcep_records_consumed"] == len(payments)
     assert metrics["fraudcep_records_processed"] == len(payments)
-    assert metrics["fraudcep_alerts"] == len(alerts)
+    assert 0 < metrics["fraudcep_alerts"] <= len(alerts)  # idle partitions may release more
 
 
 def test_kill_9_ten_times_loses_and_repeats_no_alert(job: Job) -> None:
@@ -130,13 +138,13 @@ def test_kill_9_ten_times_loses_and_repeats_no_alert(job: Job) -> None:
         lives.append(runner)
         wait_caught_up(job, timeout=180)
         expected = sorted(a.alert_id for a in expected_alerts(job, default_rules()))
-        wait_until(lambda: len(alert_ids(job.bootstrap, job.alerts_topic)) >= len(expected), 60,
+        wait_until(lambda: len(alert_ids(job.bootstrap, job.alerts_topic)) >= len(expected), 180,
                    "the last alerts")  # fmt: skip
-        time.sleep(2)
-        got = alert_ids(job.bootstrap, job.alerts_topic)
     finally:
         producer.join()
-        lives[-1].terminate()
+        code = lives[-1].terminate()  # commits whatever is left: what is read next is final
+    assert code == 0, lives[-1].tail()
+    got = alert_ids(job.bootstrap, job.alerts_topic)
     assert len(lives) - 1 >= 10  # kills
     assert len(payments) >= 100_000
     assert len(expected) > 100
@@ -168,11 +176,10 @@ def test_broker_restart_mid_run(tmp_path: Path) -> None:
             wait_caught_up(job, timeout=240)
             expected = sorted(a.alert_id for a in expected_alerts(job, default_rules()))
             wait_until(lambda: len(alert_ids(job.bootstrap, job.alerts_topic)) >= len(expected),
-                       60, "the last alerts")  # fmt: skip
-            time.sleep(2)
-            got = alert_ids(job.bootstrap, job.alerts_topic)
+                       180, "the last alerts")  # fmt: skip
         finally:
             code = supervisor.stop()
+        got = alert_ids(job.bootstrap, job.alerts_topic)  # final: the runner has stopped
     assert code == 0
     assert set(supervisor.exits) <= {4}, supervisor.exits  # only the deliberate exit
     assert len(expected) > 10
@@ -202,14 +209,14 @@ def test_rebalance_second_runner_joins_then_leaves(job: Job) -> None:
         produce(job.bootstrap, job.input_topic, payment_records(slices[2]))
         wait_caught_up(job, timeout=180)
         expected = sorted(a.alert_id for a in expected_alerts(job, default_rules()))
-        wait_until(lambda: len(alert_ids(job.bootstrap, job.alerts_topic)) >= len(expected), 60,
+        wait_until(lambda: len(alert_ids(job.bootstrap, job.alerts_topic)) >= len(expected), 180,
                    "the last alerts")  # fmt: skip
-        time.sleep(2)
-        got = alert_ids(job.bootstrap, job.alerts_topic)
     finally:
-        first.terminate()
+        code = first.terminate()
         if second is not None:
             second.terminate()
+    assert code == 0, first.tail()
+    got = alert_ids(job.bootstrap, job.alerts_topic)  # final: the runners have stopped
     assert len(expected) > 20
     assert sorted(got) == expected
     owners = [x["partitions"] for x in first.log_lines() if x.get("msg") == "partitions assigned"]
@@ -236,7 +243,8 @@ def test_malformed_records_go_to_the_dead_letter_topic(job: Job, bad: list[bytes
         dead = read_topic(job.bootstrap, job.dlq_topic)
         metrics = _metrics(runner)
     finally:
-        assert runner.terminate() == 0, runner.tail()
+        code = runner.terminate()
+    assert code == 0, runner.tail()
     inputs = {(m.partition(), m.offset()): m for m in read_topic(job.bootstrap, job.input_topic)}
     assert len(dead) == len(bad) + 1
     for msg in dead:
@@ -282,10 +290,11 @@ def test_rules_topic_changes_rules_live(job: Job) -> None:
             for i in range(2)
         ]
         produce(job.bootstrap, job.input_topic, payment_records(payments))
-        wait_until(lambda: len(_alerts(job)) >= 1, 30, "the new rule's alert")
+        wait_until(lambda: len(_alerts(job)) >= 1, 120, "the new rule's alert")
         [alert] = _alerts(job)
     finally:
-        assert runner.terminate() == 0, runner.tail()
+        code = runner.terminate()
+    assert code == 0, runner.tail()
     assert alert["rule_id"] == "tiny-twice"
     assert [e["payment_id"] for e in alert["events"]["tiny"]] == ["live-0", "live-1"]
 
@@ -308,7 +317,8 @@ def test_sigterm_commits_and_checkpoints_everything(job: Job) -> None:
         runner.wait_logged("partition restored", count=job.partitions)
         replays = [x["replay"] for x in runner.log_lines() if x.get("msg") == "partition restored"]
     finally:
-        assert runner.terminate() == 0, runner.tail()
+        code = runner.terminate()
+    assert code == 0, runner.tail()
     assert replays == [0] * job.partitions
 
 
@@ -321,14 +331,15 @@ def test_missing_checkpoint_stops_with_a_clear_error(job: Job) -> None:
     for path in job.checkpoints.rglob("*.ckpt"):
         path.unlink()
     runner = job.start()
-    assert runner.process.wait(120) == 3
+    assert runner.process.wait(180) == 3
     errors = [x for x in runner.log_lines() if x.get("level") == "error"]
     assert errors and "--missing-checkpoint reset" in errors[-1]["msg"]
     runner = job.start(missing_checkpoint="reset")
     try:
         runner.wait_logged("checkpoint unusable: continuing with empty state", count=4)
     finally:
-        assert runner.terminate() == 0, runner.tail()
+        code = runner.terminate()
+    assert code == 0, runner.tail()
 
 
 def test_second_runner_with_the_same_instance_id_fences_the_first(job: Job) -> None:
@@ -340,7 +351,7 @@ def test_second_runner_with_the_same_instance_id_fences_the_first(job: Job) -> N
         payments, _ = PaymentGenerator(seed=18, users=300).generate(2_000)
         produce(job.bootstrap, job.input_topic, payment_records(payments))
         # the first runner's next transaction is fenced: it stops with the fatal exit code
-        assert first.process.wait(120) == 3, first.tail()
+        assert first.process.wait(180) == 3, first.tail()
         wait_caught_up(job)
     finally:
         second.terminate()
@@ -365,14 +376,17 @@ def test_alerts_do_not_wait_for_the_commit_interval(job: Job) -> None:
         big = [{**base, "payment_id": f"big-{i}", "amount": 2500.0 + i,
                 "ts": 1_700_000_000_000 + 1_000 * i} for i in range(3)]  # fmt: skip
         big.append({**base, "payment_id": "after", "amount": 1.0, "ts": 1_700_000_010_000})
-        time.sleep(1)
+        wait_until(
+            lambda: _metrics(runner)["fraudcep_records_consumed"] >= 1, 120, "the quiet payment"
+        )
         offsets = committed_offsets(job.bootstrap, job.group, job.input_topic, job.partitions)
         assert all(o < 0 for o in offsets.values())  # nothing committed: the interval runs
         sent = time.monotonic()
         produce(job.bootstrap, job.input_topic, payment_records(big))
-        wait_until(lambda: len(_alerts(job)) >= 1, 30, "the alert")
+        wait_until(lambda: len(_alerts(job)) >= 1, 50, "the alert")
         waited = time.monotonic() - sent
     finally:
-        assert runner.terminate() == 0, runner.tail()
-    assert waited < 30  # far below the 60 s interval
+        code = runner.terminate()
+    assert code == 0, runner.tail()
+    assert waited < 50  # below the 60 s interval, however loaded the machine
     assert [a["rule_id"] for a in _alerts(job)] == ["high-value-3-in-5m"]

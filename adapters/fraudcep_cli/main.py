@@ -1,18 +1,23 @@
-"""Entry point of the ``fraudcep`` command: argument parsing and dispatch."""
+"""Entry point of the ``fraudcep`` command: argument parsing and dispatch.
+
+Only the standard library is imported before :func:`main` runs: ``fraudcep run`` installs
+its SIGTERM/SIGINT handlers first thing in :func:`main` (see :mod:`fraudcep_cli.run`), and
+the subcommands with their heavy imports (the engine, Kafka and AWS clients) are loaded
+after that.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from importlib import metadata
-
-from fraudcep_cli import demo, generate, rules, run
 
 Handler = Callable[[argparse.Namespace], int]
 
 
 def _version() -> str:
+    from importlib import metadata
+
     try:
         return metadata.version("fraudcep")
     except metadata.PackageNotFoundError:
@@ -21,6 +26,8 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the whole command; each subcommand sets its ``handler``."""
+    from fraudcep_cli import demo, generate, rules, run
+
     parser = argparse.ArgumentParser(
         prog="fraudcep",
         description="Complex event processing for real-time payment-fraud detection.",
@@ -59,13 +66,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if _command(words) == "run":
+        from fraudcep_cli.run import catch_stop_signals  # standard library only
+
+        catch_stop_signals()  # before the heavy imports: a stop is honoured from here on
+    args = build_parser().parse_args(words)
     handler: Handler = args.handler
     try:
         return handler(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _command(words: Sequence[str]) -> str | None:
+    """The subcommand of a command line (the options before it take no values)."""
+    return next((w for w in words if not w.startswith("-")), None)
 
 
 if __name__ == "__main__":

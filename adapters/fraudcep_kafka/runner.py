@@ -236,9 +236,15 @@ class Runner:
         signal.signal(signal.SIGINT, handler)
 
     def run(self) -> int:
-        """Run until :meth:`stop`; returns the exit code (0, or 3 for a fatal error)."""
+        """Run until :meth:`stop`; returns the exit code (0, or 3 for a fatal error).
+
+        A stop asked for before or during the start (a signal at start-up) ends it at the
+        next step of the start, with nothing to commit: exit code 0."""
         try:
-            self._start()
+            if not self._start():
+                log.info("stopped while starting")
+                self._close_quietly()
+                return EXIT_OK
             self._loop()
             self._shutdown()
             return EXIT_OK
@@ -263,8 +269,11 @@ class Runner:
         conf.update(extra)
         return conf
 
-    def _start(self) -> None:
+    def _start(self) -> bool:
+        """Connect, load the rules, join the group; False when a stop came first."""
         c = self.config
+        if self._stop.is_set():
+            return False
         if c.metrics_address:
             self.metrics_address = self.metrics.serve(c.metrics_address)
             log.info(
@@ -281,6 +290,8 @@ class Runner:
                 on_rejected=self.metrics.rule_errors.inc,
             )
             self._reader.catch_up()
+        if self._stop.is_set():
+            return False
         definitions = self.rule_set.effective()
         if not definitions:
             raise RunnerError(
@@ -300,9 +311,14 @@ class Runner:
                 }
             )
         )
-        self._retrying(
-            "init_transactions", lambda: self._producer.init_transactions(_TXN_TIMEOUT_S)
-        )
+        try:
+            self._retrying(
+                "init_transactions",
+                lambda: self._producer.init_transactions(_TXN_TIMEOUT_S),
+                stoppable=True,
+            )
+        except _Stopped:
+            return False
         self._consumer = self._new_consumer()
         self._producer.begin_transaction()
         log.info(
@@ -312,6 +328,7 @@ class Runner:
         )  # fmt: skip
         if self._on_started is not None:
             self._on_started(self)
+        return True
 
     def _new_consumer(self) -> Any:
         """A consumer in the group, subscribed to the input topic."""
@@ -713,11 +730,14 @@ class Runner:
         st.last_checkpoint = time.monotonic()
         return checkpoint.checkpoint_id
 
-    def _retrying(self, what: str, call: Callable[[], Any]) -> Any:
+    def _retrying(self, what: str, call: Callable[[], Any], *, stoppable: bool = False) -> Any:
         """Call a transactional producer API the way librdkafka documents: retry retriable
-        errors, report abortable ones, stop on fatal ones."""
+        errors, report abortable ones, stop on fatal ones. ``stoppable``: a stop ends the
+        retries (:class:`_Stopped`)."""
         delay = 0.1
         while True:
+            if stoppable and self._stop.is_set():
+                raise _Stopped(what)
             try:
                 with self._watchdog.watching(what):
                     return call()
@@ -1020,6 +1040,10 @@ class _Watchdog:
 
 class _Abortable(Exception):
     """A transactional call failed in a way that aborting the transaction recovers from."""
+
+
+class _Stopped(Exception):
+    """A stop was asked for while a call was being retried at start-up."""
 
 
 _RETRY_CODES = frozenset({KafkaError._TIMED_OUT})
