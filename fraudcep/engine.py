@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import hashlib
 import heapq
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from datetime import timedelta
@@ -19,14 +20,22 @@ from typing import Any, TypeVar
 
 import attrs
 
-from fraudcep import javaheap
+from fraudcep import javaheap, snapshot_v1
 from fraudcep.alert import Alert, ConditionFailure, LateEvent, Overflow, TimedOutMatch
-from fraudcep.errors import ConfigurationError, EventError
+from fraudcep.codec import (
+    decode_key_record,
+    encode_key_record,
+    read_blob,
+    restore_state,
+    write_snapshot,
+)
+from fraudcep.errors import ConfigurationError, EventError, SnapshotError
 from fraudcep.identity import alert_id, canonical_event, canonical_key
 
 __all__ = ["SKIP", "Engine", "EngineStats", "TimeMode", "canonical_event", "canonical_key"]
-from fraudcep.nfa import NOT_STARTED, KeyState, Matcher, Run, as_mapping, path
+from fraudcep.nfa import NOT_STARTED, KeyState, Run, as_mapping, path
 from fraudcep.rule import Rule, field_getter
+from fraudcep.state import COUNTERS, SKIP, EngineState, RuleState
 from fraudcep.timeutil import MAX_TIMESTAMP, MIN_TIMESTAMP, duration_ms, timestamp_ms
 
 
@@ -35,18 +44,6 @@ class TimeMode(enum.Enum):
 
     EVENT_TIME = "event_time"
     PROCESSING_TIME = "processing_time"
-
-
-class _Skip:
-    """Marks a rule an event cannot affect (it is not buffered for that rule)."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "<skip>"
-
-
-SKIP: Any = _Skip()
 
 
 @attrs.frozen
@@ -66,22 +63,6 @@ class EngineStats:
     live_partial_matches: int
     buffered_events: int
     watermark: int | None
-
-
-class _RuleRuntime:
-    """A rule in force, with its version, its matcher and its per-key state."""
-
-    __slots__ = ("first_test", "key_index", "keys", "matcher", "pending", "rule", "version")
-
-    def __init__(self, rule: Rule, version: int) -> None:
-        self.rule = rule
-        self.version = version
-        self.key_index = 0  # position of the rule's key function in Engine._key_functions
-        self.matcher = Matcher(rule.nfa, rule.pattern.skip_strategy)
-        # a one-argument test equivalent to matcher.can_start, when the start state allows it
-        self.first_test = self.matcher.simple_start_test()
-        self.keys: dict[Hashable, KeyState] = {}
-        self.pending: dict[Hashable, int] = {}  # buffered, unprocessed events per key
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -122,6 +103,7 @@ class Engine:
         on_overflow: Callable[[Overflow], None] | None = None,
         on_error: Callable[[ConditionFailure], None] | None = None,
         event_id: str | Callable[[Any], Any] | None = None,
+        state_key: bytes | str | None = None,
     ) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
         _check_rules(self.rules)
@@ -151,17 +133,15 @@ class Engine:
         self._on_late = on_late
         self._on_overflow = on_overflow
         self._on_error = on_error
-        self._failures: list[ConditionFailure] = []
-        self._overflows: list[Overflow] = []
         self._event_id = field_getter(event_id) if isinstance(event_id, str) else event_id
+        self._state_key = _state_key(state_key)
 
-        self._rules: list[_RuleRuntime] = [_RuleRuntime(rule, 1) for rule in self.rules]
-        self._disabled: dict[str, tuple[Rule, int]] = {}
+        self._state = EngineState(rules=[RuleState(rule, 1) for rule in self.rules])
         self._key_functions: list[Callable[[Any], Hashable]] = []
         self._key_specs: list[Any] = []
         self._ingest_view: list[
             tuple[
-                _RuleRuntime,
+                RuleState,
                 dict[Hashable, KeyState],
                 dict[Hashable, int],
                 Callable[[Any], bool] | None,
@@ -169,25 +149,7 @@ class Engine:
             ]
         ] = []
         self._index_keys()
-
         self._busy = False  # feeding events: callbacks run, rules must not change
-        self._seq = 0  # arrival order (ties in the event buffer)
-        self._order = 0  # processing order (orders runs by their start event)
-        self._max_ts = MIN_TIMESTAMP
-        self._watermark = MIN_TIMESTAMP
-        self._buffer: list[tuple[int, int, Any, tuple[Any, ...]]] = []
-        self._timers: list[tuple[int, int, _RuleRuntime, Any]] = []
-        self._timer_tie = 0
-        self._timeouts: list[TimedOutMatch] = []
-        self._late: list[LateEvent] = []
-        self._events_in = 0
-        self._events_late = 0
-        self._alerts = 0
-        self._timeouts_count = 0
-        self._partial_matches_dropped = 0
-        self._forced_watermarks = 0
-        self._condition_errors = 0
-        self._partial_matches_discarded = 0
 
     # -- feeding events --------------------------------------------------------------------
 
@@ -222,7 +184,7 @@ class Engine:
             raise ConfigurationError("advance_watermark() is for event time; use advance_time()")
         ts = timestamp_ms(timestamp)
         out: list[Alert] = []
-        if ts > self._watermark:
+        if ts > self._state.watermark:
             self._advance(ts, out)
         return out
 
@@ -234,9 +196,9 @@ class Engine:
         assert self._clock is not None
         out: list[Alert] = []
         now = self._clock()
-        if now > self._watermark:
-            self._watermark = now
-        self._fire_timers(self._watermark, out)
+        if now > self._state.watermark:
+            self._state.watermark = now
+        self._fire_timers(self._state.watermark, out)
         return out
 
     @_feeding
@@ -244,9 +206,9 @@ class Engine:
         """End of input: every buffered event is processed and every window closes."""
         out: list[Alert] = []
         if self.time_mode is TimeMode.PROCESSING_TIME:
-            self._watermark = MAX_TIMESTAMP
+            self._state.watermark = MAX_TIMESTAMP
             self._fire_timers(MAX_TIMESTAMP, out)
-        elif self._watermark < MAX_TIMESTAMP:
+        elif self._state.watermark < MAX_TIMESTAMP:
             self._advance(MAX_TIMESTAMP, out)
         return out
 
@@ -254,28 +216,28 @@ class Engine:
 
     def drain_timeouts(self) -> list[TimedOutMatch]:
         """Timed-out partial matches collected since the last call (without ``on_timeout``)."""
-        out, self._timeouts = self._timeouts, []
+        out, self._state.timeouts = self._state.timeouts, []
         return out
 
     def drain_errors(self) -> list[ConditionFailure]:
         """Events a rule's condition raised on, since the last call (without ``on_error``)."""
-        out, self._failures = self._failures, []
+        out, self._state.failures = self._state.failures, []
         return out
 
     def drain_overflows(self) -> list[Overflow]:
         """Cap overflows recorded since the last call (without ``on_overflow``)."""
-        out, self._overflows = self._overflows, []
+        out, self._state.overflows = self._state.overflows, []
         return out
 
     def drain_late(self) -> list[LateEvent]:
         """Late events collected since the last call (without ``on_late``)."""
-        out, self._late = self._late, []
+        out, self._state.late = self._state.late, []
         return out
 
     @property
     def watermark(self) -> int | None:
         """The current watermark (event time) or the latest clock reading (processing time)."""
-        return None if self._watermark == MIN_TIMESTAMP else self._watermark
+        return None if self._state.watermark == MIN_TIMESTAMP else self._state.watermark
 
     @property
     def next_due(self) -> int | None:
@@ -285,51 +247,25 @@ class Engine:
         be superseded), or None when nothing waits for event time. Runtimes that move the
         watermark of an idle source use it to do so only when it matters.
         """
-        due = [heap[0][0] for heap in (self._buffer, self._timers) if heap]
+        due = [heap[0][0] for heap in (self._state.buffer, self._state.timers) if heap]
         return min(due) if due else None
 
     @property
     def stats(self) -> EngineStats:
         return EngineStats(
-            live_keys=sum(len(r.keys) for r in self._rules),
-            live_partial_matches=sum(
-                sum(1 for run in ks.partial if run.order != NOT_STARTED) + len(ks.completed)
-                for r in self._rules
-                for ks in r.keys.values()
-            ),
-            buffered_events=len(self._buffer),
+            live_keys=sum(len(r.keys) for r in self._state.rules),
+            live_partial_matches=sum(r.live_matches() for r in self._state.rules),
+            buffered_events=len(self._state.buffer),
             watermark=self.watermark,
-            **self._counters(),
+            **{name: self._state.counters[name] for name in COUNTERS},
         )
-
-    def _counters(self) -> dict[str, int]:
-        return {
-            "events_in": self._events_in,
-            "events_late": self._events_late,
-            "alerts": self._alerts,
-            "timeouts": self._timeouts_count,
-            "partial_matches_dropped": self._partial_matches_dropped,
-            "forced_watermarks": self._forced_watermarks,
-            "condition_errors": self._condition_errors,
-            "partial_matches_discarded": self._partial_matches_discarded,
-        }
-
-    def _set_counters(self, counters: dict[str, int]) -> None:
-        self._events_in = counters["events_in"]
-        self._events_late = counters["events_late"]
-        self._alerts = counters["alerts"]
-        self._timeouts_count = counters["timeouts"]
-        self._partial_matches_dropped = counters["partial_matches_dropped"]
-        self._forced_watermarks = counters["forced_watermarks"]
-        self._condition_errors = counters["condition_errors"]
-        self._partial_matches_discarded = counters["partial_matches_discarded"]
 
     # -- live rule changes -----------------------------------------------------------------
 
     def rule_versions(self) -> dict[str, int]:
         """The version of every rule the engine knows, enabled or not."""
-        versions = {rr.rule.id: rr.version for rr in self._rules}
-        versions.update({rule_id: v for rule_id, (_, v) in self._disabled.items()})
+        versions = {rr.rule.id: rr.version for rr in self._state.rules}
+        versions.update({rule_id: v for rule_id, (_, v) in self._state.disabled.items()})
         return versions
 
     def add_rule(self, rule: Rule, *, version: int = 1) -> int:
@@ -340,7 +276,7 @@ class Engine:
         """
         self._check_not_feeding()
         self._check_new_id(rule)
-        return self._install(_RuleRuntime(rule, _version(version)))
+        return self._install(RuleState(rule, _version(version)))
 
     def replace_rule(self, rule: Rule, *, version: int | None = None) -> int:
         """Replace the rule with ``rule.id`` by ``rule``; returns the new version (``version``
@@ -353,19 +289,19 @@ class Engine:
         """
         self._check_not_feeding()
         current = self._find(rule.id)
-        if current is None and rule.id not in self._disabled:
+        if current is None and rule.id not in self._state.disabled:
             raise ConfigurationError(f"no rule {rule.id!r} to replace; use add_rule()")
-        old = current.version if current is not None else self._disabled[rule.id][1]
+        old = current.version if current is not None else self._state.disabled[rule.id][1]
         new = old + 1 if version is None else _version(version)
         if new <= old:
             raise ConfigurationError(
                 f"rule {rule.id!r}: the new version {new} must be higher than {old}"
             )
         if current is None:
-            del self._disabled[rule.id]
-            return self._install(_RuleRuntime(rule, new))
+            del self._state.disabled[rule.id]
+            return self._install(RuleState(rule, new))
         self._discard(current)
-        self._rules[self._rules.index(current)] = _RuleRuntime(rule, new)
+        self._state.rules[self._state.rules.index(current)] = RuleState(rule, new)
         self._after_rule_change()
         return new
 
@@ -375,26 +311,26 @@ class Engine:
         self._check_not_feeding()
         current = self._require(rule_id)
         self._discard(current)
-        self._rules.remove(current)
-        self._disabled[rule_id] = (current.rule, current.version)
+        self._state.rules.remove(current)
+        self._state.disabled[rule_id] = (current.rule, current.version)
         self._after_rule_change()
 
     def enable_rule(self, rule_id: str) -> None:
         """Resume a disabled rule, from an empty state, with the version it had."""
         self._check_not_feeding()
-        if rule_id not in self._disabled:
+        if rule_id not in self._state.disabled:
             raise ConfigurationError(f"rule {rule_id!r} is not disabled")
-        rule, version = self._disabled.pop(rule_id)
-        self._install(_RuleRuntime(rule, version))
+        rule, version = self._state.disabled.pop(rule_id)
+        self._install(RuleState(rule, version))
 
     def remove_rule(self, rule_id: str) -> None:
         """Forget rule ``rule_id`` (enabled or disabled); its partial matches are discarded."""
         self._check_not_feeding()
-        if self._disabled.pop(rule_id, None) is not None:
+        if self._state.disabled.pop(rule_id, None) is not None:
             return
         current = self._require(rule_id)
         self._discard(current)
-        self._rules.remove(current)
+        self._state.rules.remove(current)
         self._after_rule_change()
 
     def _check_not_feeding(self) -> None:
@@ -404,10 +340,10 @@ class Engine:
                 "change them between calls"
             )
 
-    def _find(self, rule_id: str) -> _RuleRuntime | None:
-        return next((rr for rr in self._rules if rr.rule.id == rule_id), None)
+    def _find(self, rule_id: str) -> RuleState | None:
+        return next((rr for rr in self._state.rules if rr.rule.id == rule_id), None)
 
-    def _require(self, rule_id: str) -> _RuleRuntime:
+    def _require(self, rule_id: str) -> RuleState:
         found = self._find(rule_id)
         if found is None:
             raise ConfigurationError(f"no enabled rule {rule_id!r}")
@@ -416,21 +352,16 @@ class Engine:
     def _check_new_id(self, rule: Rule) -> None:
         if not isinstance(rule, Rule):
             raise ConfigurationError(f"expected a Rule, got {rule!r}")
-        if self._find(rule.id) is not None or rule.id in self._disabled:
+        if self._find(rule.id) is not None or rule.id in self._state.disabled:
             raise ConfigurationError(f"rule {rule.id!r} exists already; use replace_rule()")
 
-    def _install(self, rr: _RuleRuntime) -> int:
-        self._rules.append(rr)
+    def _install(self, rr: RuleState) -> int:
+        self._state.rules.append(rr)
         self._after_rule_change()
         return rr.version
 
-    def _discard(self, rr: _RuleRuntime) -> None:
-        self._partial_matches_discarded += sum(
-            sum(1 for run in ks.partial if run.order != NOT_STARTED) + len(ks.completed)
-            for ks in rr.keys.values()
-        )
-        rr.keys.clear()
-        rr.pending.clear()
+    def _discard(self, rr: RuleState) -> None:
+        self._state.counters["partial_matches_discarded"] += self._state.discard(rr)
 
     def _index_keys(self) -> None:
         """Give every rule the position of its key function (rules sharing a key spec share
@@ -438,7 +369,7 @@ class Engine:
         loop reads of each rule."""
         self._key_specs = []
         self._key_functions = []
-        for rr in self._rules:
+        for rr in self._state.rules:
             spec = rr.rule.key
             if spec in self._key_specs:
                 rr.key_index = self._key_specs.index(spec)
@@ -447,46 +378,158 @@ class Engine:
                 self._key_specs.append(spec)
                 self._key_functions.append(rr.rule.key_function())
         self._ingest_view = [
-            (rr, rr.keys, rr.pending, rr.first_test, rr.key_index) for rr in self._rules
+            (rr, rr.keys, rr.pending, rr.first_test, rr.key_index) for rr in self._state.rules
         ]
 
     def _after_rule_change(self) -> None:
         """Re-index keys and re-key the events held for the watermark for the new rule set:
         every held event is offered to every rule (no shortcut), so a new or replaced rule
         sees the events the engine has not processed yet."""
-        self.rules = tuple(rr.rule for rr in self._rules)
+        self.rules = tuple(rr.rule for rr in self._state.rules)
         self._index_keys()
-        for rr in self._rules:
+        if self._state.tracking:
+            for rr in self._state.rules:
+                if rr.changed is None:
+                    rr.changed = set()
+        for rr in self._state.rules:
             rr.pending.clear()
         rekeyed = []
-        for ts, seq, event, _ in self._buffer:
+        for ts, seq, event, _ in self._state.buffer:
             computed = [f(event) for f in self._key_functions]
-            keys = tuple(computed[rr.key_index] for rr in self._rules)
-            for rr, key in zip(self._rules, keys, strict=True):
+            keys = tuple(computed[rr.key_index] for rr in self._state.rules)
+            for rr, key in zip(self._state.rules, keys, strict=True):
                 rr.pending[key] = rr.pending.get(key, 0) + 1
             rekeyed.append((ts, seq, event, keys))
-        self._buffer[:] = rekeyed  # same (ts, seq) order: still a heap
+        self._state.buffer[:] = rekeyed  # same (ts, seq) order: still a heap
 
     # -- snapshots -------------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
-        """The whole engine state as bytes (see :mod:`fraudcep.snapshot`)."""
-        from fraudcep.snapshot import dump
+        """The whole engine state as bytes (see :mod:`fraudcep.codec`).
 
-        return dump(self)
+        Taking one also starts the record of changes that :meth:`snapshot_delta` writes.
+        """
+        state = self._state
+        blob, ident = write_snapshot(state, self.time_mode.value, state_key=self._state_key)
+        state.last_snapshot = ident
+        state.start_tracking()
+        return blob
+
+    def snapshot_delta(self) -> bytes:
+        """What changed since the last :meth:`snapshot` or :meth:`snapshot_delta` (or the
+        restore): the records of the keys that changed, the keys that went, and the engine-wide
+        part. ``Engine.restore(base, rules, deltas=[...])`` applies a chain of them.
+
+        Its cost follows the keys that changed, not the keys held. Raises
+        :class:`~fraudcep.errors.ConfigurationError` when there is nothing to follow (no
+        snapshot taken yet, or the engine was restored from a format-1 snapshot).
+        """
+        state = self._state
+        if not state.tracking:
+            raise ConfigurationError(
+                "snapshot_delta() follows a snapshot() or a restore() of a format-2 snapshot; "
+                "take a full snapshot() first"
+            )
+        blob, ident = write_snapshot(
+            state, self.time_mode.value, changes=state.pending_changes(), state_key=self._state_key
+        )
+        state.clear_changes()
+        state.last_snapshot = ident
+        return blob
 
     @classmethod
-    def restore(cls, blob: bytes, rules: Iterable[Rule], **options: Any) -> Engine:
+    def restore(
+        cls,
+        blob: bytes,
+        rules: Iterable[Rule],
+        *,
+        deltas: Iterable[bytes] = (),
+        **options: Any,
+    ) -> Engine:
         """An engine that continues exactly where the snapshotted one stopped.
 
-        ``rules`` must be the rules the snapshot was taken with (same ids and structure);
-        ``options`` are the constructor's keyword options.
+        ``blob`` is a full snapshot and ``deltas`` the deltas taken after it, in order.
+        ``rules`` must be the rules in force when the last of them was taken (same ids and
+        structure); ``options`` are the constructor's keyword options (with ``state_key`` if
+        the snapshots were written with one).
         """
-        from fraudcep.snapshot import load
-
+        rules = tuple(rules)
         engine = cls(rules, **options)
-        load(engine, blob)
+        state_key = engine._state_key
+        chain = [blob, *deltas]
+        if _format_version(blob) == 1:
+            if len(chain) > 1:
+                raise SnapshotError("a format-1 snapshot has no deltas; restore it alone")
+            if state_key:
+                raise SnapshotError(
+                    "a format-1 snapshot is not authenticated, but a state key was given"
+                )
+            fresh = EngineState()
+            snapshot_v1.load(fresh, rules, engine.time_mode.value, blob)
+        else:
+            fresh = EngineState()
+            restore_state(
+                fresh,
+                rules,
+                engine.time_mode.value,
+                [read_blob(b, state_key=state_key) for b in chain],
+            )
+        engine._adopt(fresh)
         return engine
+
+    # -- key records -----------------------------------------------------------------------
+
+    def key_groups(self) -> dict[str, tuple[str, ...]]:
+        """The key groups of the rules in force (``"user_id"``: the rules keyed by it), the
+        unit in which :meth:`export_key` and :meth:`import_key` move a key's state."""
+        return {
+            group: tuple(rs.rule.id for rs in rules)
+            for group, rules in self._state.groups().items()
+        }
+
+    def export_key(self, group: str, key: Hashable) -> bytes | None:
+        """``key``'s state for the rules of ``group`` as a record (see :mod:`fraudcep.codec`),
+        or None when it holds nothing: what a runtime keeps per key (Flink's keyed state, a
+        DynamoDB item)."""
+        return encode_key_record(self._group(group), key, state_key=self._state_key)
+
+    def import_key(self, group: str, key: Hashable, record: bytes | None) -> None:
+        """Make ``record`` (from :meth:`export_key`, possibly of another engine with the same
+        rules) ``key``'s state for the rules of ``group``; None clears it. The key's timers are
+        set anew, after the timers this engine holds already."""
+        self._check_not_feeding()
+        rules = self._group(group)
+        states: dict[str, KeyState] = {}
+        if record is not None:
+            states, _ = decode_key_record(record, rules, state_key=self._state_key)
+        state = self._state
+        for rs in rules:
+            ks = states.get(rs.rule.id)
+            rs.timers.pop(key, None)
+            if rs.changed is not None:
+                rs.changed.add(key)
+            if ks is None:
+                rs.keys.pop(key, None)
+                continue
+            rs.keys[key] = ks
+            if ks.deadline is not None:
+                state.timer_tie += 1
+                rs.timers[key] = state.timer_tie
+                heapq.heappush(state.timers, (ks.deadline, state.timer_tie, rs, key))
+
+    def _group(self, group: str) -> list[RuleState]:
+        rules = self._state.groups().get(group)
+        if rules is None:
+            raise ConfigurationError(
+                f"no rule in force is keyed by {group!r}; key groups: {sorted(self.key_groups())}"
+            )
+        return rules
+
+    def _adopt(self, state: EngineState) -> None:
+        """Run on ``state`` (restored) from now on."""
+        self._state = state
+        self.rules = tuple(rs.rule for rs in state.rules)
+        self._index_keys()
 
     # -- event time ------------------------------------------------------------------------
 
@@ -501,15 +544,15 @@ class Engine:
         key_functions = self._key_functions
         only_key = key_functions[0] if len(key_functions) == 1 else None
         rules = self._ingest_view
-        buffer = self._buffer
-        timers = self._timers
+        buffer = self._state.buffer
+        timers = self._state.timers
         push = heapq.heappush
         auto = self.auto_watermark
         lag = self.max_out_of_orderness + 1
         cap = self.max_buffered_events
-        watermark = self._watermark
-        max_ts = self._max_ts
-        seq = self._seq
+        watermark = self._state.watermark
+        max_ts = self._state.max_ts
+        seq = self._state.seq
         accepted = 0
         try:
             for event in events:
@@ -566,29 +609,29 @@ class Engine:
                     if (buffer and buffer[0][0] <= watermark) or (
                         timers and timers[0][0] <= watermark
                     ):
-                        self._max_ts, self._seq = max_ts, seq
+                        self._state.max_ts, self._state.seq = max_ts, seq
                         self._advance(watermark, out)
                 if len(buffer) > cap:
-                    self._forced_watermarks += 1
-                    self._max_ts, self._seq = max_ts, seq
+                    self._state.counters["forced_watermarks"] += 1
+                    self._state.max_ts, self._state.seq = max_ts, seq
                     self._report_overflow(Overflow("buffered_events", None, None, 0, buffer[0][0]))
                     self._advance(buffer[0][0], out)
-                    watermark = self._watermark
+                    watermark = self._state.watermark
         finally:
-            self._watermark = watermark
-            self._max_ts = max_ts
-            self._seq = seq
-            self._events_in += accepted
+            self._state.watermark = watermark
+            self._state.max_ts = max_ts
+            self._state.seq = seq
+            self._state.counters["events_in"] += accepted
 
     def _advance(self, watermark: int, out: list[Alert]) -> None:
-        self._watermark = watermark
-        buffer = self._buffer
-        rules = self._rules
+        self._state.watermark = watermark
+        buffer = self._state.buffer
+        rules = self._state.rules
         while buffer and buffer[0][0] <= watermark:
             ts, _, event, per_rule = heapq.heappop(buffer)
             # runs are ordered by when their start event was processed (Flink's EventId order)
-            self._order += 1
-            seq = self._order
+            self._state.order += 1
+            seq = self._state.order
             for rr, key in zip(rules, per_rule, strict=True):
                 if key is SKIP:
                     continue
@@ -605,22 +648,22 @@ class Engine:
     def _process_now(self, event: Any, out: list[Alert]) -> None:
         assert self._clock is not None
         now = self._clock()
-        if now > self._watermark:
-            self._watermark = now
-        now = self._watermark
+        if now > self._state.watermark:
+            self._state.watermark = now
+        now = self._state.watermark
         keys = [f(event) for f in self._key_functions]
         for k, spec in zip(keys, self._key_specs, strict=True):
             _check_hashable(k, spec)
-        self._events_in += 1
+        self._state.counters["events_in"] += 1
         self._fire_timers(now, out)
-        self._order += 1
-        for rr in self._rules:
-            self._step(rr, keys[rr.key_index], event, now, self._order, out)
+        self._state.order += 1
+        for rr in self._state.rules:
+            self._step(rr, keys[rr.key_index], event, now, self._state.order, out)
 
     # -- per key ---------------------------------------------------------------------------
 
     def _step(
-        self, rr: _RuleRuntime, key: Hashable, event: Any, ts: int, seq: int, out: list[Alert]
+        self, rr: RuleState, key: Hashable, event: Any, ts: int, seq: int, out: list[Alert]
     ) -> None:
         ks = rr.keys.get(key)
         matcher = rr.matcher
@@ -630,7 +673,10 @@ class Engine:
                     return
                 ks = rr.keys[key] = matcher.new_key_state()
                 ks.time = ts
-            elif ks.time < ts:
+            changed = rr.changed
+            if changed is not None:
+                changed.add(key)
+            if ks.time < ts:
                 deadline = ks.deadline
                 if deadline is None or ts < deadline:
                     ks.time = ts  # nothing can expire before ``deadline``
@@ -642,6 +688,7 @@ class Engine:
             # its new runs at the end); the event is reported, not lost.
             if ks is not None and ks.idle:
                 del rr.keys[key]
+                rr.timers.pop(key, None)
             self._report_failure(rr, key, event, ts, exc)
             return
         if emitted is None:
@@ -653,7 +700,7 @@ class Engine:
         self._settle(rr, key, ks)
 
     def _advance_key(
-        self, rr: _RuleRuntime, key: Hashable, ks: KeyState, ts: int, out: list[Alert]
+        self, rr: RuleState, key: Hashable, ks: KeyState, ts: int, out: list[Alert]
     ) -> None:
         matches, timeouts = rr.matcher.advance_time(ks, ts)
         for run in matches:
@@ -661,50 +708,58 @@ class Engine:
         for run, timeout_ts in timeouts:
             self._report_timeout(rr, key, run, timeout_ts)
 
-    def _settle(self, rr: _RuleRuntime, key: Hashable, ks: KeyState) -> None:
+    def _settle(self, rr: RuleState, key: Hashable, ks: KeyState) -> None:
         """Forget an idle key, or make sure a timer is set for its next expiry."""
         if ks.idle:
             del rr.keys[key]
+            rr.timers.pop(key, None)
             return
         deadline = rr.matcher.deadline(ks)
         if deadline != ks.deadline:
             ks.deadline = deadline
-            if deadline is not None:
-                self._timer_tie += 1
-                heapq.heappush(self._timers, (deadline, self._timer_tie, rr, key))
+            if deadline is None:
+                rr.timers.pop(key, None)
+            else:
+                state = self._state
+                state.timer_tie += 1
+                rr.timers[key] = state.timer_tie
+                heapq.heappush(state.timers, (deadline, state.timer_tie, rr, key))
 
     def _fire_timers(self, now: int, out: list[Alert]) -> None:
-        timers = self._timers
+        timers = self._state.timers
         while timers and timers[0][0] <= now:
-            deadline, _, rr, key = heapq.heappop(timers)
+            deadline, tie, rr, key = heapq.heappop(timers)
             ks = rr.keys.get(key)
-            if ks is None or ks.deadline != deadline:
-                continue  # superseded
+            if ks is None or ks.deadline != deadline or rr.timers.get(key) != tie:
+                continue  # superseded by a later timer of the key
             ks.deadline = None
+            del rr.timers[key]
+            if rr.changed is not None:
+                rr.changed.add(key)
             self._advance_key(rr, key, ks, now, out)
             self._settle(rr, key, ks)
 
-    def _shed(self, rr: _RuleRuntime, key: Hashable, ks: KeyState, ts: int) -> None:
+    def _shed(self, rr: RuleState, key: Hashable, ks: KeyState, ts: int) -> None:
         """Over the cap: drop the partial matches that started last; count and report it."""
         started = sorted(
             (run for run in ks.partial if run.order != NOT_STARTED), key=lambda r: r.order
         )
         doomed = {id(run) for run in started[self.max_partial_matches_per_key :]}
         javaheap.remove_if(ks.partial, lambda r: id(r) in doomed)
-        self._partial_matches_dropped += len(doomed)
+        self._state.counters["partial_matches_dropped"] += len(doomed)
         self._report_overflow(Overflow("partial_matches", rr.rule.id, key, len(doomed), ts))
 
     def _report_overflow(self, overflow: Overflow) -> None:
         if self._on_overflow is not None:
             self._on_overflow(overflow)
         else:
-            self._overflows.append(overflow)
+            self._state.overflows.append(overflow)
 
     # -- outputs ---------------------------------------------------------------------------
 
-    def _alert(self, rr: _RuleRuntime, key: Hashable, run: Run, emitted_at: int) -> Alert:
+    def _alert(self, rr: RuleState, key: Hashable, run: Run, emitted_at: int) -> Alert:
         nodes = path(run.node)
-        self._alerts += 1
+        self._state.counters["alerts"] += 1
         return Alert(
             rule_id=rr.rule.id,
             key=key,
@@ -719,31 +774,31 @@ class Engine:
     def _alert_id(self, rule_id: str, key: Hashable, nodes: Sequence[Any]) -> str:
         return alert_id(rule_id, key, [(n.name, n.ts, n.event) for n in nodes], self._event_id)
 
-    def _report_timeout(self, rr: _RuleRuntime, key: Hashable, run: Run, timeout_ts: int) -> None:
-        self._timeouts_count += 1
+    def _report_timeout(self, rr: RuleState, key: Hashable, run: Run, timeout_ts: int) -> None:
+        self._state.counters["timeouts"] += 1
         timed_out = TimedOutMatch(rr.rule.id, key, as_mapping(run.node), timeout_ts, rr.version)
         if self._on_timeout is not None:
             self._on_timeout(timed_out)
         else:
-            self._timeouts.append(timed_out)
+            self._state.timeouts.append(timed_out)
 
     def _report_failure(
-        self, rr: _RuleRuntime, key: Hashable, event: Any, ts: int, exc: Exception
+        self, rr: RuleState, key: Hashable, event: Any, ts: int, exc: Exception
     ) -> None:
-        self._condition_errors += 1
+        self._state.counters["condition_errors"] += 1
         failure = ConditionFailure(rr.rule.id, key, event, ts, f"{type(exc).__name__}: {exc}", exc)
         if self._on_error is not None:
             self._on_error(failure)
         else:
-            self._failures.append(failure)
+            self._state.failures.append(failure)
 
     def _report_late(self, event: Any, ts: int, watermark: int) -> None:
-        self._events_late += 1
+        self._state.counters["events_late"] += 1
         late = LateEvent(event, ts, watermark)
         if self._on_late is not None:
             self._on_late(late)
         else:
-            self._late.append(late)
+            self._state.late.append(late)
 
 
 _HASHABLE = frozenset({str, int})
@@ -770,7 +825,7 @@ def _timestamp_reader(spec: str | Callable[[Any], Any]) -> Callable[[Any], int]:
                 value = event[name]
             except (KeyError, TypeError, IndexError):
                 value = slow_field(event)
-            if value.__class__ is int:
+            if value.__class__ is int and -_TS_LIMIT <= value <= _TS_LIMIT:
                 return value
             return _convert_timestamp(value, event)
 
@@ -778,18 +833,56 @@ def _timestamp_reader(spec: str | Callable[[Any], Any]) -> Callable[[Any], int]:
 
     def read(event: Any) -> int:
         value = spec(event)
-        if value.__class__ is int:
+        if value.__class__ is int and -_TS_LIMIT <= value <= _TS_LIMIT:
             return value
         return _convert_timestamp(value, event)
 
     return read
 
 
+_TS_LIMIT = 2**62
+"""Event timestamps lie within ±2**62 ms (±146 million years), so no clock arithmetic of the
+engine's leaves 64 bits and every state it holds can be stored."""
+
+
 def _convert_timestamp(value: Any, event: Any) -> int:
     try:
-        return timestamp_ms(value)
+        ts = timestamp_ms(value)
     except TypeError as exc:
-        raise EventError(f"{exc}: {event!r:.200}") from None
+        raise EventError(f"{exc}: {_describe(event)}") from None
+    if not -_TS_LIMIT <= ts <= _TS_LIMIT:
+        raise EventError(
+            f"a timestamp of {ts if abs(ts) < 10**30 else 'over 10**30'} ms is out of range "
+            f"(±2**62): {_describe(event)}"
+        )
+    return ts
+
+
+def _describe(event: Any) -> str:
+    try:
+        return f"{event!r:.200}"
+    except Exception:  # a failing or recursing repr must not hide the real problem
+        return f"a {type(event).__name__}"
+
+
+def _state_key(value: bytes | str | None) -> bytes | None:
+    """The secret that authenticates snapshots (BLAKE2b takes keys of up to 64 bytes: a longer
+    one is hashed to 64)."""
+    if value is None or value == b"" or value == "":
+        return None
+    if isinstance(value, str):
+        value = value.encode()
+    if not isinstance(value, bytes):
+        raise ConfigurationError(f"state_key must be bytes or str, got {type(value).__name__}")
+    return value if len(value) <= 64 else hashlib.sha512(value).digest()
+
+
+def _format_version(blob: bytes) -> int:
+    if not isinstance(blob, bytes | bytearray | memoryview):
+        raise SnapshotError(f"a snapshot is bytes, got {type(blob).__name__}")
+    if len(blob) < 10 or bytes(blob[:8]) != b"FCEPSNAP":
+        raise SnapshotError("not a fraudcep snapshot (bad magic bytes)")
+    return int.from_bytes(bytes(blob[8:10]), "big")
 
 
 def _version(value: int) -> int:

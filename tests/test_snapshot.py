@@ -13,11 +13,11 @@ import struct
 import subprocess
 import sys
 import textwrap
-import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from helpers import ev, ids
 from hypothesis import given, settings
@@ -403,7 +403,8 @@ def test_snapshot_restored_in_another_process(tmp_path: Path) -> None:
 
 # -- refusing bad snapshots ------------------------------------------------------------------
 
-HEADER = struct.Struct(">8sHHQ32s")  # the documented layout: magic, version, reserved, length, sha
+# the documented layout: magic, version, kind (1 full, 2 delta), flags, body length, digest
+HEADER = struct.Struct(">8sHBBQ32s")
 
 
 def some_blob() -> bytes:
@@ -462,7 +463,7 @@ def test_wrong_magic_is_refused() -> None:
         restore(b"")
 
 
-@pytest.mark.parametrize("version", [0, 2, 999])
+@pytest.mark.parametrize("version", [0, 3, 999])
 def test_unknown_format_version_is_refused(version: int) -> None:
     blob = bytearray(some_blob())
     blob[8:10] = struct.pack(">H", version)
@@ -534,48 +535,46 @@ def test_restoring_in_the_other_time_mode_is_refused() -> None:
         )
 
 
-def framed(doc: Any) -> bytes:
+def framed(doc: Any, kind: int = 1) -> bytes:
     """A well-formed snapshot around ``doc`` (a forged body): the documented header, with the
-    SHA-256 taken over the body alone or over the header fields before it and the body,
-    whichever a real snapshot uses."""
-    real = some_blob()
-    prefix_size = HEADER.size - 32
-    if hashlib.sha256(real[:prefix_size] + real[HEADER.size :]).digest() == real[prefix_size:52]:
-        covered = True
-    else:
-        assert hashlib.sha256(real[HEADER.size :]).digest() == real[prefix_size:52]
-        covered = False
-    body = zlib.compress(json.dumps(doc).encode())
-    prefix = HEADER.pack(b"FCEPSNAP", 1, 0, len(body), bytes(32))[:prefix_size]
-    digest = hashlib.sha256((prefix if covered else b"") + body).digest()
-    return prefix + digest + body
+    BLAKE2b-256 digest over the header fields before it and the body."""
+    body = msgspec.msgpack.encode(doc)
+    prefix = HEADER.pack(b"FCEPSNAP", 2, kind, 0, len(body), bytes(32))[: HEADER.size - 32]
+    return prefix + hashlib.blake2b(prefix + body, digest_size=32).digest() + body
+
+
+def body_of(blob: bytes) -> Any:
+    return msgspec.msgpack.decode(
+        blob[HEADER.size :], ext_hook=lambda code, data: msgspec.msgpack.Ext(code, bytes(data))
+    )
 
 
 def test_forged_blob_of_a_real_body_restores() -> None:
     """The forging helper itself is right: it reproduces a real snapshot from its body."""
     blob = some_blob()
-    doc = json.loads(zlib.decompress(blob[HEADER.size :]))
-    assert restore(framed(doc)).snapshot() == blob
+    assert framed(body_of(blob)) == blob
+    assert restore(framed(body_of(blob))).snapshot() == blob
 
 
 def test_inconsistent_body_is_refused() -> None:
-    doc = json.loads(zlib.decompress(some_blob()[HEADER.size :]))
-    doc["nodes"] = [[n[0], 10**6, *n[2:]] for n in doc["nodes"]]  # events that do not exist
-    with pytest.raises(SnapshotError, match="inconsistent"):
+    doc = body_of(some_blob())
+    for _group, _key, record in doc[2]:
+        record[1] = [[n[0], 10**6, *n[2:]] for n in record[1]]  # events that do not exist
+    with pytest.raises(SnapshotError, match="missing event"):
         restore(framed(doc))
 
 
 @pytest.mark.parametrize(
     "doc",
-    [[1, 2], {"format": 1}, {"format": 1, "rules": "nope"}, "text", None],
-    ids=["list", "no-rules", "rules-not-a-list", "string", "null"],
+    [[1, 2], {"format": 2}, [None, "rules", [], []], "text", None],
+    ids=["list", "map", "rules-not-a-list", "string", "null"],
 )
 def test_malformed_body_is_refused(doc: Any) -> None:
-    """Regression: a checksummed body that is not an engine state once escaped as
+    """Regression: a digested body that is not an engine state once escaped as
     AttributeError/KeyError."""
     with pytest.raises(SnapshotError) as raised:
         restore(framed(doc))
-    assert "checksum" not in str(raised.value)
+    assert "digest" not in str(raised.value)
 
 
 # -- events that are not JSON values -------------------------------------------------------

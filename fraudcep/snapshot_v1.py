@@ -1,15 +1,11 @@
-"""Engine snapshots: the whole engine state as versioned, checksummed bytes.
+"""Reading format-1 snapshots (written by fraudcep before format 2, :mod:`fraudcep.codec`).
 
-Layout: ``MAGIC`` (8 bytes), format version (u16), reserved (u16), body length (u64), SHA-256
-of the body (32 bytes), then the body: zlib-compressed JSON. The JSON holds the rules'
-fingerprints (ids and compiled structure), the clocks, the event buffer, timers, and for every
-rule and key the partial and completed matches — matched events stored once and referenced by
-index, as the in-memory structure shares them. Heaps are stored in their array order, so a
-restored engine continues exactly as the one that never stopped.
-
-Events and keys must be JSON values (dicts, lists, strings, numbers, booleans, None), or
-tuples, datetimes, dates, Decimals and bytes, which are stored tagged and come back as the
-same types.
+Layout: ``FCEPSNAP`` (8 bytes), format version (u16, 1), reserved (u16), body length (u64),
+SHA-256 of header and body (32 bytes), then the body: zlib-compressed JSON holding the rules'
+fingerprints, the clocks, the event buffer, timers, and for every rule and key the partial and
+completed matches, matched events stored once and referenced by index. Events and keys are
+JSON values, or tuples, datetimes, dates, Decimals and bytes stored tagged. Every field is
+checked as it is read; anything malformed is a :class:`SnapshotError`.
 """
 
 from __future__ import annotations
@@ -18,84 +14,23 @@ import base64
 import hashlib
 import heapq
 import json
-import math
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import date, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from fraudcep.alert import ConditionFailure, LateEvent, Overflow, TimedOutMatch
+from fraudcep.codec import MAX_DEPTH, rule_fingerprint
 from fraudcep.errors import SnapshotError
 from fraudcep.nfa import NOT_STARTED, KeyState, Node, Run
-
-if TYPE_CHECKING:
-    from fraudcep.engine import Engine, _RuleRuntime
-    from fraudcep.rule import Rule
+from fraudcep.rule import Rule
+from fraudcep.state import COUNTERS, SKIP, EngineState, RuleState, count_pending
 
 MAGIC = b"FCEPSNAP"
 FORMAT_VERSION = 1
 _HEADER = struct.Struct(">8sHHQ32s")
-
-
-def dump(engine: Engine) -> bytes:
-    """Serialize ``engine``."""
-    from fraudcep.engine import SKIP
-
-    writer = _Writer()
-    doc: dict[str, Any] = {
-        "format": FORMAT_VERSION,
-        "rules": [fingerprint(rr) for rr in engine._rules],
-        "disabled": [
-            {**_fingerprint(rule), "version": version}
-            for rule, version in engine._disabled.values()
-        ],
-        "time_mode": engine.time_mode.value,
-        "seq": engine._seq,
-        "order": engine._order,
-        "max_ts": engine._max_ts,
-        "watermark": engine._watermark,
-        "timer_tie": engine._timer_tie,
-        "counts": engine._counters(),
-        "buffer": [
-            [ts, seq, writer.event(event), [None if k is SKIP else [_key(k)] for k in keys]]
-            for ts, seq, event, keys in engine._buffer
-        ],
-        # live timers only, sorted: a sorted list is a heap, and the bytes do not depend on
-        # which superseded timers the heap still held
-        "timers": [
-            [deadline, tie, engine._rules.index(rr), _key(key)]
-            for deadline, tie, rr, key in sorted(engine._timers, key=lambda t: t[:2])
-            if _live_timer(rr, deadline, key)
-        ],
-        "keys": [
-            [[_key(key), _key_state(writer, ks)] for key, ks in rr.keys.items()]
-            for rr in engine._rules
-        ],
-        "timeouts": [
-            [t.rule_id, _key(t.key), writer.mapping(t.events), t.timeout_ts, t.rule_version]
-            for t in engine._timeouts
-        ],
-        "late": [[writer.event(x.event), x.timestamp, x.watermark] for x in engine._late],
-        "overflows": [
-            [o.kind, o.rule_id, None if o.key is None else [_key(o.key)], o.dropped, o.at]
-            for o in engine._overflows
-        ],
-        "failures": [
-            [f.rule_id, _key(f.key), writer.event(f.event), f.timestamp, f.error]
-            for f in engine._failures
-        ],
-    }
-    doc["events"] = writer.events
-    doc["nodes"] = writer.nodes
-    try:
-        raw = json.dumps(doc, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise SnapshotError(
-            f"cannot snapshot: events and keys must be JSON values ({exc})"
-        ) from None
-    body = zlib.compress(raw.encode(), 6)
-    return _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(body), _digest(len(body), body)) + body
 
 
 def _digest(length: int, body: bytes) -> bytes:
@@ -104,11 +39,9 @@ def _digest(length: int, body: bytes) -> bytes:
     return hashlib.sha256(prefix + body).digest()
 
 
-def load(engine: Engine, blob: bytes) -> None:
-    """Fill a freshly built ``engine`` (same rules) with the state in ``blob``."""
-    from fraudcep.alert import ConditionFailure, LateEvent, Overflow, TimedOutMatch
-    from fraudcep.engine import SKIP
-
+def load(state: EngineState, rules: Iterable[Rule], time_mode: str, blob: bytes) -> bytes:
+    """Fill a fresh ``state`` with the format-1 snapshot ``blob`` of an engine running
+    ``rules``; returns the snapshot's id."""
     doc = read(blob)
     rule_lists = doc["rules"], doc["disabled"]
     if not all(
@@ -118,11 +51,11 @@ def load(engine: Engine, blob: bytes) -> None:
     ):
         raise SnapshotError("snapshot body has no valid rule list")
     try:
-        _arrange_rules(engine, doc["rules"], doc["disabled"])
-        if doc["time_mode"] != engine.time_mode.value:
+        _arrange_rules(state, rules, doc["rules"], doc["disabled"])
+        if doc["time_mode"] != time_mode:
             raise SnapshotError(
                 f"snapshot was taken in {doc['time_mode']!r:.40} mode, restore asked for "
-                f"{engine.time_mode.value}"
+                f"{time_mode}"
             )
         events = [_unkey(e) for e in _list(doc["events"], "events")]
         n_events = len(events)
@@ -138,21 +71,21 @@ def load(engine: Engine, blob: bytes) -> None:
                     nodes[prev] if prev >= 0 else None,
                 )
             )
-        engine._seq = _int(doc["seq"], "seq", 0)
-        engine._order = _int(doc["order"], "order", 0)
-        engine._max_ts = _int(doc["max_ts"], "max_ts")
-        engine._watermark = _int(doc["watermark"], "watermark")
-        engine._timer_tie = _int(doc["timer_tie"], "timer_tie", 0)
+        state.seq = _int(doc["seq"], "seq", 0)
+        state.order = _int(doc["order"], "order", 0)
+        state.max_ts = _int(doc["max_ts"], "max_ts")
+        state.watermark = _int(doc["watermark"], "watermark")
+        state.timer_tie = _int(doc["timer_tie"], "timer_tie", 0)
         counts = doc["counts"]
-        if not isinstance(counts, dict) or counts.keys() != set(engine._counters()):
+        if not isinstance(counts, dict) or counts.keys() != set(COUNTERS):
             raise SnapshotError("snapshot counters are not the engine's")
-        engine._set_counters({name: _int(n, name, 0) for name, n in counts.items()})
-        n_rules = len(engine._rules)
-        engine._buffer = []
+        state.counters = {name: _int(counts[name], name, 0) for name in COUNTERS}
+        n_rules = len(state.rules)
+        state.buffer = []
         for ts, seq, ev, keys in _list(doc["buffer"], "buffer"):
             if len(_list(keys, "buffered keys")) != n_rules:
                 raise SnapshotError("a buffered event's keys do not match the rules")
-            engine._buffer.append(
+            state.buffer.append(
                 (
                     _int(ts, "buffered time"),
                     _int(seq, "buffered order", 0),
@@ -160,25 +93,29 @@ def load(engine: Engine, blob: bytes) -> None:
                     tuple(SKIP if k is None else _hashable(_list(k, "key")[0]) for k in keys),
                 )
             )
-        heapq.heapify(engine._buffer)
-        for _, _, _, keys in engine._buffer:
-            for rr, key in zip(engine._rules, keys, strict=True):
-                if key is not SKIP:
-                    rr.pending[key] = rr.pending.get(key, 0) + 1
-        engine._timers = [
+        heapq.heapify(state.buffer)
+        count_pending(state)
+        timers = [
             (
                 _int(deadline, "timer"),
                 _int(tie, "timer order", 0),
-                engine._rules[_index(index, n_rules, "rule")],
+                state.rules[_index(index, n_rules, "rule")],
                 _hashable(key),
             )
             for deadline, tie, index, key in _list(doc["timers"], "timers")
         ]
-        heapq.heapify(engine._timers)  # written sorted; heapify keeps that guarantee explicit
-        for rr, entries in zip(engine._rules, _list(doc["keys"], "keys"), strict=True):
-            for key, state in _list(entries, "keys"):
-                rr.keys[_hashable(key)] = _restore_key_state(rr, state, nodes)
-        engine._timeouts = [
+        for rr, entries in zip(state.rules, _list(doc["keys"], "keys"), strict=True):
+            for key, stored in _list(entries, "keys"):
+                rr.keys[_hashable(key)] = _restore_key_state(rr, stored, nodes)
+        # The timer of a key that fires is the first written with the key's deadline (they
+        # are written sorted): it is the key's live timer from now on.
+        for deadline, tie, rr, key in sorted(timers, key=lambda t: t[:2], reverse=True):
+            ks = rr.keys.get(key)
+            if ks is not None and ks.deadline == deadline:
+                rr.timers[key] = tie
+        state.timers = [t for t in timers if t[2].timers.get(t[3]) == t[1]]
+        heapq.heapify(state.timers)
+        state.timeouts = [
             TimedOutMatch(
                 _str(rule_id, "rule id"),
                 _hashable(key),
@@ -188,11 +125,11 @@ def load(engine: Engine, blob: bytes) -> None:
             )
             for rule_id, key, mapping, ts, version in _list(doc["timeouts"], "timeouts")
         ]
-        engine._late = [
+        state.late = [
             LateEvent(events[_index(ev, n_events, "event")], _int(ts, "time"), _int(wm, "time"))
             for ev, ts, wm in _list(doc["late"], "late")
         ]
-        engine._overflows = [
+        state.overflows = [
             Overflow(
                 _str(kind, "overflow kind"),
                 None if rule_id is None else _str(rule_id, "rule id"),
@@ -202,7 +139,7 @@ def load(engine: Engine, blob: bytes) -> None:
             )
             for kind, rule_id, key, dropped, wm in _list(doc["overflows"], "overflows")
         ]
-        engine._failures = [
+        state.failures = [
             ConditionFailure(
                 _str(rule_id, "rule id"),
                 _hashable(key),
@@ -214,6 +151,7 @@ def load(engine: Engine, blob: bytes) -> None:
         ]
     except (KeyError, IndexError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
         raise SnapshotError(f"snapshot content is inconsistent: {exc!r:.300}") from None
+    return bytes(blob[20:36])  # the first 16 bytes of its SHA-256
 
 
 def read(blob: bytes) -> dict[str, Any]:
@@ -281,50 +219,12 @@ _FIELDS = frozenset(
 )  # fmt: skip
 
 
-def fingerprint(rr: _RuleRuntime) -> dict[str, Any]:
-    """What identifies a rule in force: its id, version and compiled automaton."""
-    return {**_fingerprint(rr.rule), "version": rr.version}
-
-
-def _fingerprint(rule: Rule) -> dict[str, Any]:
-    nfa = rule.nfa
-    structure = "|".join(
-        f"{s.name}/{s.kind.value}/{s.window_ms}:"
-        + ",".join(f"{t.action.value}>{t.target.name}" for t in s.transitions)
-        for s in nfa.states
-    )
-    structure += f"|window={nfa.window_ms}|skip={rule.pattern.skip_strategy}"
-    # conditions written as expressions (rules as data) carry their text: it is part of the rule
-    structure += "|" + "|".join(_condition_sources(rule))
-    return {"id": rule.id, "structure": hashlib.sha256(structure.encode()).hexdigest()}
-
-
-def _condition_sources(rule: Rule) -> list[str]:
-    from fraudcep.conditions import And, Condition, Not, Or, Predicate
-
-    out: list[str] = []
-
-    def walk(cond: Condition | None) -> None:
-        if isinstance(cond, Predicate):
-            out.append(str(getattr(cond.fn, "fraudcep_source", "<code>")))
-        elif isinstance(cond, And | Or):
-            walk(cond.left)
-            walk(cond.right)
-        elif isinstance(cond, Not):
-            walk(cond.inner)
-
-    for state in rule.nfa.states:
-        for t in state.transitions:
-            walk(t.condition)
-    return out
-
-
-def _arrange_rules(engine: Engine, enabled: list[Any], disabled: list[Any]) -> None:
-    """Put ``engine``'s rules in the snapshot's order, versions and enabled state, after
-    checking that they are exactly the snapshot's rules."""
-    from fraudcep.engine import _RuleRuntime
-
-    given = {rule.id: rule for rule in engine.rules}
+def _arrange_rules(
+    state: EngineState, rules: Iterable[Rule], enabled: list[Any], disabled: list[Any]
+) -> None:
+    """Put ``rules`` in the snapshot's order, versions and enabled state, after checking that
+    they are exactly the snapshot's rules."""
+    given = {rule.id: rule for rule in rules}
     wanted = [r["id"] for r in enabled] + [r["id"] for r in disabled]
     if sorted(given) != sorted(wanted) or len(set(wanted)) != len(wanted):
         raise SnapshotError(
@@ -332,15 +232,13 @@ def _arrange_rules(engine: Engine, enabled: list[Any], disabled: list[Any]) -> N
             f"vs {sorted(given)}); restore with the rules the snapshot was taken with"
         )
     for entry in enabled + disabled:
-        if _fingerprint(given[entry["id"]])["structure"] != entry.get("structure"):
+        if rule_fingerprint(given[entry["id"]]) != entry.get("structure"):
             raise SnapshotError(
                 f"rule {entry['id']!r}: the same rule ids, but the patterns differ in structure "
                 "from the snapshot's; restore with the rules the snapshot was taken with"
             )
-    engine._rules = [_RuleRuntime(given[r["id"]], _rule_version(r)) for r in enabled]
-    engine._disabled = {r["id"]: (given[r["id"]], _rule_version(r)) for r in disabled}
-    engine.rules = tuple(rr.rule for rr in engine._rules)
-    engine._index_keys()
+    state.rules = [RuleState(given[r["id"]], _rule_version(r)) for r in enabled]
+    state.disabled = {r["id"]: (given[r["id"]], _rule_version(r)) for r in disabled}
 
 
 def _rule_version(entry: dict[str, Any]) -> int:
@@ -350,54 +248,7 @@ def _rule_version(entry: dict[str, Any]) -> int:
     return version
 
 
-class _Writer:
-    """Assigns indices to events and nodes so each is written once."""
-
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-        self.nodes: list[list[Any]] = []
-        self._event_index: dict[int, int] = {}
-        self._node_index: dict[int, int] = {}
-
-    def event(self, event: Any) -> int:
-        index = self._event_index.get(id(event))
-        if index is None:
-            index = self._event_index[id(event)] = len(self.events)
-            self.events.append(_key(event))
-        return index
-
-    def node(self, node: Node | None) -> int:
-        if node is None:
-            return -1
-        chain: list[Node] = []
-        current: Node | None = node
-        while current is not None and id(current) not in self._node_index:
-            chain.append(current)
-            current = current.prev
-        for n in reversed(chain):
-            prev = self._node_index[id(n.prev)] if n.prev is not None else -1
-            self._node_index[id(n)] = len(self.nodes)
-            self.nodes.append([n.name, self.event(n.event), n.ts, n.seq, prev])
-        return self._node_index[id(node)]
-
-    def mapping(self, mapping: Any) -> list[Any]:
-        return [[name, [self.event(e) for e in evs]] for name, evs in mapping.items()]
-
-
-def _run(writer: _Writer, run: Run) -> list[Any]:
-    return [run.state.index, writer.node(run.node), run.start_ts, run.prev_ts, run.order]
-
-
-def _key_state(writer: _Writer, ks: KeyState) -> dict[str, Any]:
-    return {
-        "partial": [_run(writer, r) for r in ks.partial],
-        "completed": [_run(writer, r) for r in ks.completed],
-        "time": ks.time,
-        "deadline": ks.deadline,
-    }
-
-
-def _restore_key_state(rr: _RuleRuntime, state: dict[str, Any], nodes: list[Node]) -> KeyState:
+def _restore_key_state(rr: RuleState, state: dict[str, Any], nodes: list[Node]) -> KeyState:
     matcher = rr.matcher
     states = matcher.nfa.states
 
@@ -459,51 +310,7 @@ def _list(value: Any, what: str) -> list[Any]:
     return value
 
 
-def _live_timer(rr: _RuleRuntime, deadline: int, key: Any) -> bool:
-    ks = rr.keys.get(key)
-    return ks is not None and ks.deadline == deadline
-
-
 _TAG = "$fcep"
-
-
-MAX_DEPTH = 100
-"""How deeply events and keys in a snapshot may nest (containers in containers). Payments
-decoded by :func:`fraudcep.payment.decode_payment` nest far less; deeper data is refused with
-a :class:`SnapshotError` rather than recursed on without a bound."""
-
-
-def _key(value: Any, depth: int = 0) -> Any:
-    """Encode an event or key as JSON, tagging the Python types JSON does not have."""
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else {_TAG: "float", "v": repr(value)}
-    if depth >= MAX_DEPTH:
-        raise SnapshotError(
-            f"cannot snapshot an event or key nested more than {MAX_DEPTH} levels deep"
-        )
-    depth += 1
-    if isinstance(value, list):
-        return [_key(v, depth) for v in value]
-    if isinstance(value, dict):
-        if all(isinstance(k, str) for k in value) and _TAG not in value:
-            return {k: _key(v, depth) for k, v in value.items()}
-        return {_TAG: "dict", "v": [[_key(k, depth), _key(v, depth)] for k, v in value.items()]}
-    if isinstance(value, tuple):
-        return {_TAG: "tuple", "v": [_key(v, depth) for v in value]}
-    if isinstance(value, datetime):
-        return {_TAG: "datetime", "v": value.isoformat()}
-    if isinstance(value, date):
-        return {_TAG: "date", "v": value.isoformat()}
-    if isinstance(value, Decimal):
-        return {_TAG: "decimal", "v": str(value)}
-    if isinstance(value, bytes):
-        return {_TAG: "bytes", "v": base64.b64encode(value).decode()}
-    raise SnapshotError(
-        f"cannot snapshot a {type(value).__name__} ({_describe(value)}): events and keys must "
-        "be JSON values, tuples, datetimes, dates, Decimals or bytes"
-    )
 
 
 def _describe(value: Any) -> str:
