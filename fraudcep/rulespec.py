@@ -15,9 +15,12 @@ normalised specs, and the rebuilt rule finds the same alerts.
 
 from __future__ import annotations
 
+import bisect
 import importlib
 import json
 import re
+import types
+import unicodedata
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -27,10 +30,21 @@ import attrs
 import yaml
 import yaml.constructor
 import yaml.nodes
+import yaml.reader
+import yaml.resolver
 
 from fraudcep.conditions import And, Condition, Or, Predicate
 from fraudcep.errors import ConfigurationError, EventError, FraudcepError
-from fraudcep.pattern import Consuming, Pattern, QuantifierKind, Stage, WithinType
+from fraudcep.pattern import (
+    MAX_CONDITIONS_PER_STAGE,
+    MAX_QUANTIFIER_COUNT,
+    MAX_STAGES,
+    Consuming,
+    Pattern,
+    QuantifierKind,
+    Stage,
+    WithinType,
+)
 from fraudcep.rule import Rule
 from fraudcep.skip import SkipKind, SkipStrategy
 
@@ -124,23 +138,30 @@ class RuleDefinition:
 # -- durations ------------------------------------------------------------------------------
 
 _UNITS: dict[str, int] = {"d": 86_400_000, "h": 3_600_000, "m": 60_000, "s": 1_000, "ms": 1}
-_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
+# ASCII digits only (``\\d`` takes any Unicode digit, fullwidth ones included), at most 18 of
+# them (they are read before the bound is checked)
+_DURATION = re.compile(r"[ \t]*([0-9]{1,18})[ \t]*(ms|s|m|h|d)[ \t]*")
 
 
 def parse_duration(value: object) -> int:
-    """``"500ms"``, ``"30s"``, ``"5m"``, ``"2h"``, ``"1d"`` or an int of ms, as ms (> 0)."""
+    """``"500ms"``, ``"30s"``, ``"5m"``, ``"2h"``, ``"1d"`` or an int of ms, as ms (> 0, at
+    most :data:`MAX_DURATION_MS`)."""
     if isinstance(value, bool):
         raise ValueError(f"a duration must be like 500ms, 30s, 5m, 2h, 1d or an int, not {value}")
     if isinstance(value, int):
         ms = value
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
+    elif isinstance(value, str) and (m := _DURATION.fullmatch(value)):
         ms = int(m.group(1)) * _UNITS[m.group(2)]
     else:
         raise ValueError(
-            f"a duration must be like 500ms, 30s, 5m, 2h, 1d or an int of ms, got {value!r}"
+            f"a duration must be like 500ms, 30s, 5m, 2h, 1d or an int of ms, got {_show(value)}"
         )
     if ms <= 0:
-        raise ValueError(f"a duration must be longer than 0 ms, got {value!r}")
+        raise ValueError(f"a duration must be longer than 0 ms, got {_show(value)}")
+    if ms > MAX_DURATION_MS:
+        raise ValueError(
+            f"a duration must be at most {MAX_DURATION_MS // 86_400_000}d, got {_show(value)}"
+        )
     return ms
 
 
@@ -150,6 +171,63 @@ def format_duration(ms: int) -> str:
         if ms % size == 0:
             return f"{ms // size}{unit}"
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+# -- limits ---------------------------------------------------------------------------------
+
+MAX_TEXT_SIZE = 262_144
+"""The largest rule file (bytes of a file, characters of a text): 256 KiB."""
+MAX_DEPTH = 32
+"""The deepest nesting of lists and mappings in a rule file."""
+MAX_RULES = 1_000
+"""The most rules one file holds."""
+MAX_NAME_LENGTH = 200
+"""The longest rule id and stage name, in characters."""
+MAX_VERSION = 2**63 - 1
+"""The largest rule ``version`` (a signed 64-bit integer, as in Kafka headers and Java)."""
+MAX_DURATION_MS = 3_650 * 86_400_000
+"""The longest duration (``within``, ``window``): 3650 days."""
+MAX_INT_CHARS = 32
+"""The longest text of an integer in a rule file; longer ones are refused unread."""
+MAX_NODES = 100_000
+"""The most values in one rule file (mapping keys, lists and mappings included)."""
+MAX_FILE_STAGES = 1_000
+"""The most stages in all the rules of one file (groups and their stages count)."""
+MAX_FILE_CONDITIONS = 1_000
+"""The most expressions (``where``, ``or_where``, ``until``) in all the rules of one file."""
+MAX_FILE_CONDITION_TEXT = 100_000
+"""The most characters of expression text in all the rules of one file (compiling takes time
+in proportion to it)."""
+MAX_PROBLEMS = 1_000
+"""Reading stops after this many problems."""
+
+
+class _TooManyProblems(Exception):
+    """The problem list is full, or a limit of the whole file is reached: stop checking."""
+
+
+@attrs.define
+class _Budget:
+    """What the rules of one file have used of the file's limits."""
+
+    stages: int = 0
+    conditions: int = 0
+    condition_text: int = 0
+
+
+def _add_problem(problems: list[Problem], problem: Problem) -> None:
+    problems.append(problem)
+    if len(problems) >= MAX_PROBLEMS:
+        problems.append(
+            attrs.evolve(problem, message=f"more than {MAX_PROBLEMS:,} problems: stopped here")
+        )
+        raise _TooManyProblems
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters (values in messages come from the file)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-2:]}"
 
 
 # -- reading the document with positions -----------------------------------------------------
@@ -162,113 +240,467 @@ class _Document:
         self.values: dict[Path_, Position] = {}
         self.keys: dict[Path_, Position] = {}
         self.text_starts: dict[Path_, Position] = {}
+        # values refused while reading (already reported): checks of them stay silent
+        self.refused: set[Path_] = set()
         self.data: Any = None
+
+
+class _Stop(Exception):
+    """A builder call failed (its problem is recorded); stop building this rule."""
+
+
+class _Lines:
+    """Line and column (1-based, in characters) of an index into the text."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.starts = [0, *(m.end() for m in re.finditer("\n", text))]
+
+    def at(self, index: int) -> Position:
+        line = bisect.bisect_right(self.starts, index)
+        return (line, index - self.starts[line - 1] + 1)
+
+
+_YAML_INT = "tag:yaml.org,2002:int"
+_YAML_STR = "tag:yaml.org,2002:str"
+_YAML_CONSTRUCTED = {
+    _YAML_INT: "construct_yaml_int",
+    "tag:yaml.org,2002:float": "construct_yaml_float",
+    "tag:yaml.org,2002:bool": "construct_yaml_bool",
+    "tag:yaml.org,2002:null": "construct_yaml_null",
+    "tag:yaml.org,2002:timestamp": "construct_yaml_timestamp",
+}
+# libyaml's event parser when it is there (fast), PyYAML's own otherwise: the same events
+_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SKIP: Any = object()  # the key of a mapping entry that is reported and left out
+_IN_KEY: Any = object()  # the key of a mapping entry while its refused key is being read
 
 
 def _mark(mark: Any) -> Position:
     return (mark.line + 1, mark.column + 1)
 
 
-def _text_start(node: yaml.nodes.ScalarNode) -> Position:
-    """Where the text of a string scalar starts (after its quote, or below a block marker)."""
-    line, column = _mark(node.start_mark)
-    if node.style in ('"', "'"):
-        return (line, column + 1)
-    if node.style in ("|", ">"):
-        buffer = getattr(node.start_mark, "buffer", None)
-        index = node.start_mark.index
-        if isinstance(buffer, str):
-            newline = buffer.find("\n", index)
-            if newline >= 0:
-                i = newline + 1
-                while i < len(buffer) and buffer[i] == " ":
-                    i += 1
-                return (line + 1, i - newline)
-        return (line + 1, 1)
-    return (line, column)
+class _Frame:
+    __slots__ = ("container", "key", "path")
+
+    def __init__(self, container: Any, path: Path_ | None) -> None:
+        self.container = container  # a list or a dict; None while skipping a refused key
+        self.path = path  # None: positions are not recorded (a left-out entry)
+        self.key: Any = None  # a mapping's pending key (None: a key comes next)
 
 
-class _Reader:
-    def __init__(self, doc: _Document, problems: list[Problem], source: str) -> None:
+class _YamlReader:
+    """Builds plain data with positions from YAML parser events, without recursion.
+
+    Aliases, anchors and tags are refused (a rule file needs none of them, and aliases are
+    what recursive structures and exponential "billion laughs" expansions are made of); so is
+    nesting deeper than :data:`MAX_DEPTH`, and an integer of more than :data:`MAX_INT_CHARS`
+    characters is refused before it is converted.
+    """
+
+    def __init__(self, text: str, doc: _Document, problems: list[Problem], source: str) -> None:
+        self.text = text
         self.doc = doc
         self.problems = problems
         self.source = source
+        self.resolver: Any = yaml.resolver.Resolver()
         self.constructor = yaml.constructor.SafeConstructor()
+        self.lines: list[str] | None = None
 
-    def convert(self, node: yaml.nodes.Node, path: Path_) -> Any:
-        self.doc.values[path] = _mark(node.start_mark)
-        if isinstance(node, yaml.nodes.ScalarNode):
-            if node.tag == "tag:yaml.org,2002:str":
-                self.doc.text_starts[path] = _text_start(node)
-            try:
-                return self.constructor.construct_object(node, deep=True)
-            except yaml.YAMLError as exc:
-                self._problem(node, f"bad value: {exc}")
-                return node.value
-        if isinstance(node, yaml.nodes.SequenceNode):
-            return [self.convert(child, (*path, i)) for i, child in enumerate(node.value)]
-        if isinstance(node, yaml.nodes.MappingNode):
-            out: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                key = key_node.value if isinstance(key_node, yaml.nodes.ScalarNode) else None
-                if not isinstance(key, str):
-                    self._problem(key_node, "a mapping key must be a string")
+    def problem(self, mark: Any, message: str) -> None:
+        line, column = _mark(mark) if mark is not None else (1, 1)
+        _add_problem(self.problems, Problem(self.source, None, "", line, column, message))
+
+    def read(self) -> bool:
+        """Fill the document; False (with the problem recorded) when it cannot be read."""
+        stack: list[_Frame] = []
+        documents = 0
+        root: list[Any] = []
+        nodes = 0
+        for event in yaml.parse(self.text, Loader=_YAML_LOADER):
+            if isinstance(event, yaml.NodeEvent):
+                nodes += 1
+                if nodes > MAX_NODES:
+                    self.problem(event.start_mark, f"more than {MAX_NODES:,} values in one file")
+                    return False
+            if isinstance(event, yaml.DocumentStartEvent):
+                documents += 1
+                if documents > 1:
+                    self.problem(
+                        event.start_mark,
+                        "a rule file is one YAML document (a second one starts here)",
+                    )
+                    return False
+                continue
+            if isinstance(event, yaml.AliasEvent):
+                self.problem(
+                    event.start_mark,
+                    f"YAML aliases (*{event.anchor}) are not allowed in rule files: write the "
+                    "value out",
+                )
+                return False
+            if isinstance(event, yaml.NodeEvent):
+                if event.anchor is not None:
+                    self.problem(
+                        event.start_mark,
+                        f"YAML anchors (&{event.anchor}) are not allowed in rule files",
+                    )
+                    return False
+                tag = getattr(event, "tag", None)
+                if tag is not None:
+                    shown = _show(tag.replace("tag:yaml.org,2002:", "!!", 1), 80)
+                    self.problem(
+                        event.start_mark, f"YAML tags ({shown}) are not allowed in rule files"
+                    )
+                    return False
+            if isinstance(event, yaml.CollectionStartEvent):
+                if len(stack) >= MAX_DEPTH:
+                    self.problem(
+                        event.start_mark,
+                        f"lists and mappings are nested more than {MAX_DEPTH} levels deep",
+                    )
+                    return False
+                path = self.place(stack, event)
+                container: Any = [] if isinstance(event, yaml.SequenceStartEvent) else {}
+                if path is _SKIP:
+                    stack.append(_Frame(None, None))
+                else:
+                    if path is not None:
+                        self.doc.values[path] = _mark(event.start_mark)
+                    stack.append(_Frame(container, path))
+            elif isinstance(event, yaml.CollectionEndEvent):
+                frame = stack.pop()
+                if frame.container is None:  # the end of a refused key, or of a part of it
+                    if stack and stack[-1].key is _IN_KEY:
+                        stack[-1].key = _SKIP
                     continue
-                if key in out:
-                    self._problem(key_node, f"duplicate key {key!r}")
+                self.deliver(stack, root, frame.container)
+            elif isinstance(event, yaml.ScalarEvent):
+                path = self.place(stack, event)
+                if path is _SKIP:
                     continue
-                self.doc.keys[(*path, key)] = _mark(key_node.start_mark)
-                out[key] = self.convert(value_node, (*path, key))
-            return out
-        self._problem(node, "unsupported YAML node")  # pragma: no cover
-        return None
+                if path is None:  # inside a left-out entry: kept out of the data
+                    self.deliver(stack, root, None)
+                    continue
+                self.doc.values[path] = _mark(event.start_mark)
+                self.deliver(stack, root, self.scalar(event, path))
+        if not root:
+            self.problem(None, "the file holds no rules")
+            return False
+        self.doc.data = root[0]
+        return True
 
-    def _problem(self, node: yaml.nodes.Node, message: str) -> None:
-        line, column = _mark(node.start_mark)
-        self.problems.append(Problem(self.source, None, "", line, column, message))
+    def place(self, stack: list[_Frame], event: Any) -> Any:
+        """The path of the node ``event`` starts, None when it is not recorded, ``_SKIP``
+        when it is a mapping key (a scalar key is taken here) or inside a refused key."""
+        if not stack:
+            return ()
+        frame = stack[-1]
+        if frame.container is None:
+            return _SKIP
+        if isinstance(frame.container, list):
+            return None if frame.path is None else (*frame.path, len(frame.container))
+        if frame.key is None:  # this node is a key
+            if not isinstance(event, yaml.ScalarEvent):
+                self.problem(event.start_mark, "a mapping key must be a string")
+                frame.key = _IN_KEY
+                return _SKIP
+            key = event.value
+            if key in frame.container:
+                self.problem(event.start_mark, f"duplicate key {_show(key)}")
+                frame.key = _SKIP
+            else:
+                frame.key = key
+                if frame.path is not None:
+                    self.doc.keys[(*frame.path, key)] = _mark(event.start_mark)
+            return _SKIP
+        if frame.key is _SKIP or frame.path is None:
+            return None
+        return (*frame.path, frame.key)
+
+    def deliver(self, stack: list[_Frame], root: list[Any], value: Any) -> None:
+        if not stack:
+            root.append(value)
+            return
+        frame = stack[-1]
+        if frame.container is None:
+            return
+        if isinstance(frame.container, list):
+            frame.container.append(value)
+            return
+        if frame.key is not _SKIP:
+            frame.container[frame.key] = value
+        frame.key = None
+
+    def scalar(self, event: Any, path: Path_) -> Any:
+        value: str = event.value
+        tag = self.resolver.resolve(yaml.nodes.ScalarNode, value, event.implicit)
+        if tag == _YAML_STR:
+            self.doc.text_starts[path] = self.text_start(event)
+            return value
+        method = _YAML_CONSTRUCTED.get(tag)
+        if method is None:  # merge (<<) and value (=) keys of YAML 1.1: plain text here
+            return value
+        if tag == _YAML_INT and len(value) > MAX_INT_CHARS:
+            self.refuse(event, path, f"an integer of more than {MAX_INT_CHARS} characters")
+            return value
+        node = yaml.nodes.ScalarNode(tag, value, event.start_mark, event.end_mark)
+        try:
+            return getattr(self.constructor, method)(node)
+        except (yaml.YAMLError, ValueError, OverflowError) as exc:
+            self.refuse(event, path, f"bad value: {exc}")
+            return value
+
+    def refuse(self, event: Any, path: Path_, message: str) -> None:
+        self.doc.refused.add(path)
+        self.problem(event.start_mark, message)
+
+    def text_start(self, event: Any) -> Position:
+        """Where the text of a string scalar starts (after its quote, or below a block
+        indicator)."""
+        line, column = _mark(event.start_mark)
+        if event.style in ('"', "'"):
+            return (line, column + 1)
+        if event.style in ("|", ">"):
+            if self.lines is None:
+                self.lines = self.text.split("\n")
+            if line < len(self.lines):
+                below = self.lines[line]
+                return (line + 1, len(below) - len(below.lstrip(" ")) + 1)
+            return (line + 1, 1)
+        return (line, column)
 
 
-def _looks_like_json(text: str, source: str) -> bool:
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+_JSON_WORDS = {"true": True, "false": False, "null": None}
+# the standard library's JSON string reader (strict: no raw control characters)
+_scanstring: Callable[[str, int, bool], tuple[str, int]] = vars(json.decoder)["scanstring"]
+
+
+class _JsonSyntaxError(Exception):
+    def __init__(self, index: int, message: str, prefix: str = "bad JSON: ") -> None:
+        super().__init__(message)
+        self.index = index
+        self.message = prefix + message
+
+
+class _JsonReader:
+    """A JSON parser that records positions, iterative (nesting is limited to
+    :data:`MAX_DEPTH`), with the standard library's reading of strings and numbers.
+    Duplicate keys are reported; the first one counts."""
+
+    def __init__(self, text: str, doc: _Document, problems: list[Problem], source: str) -> None:
+        self.text = text
+        self.doc = doc
+        self.problems = problems
+        self.source = source
+        self.lines = _Lines(text)
+        self.bad_syntax = False  # the reading failed on JSON syntax (not on a limit)
+
+    def read(self) -> bool:
+        """Fill the document; False (with the problem recorded) when it cannot be read."""
+        try:
+            self.doc.data = self.parse()
+        except _JsonSyntaxError as exc:
+            self.bad_syntax = exc.message.startswith("bad JSON: ")
+            line, column = self.lines.at(exc.index)
+            problem = Problem(self.source, None, "", line, column, exc.message)
+            _add_problem(self.problems, problem)
+            return False
+        return True
+
+    def space(self, i: int) -> int:
+        match = _JSON_SPACE.match(self.text, i)
+        assert match is not None
+        return match.end()
+
+    def parse(self) -> Any:
+        text = self.text
+        stack: list[_Frame] = []
+        i = self.space(0)
+        if i == len(text):
+            raise _JsonSyntaxError(i, "the file holds no rules")
+        path: Path_ | None = ()
+        nodes = 0
+        while True:
+            # a value starts at i (after white space), to be stored at path
+            i = self.space(i)
+            nodes += 1
+            if nodes > MAX_NODES:
+                raise _JsonSyntaxError(i, f"more than {MAX_NODES:,} values in one file", "")
+            if path is not None:
+                self.doc.values[path] = self.lines.at(i)
+            char = text[i : i + 1]
+            value: Any
+            if char in ("[", "{"):
+                if len(stack) >= MAX_DEPTH:
+                    raise _JsonSyntaxError(
+                        i, f"lists and objects are nested more than {MAX_DEPTH} levels deep"
+                    )
+                container: Any = [] if char == "[" else {}
+                stack.append(_Frame(container, path))
+                i = self.space(i + 1)
+                closing = "]" if char == "[" else "}"
+                if text[i : i + 1] == closing:
+                    stack.pop()
+                    value, i = container, i + 1
+                elif char == "[":
+                    path = None if path is None else (*path, 0)
+                    continue
+                else:
+                    i, path = self.key(stack[-1], i)
+                    continue
+            elif char == '"':
+                if path is not None:
+                    self.doc.text_starts[path] = self.lines.at(i + 1)
+                value, i = self.string(i)
+            elif match := _JSON_NUMBER.match(text, i):
+                number = match.group()
+                if len(number) > MAX_INT_CHARS:
+                    raise _JsonSyntaxError(i, f"a number of more than {MAX_INT_CHARS} characters")
+                value = float(number) if match.group(1) or match.group(2) else int(number)
+                i = match.end()
+            else:
+                for word, constant in _JSON_WORDS.items():
+                    if text.startswith(word, i):
+                        value, i = constant, i + len(word)
+                        break
+                else:
+                    raise _JsonSyntaxError(i, "Expecting value")
+            # the value is complete: store it, and close the containers it completes
+            while True:
+                if not stack:
+                    end = self.space(i)
+                    if end != len(text):
+                        raise _JsonSyntaxError(end, "Extra data")
+                    return value
+                frame = stack[-1]
+                if isinstance(frame.container, list):
+                    frame.container.append(value)
+                    i = self.space(i)
+                    char = text[i : i + 1]
+                    if char == ",":
+                        i += 1
+                        n = len(frame.container)
+                        path = None if frame.path is None else (*frame.path, n)
+                        break
+                    if char != "]":
+                        raise _JsonSyntaxError(i, "Expecting ',' delimiter")
+                else:
+                    if frame.key is not _SKIP:
+                        frame.container[frame.key] = value
+                    i = self.space(i)
+                    char = text[i : i + 1]
+                    if char == ",":
+                        i, path = self.key(frame, self.space(i + 1))
+                        break
+                    if char != "}":
+                        raise _JsonSyntaxError(i, "Expecting ',' delimiter")
+                stack.pop()
+                value, i = frame.container, i + 1
+
+    def string(self, i: int) -> tuple[str, int]:
+        try:
+            return _scanstring(self.text, i + 1, True)
+        except json.JSONDecodeError as exc:
+            raise _JsonSyntaxError(exc.pos, exc.msg) from None
+
+    def key(self, frame: _Frame, i: int) -> tuple[int, Path_ | None]:
+        """Read ``"key":`` at ``i``; the index after it and the path of its value."""
+        if self.text[i : i + 1] != '"':
+            raise _JsonSyntaxError(i, "Expecting property name enclosed in double quotes")
+        start = i
+        key, i = self.string(i)
+        i = self.space(i)
+        if self.text[i : i + 1] != ":":
+            raise _JsonSyntaxError(i, "Expecting ':' delimiter")
+        if key in frame.container:
+            line, column = self.lines.at(start)
+            _add_problem(
+                self.problems,
+                Problem(self.source, None, "", line, column, f"duplicate key {_show(key)}"),
+            )
+            frame.key = _SKIP
+            return i + 1, None
+        frame.key = key
+        if frame.path is None:
+            return i + 1, None
+        self.doc.keys[(*frame.path, key)] = self.lines.at(start)
+        return i + 1, (*frame.path, key)
+
+
+def _format(text: str, source: str) -> str:
+    """``json``, ``yaml``, or ``either`` (JSON first, YAML when that is not JSON)."""
     suffix = Path(source).suffix.lower()
     if suffix == ".json":
-        return True
+        return "json"
     if suffix in (".yaml", ".yml"):
-        return False
-    return text.lstrip()[:1] in ("{", "[")
+        return "yaml"
+    return "either" if text.lstrip()[:1] in ("{", "[") else "yaml"
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _parse(text: str, source: str, problems: list[Problem]) -> _Document | None:
+    def refuse(index: int, message: str) -> None:
+        line, column = _Lines(text).at(index)
+        problems.append(Problem(source, None, "", line, column, message))
+
+    if len(text) > MAX_TEXT_SIZE:
+        problems.append(
+            Problem(source, None, "", 1, 1, f"larger than {MAX_TEXT_SIZE:,} characters (256 KiB)")
+        )
+        return None
+    text = text.removeprefix("\ufeff")
+    nul = text.find("\x00")
+    if nul >= 0:
+        refuse(nul, "a NUL character: a rule file is UTF-8 text (UTF-16 has NULs like this one)")
+        return None
+    if surrogate := _SURROGATE.search(text):
+        refuse(surrogate.start(), "a lone surrogate character: not valid Unicode text")
+        return None
+    form = _format(text, source)
+    if form == "yaml":
+        return _parse_yaml(text, source, problems)
     doc = _Document()
-    is_json = _looks_like_json(text, source)
-    json_data: Any = None
-    if is_json:
-        try:
-            json_data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            problems.append(
-                Problem(source, None, "", exc.lineno, exc.colno, f"bad JSON: {exc.msg}")
-            )
-            return None
-        # JSON is YAML (a tab is one column either way): compose it to learn the positions
-        text = text.replace("\t", " ")
+    found: list[Problem] = []
+    reader = _JsonReader(text, doc, found, source)
+    ok = reader.read()
+    if ok or form == "json" or not reader.bad_syntax:
+        problems.extend(found)
+        return doc if ok else None
+    # a text of no known format that starts like JSON but is not: YAML (flow style) may be
+    # meant; when it is not YAML either, the JSON problem is the one to report
+    as_yaml: list[Problem] = []
+    yaml_doc = _parse_yaml(text, source, as_yaml)
+    problems.extend(found if yaml_doc is None else as_yaml)
+    return yaml_doc
+
+
+def _parse_yaml(text: str, source: str, problems: list[Problem]) -> _Document | None:
+    doc = _Document()
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        ok = _YamlReader(text, doc, problems, source).read()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = _mark(mark) if mark is not None else (1, 1)
         what = exc.problem or str(exc)
         problems.append(Problem(source, None, "", line, column, f"bad YAML: {what}"))
         return None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow
+        index = exc.position
+        if _YAML_LOADER is not yaml.SafeLoader:  # libyaml counts bytes of UTF-8 here
+            index = len(text.encode("utf-8")[:index].decode("utf-8", errors="ignore"))
+        line, column = _Lines(text).at(index)
+        what = f"the character {chr(exc.character)!r} is not allowed in YAML"
+        problems.append(Problem(source, None, "", line, column, f"bad YAML: {what}"))
+        return None
     except yaml.YAMLError as exc:
-        problems.append(Problem(source, None, "", 1, 1, f"bad YAML: {exc}"))
+        problems.append(Problem(source, None, "", 1, 1, f"bad YAML: {_show(str(exc), 300)}"))
         return None
-    if node is None:
-        problems.append(Problem(source, None, "", 1, 1, "the file holds no rules"))
-        return None
-    doc.data = _Reader(doc, problems, source).convert(node, ())
-    if is_json:
-        doc.data = json_data  # same shape; JSON's own reading of escapes and numbers
-    return doc
+    return doc if ok else None
 
 
 # -- the intermediate model ------------------------------------------------------------------
@@ -379,7 +811,13 @@ class _Checker:
     """Validates one rule's data, collecting problems with positions."""
 
     def __init__(
-        self, doc: _Document, source: str, problems: list[Problem], prefix: Path_, rule_id: str
+        self,
+        doc: _Document,
+        source: str,
+        problems: list[Problem],
+        prefix: Path_,
+        rule_id: str,
+        budget: _Budget,
     ) -> None:
         self.doc = doc
         self.source = source
@@ -387,6 +825,13 @@ class _Checker:
         self.prefix = prefix
         self.rule_id = rule_id
         self.failed = False
+        self.stage_count = 0
+        self.budget = budget
+
+    def file_limit(self, path: Path_, message: str) -> None:
+        """Report a limit of the whole file and stop reading it."""
+        self.error(path, message)
+        raise _TooManyProblems
 
     def position(self, path: Path_, at_key: bool = False) -> Position:
         full = (*self.prefix, *path)
@@ -404,9 +849,12 @@ class _Checker:
 
     def error(self, path: Path_, message: str, at_key: bool = False) -> None:
         self.failed = True
+        if not at_key and (*self.prefix, *path) in self.doc.refused:
+            return  # reported while reading
         line, column = self.position(path, at_key)
-        self.problems.append(
-            Problem(self.source, self.rule_id, _render_path(path), line, column, message)
+        _add_problem(
+            self.problems,
+            Problem(self.source, self.rule_id, _render_path(path), line, column, message),
         )
 
     # -- typed reads ----------------------------------------------------------------------
@@ -415,29 +863,43 @@ class _Checker:
         for key in data:
             if key not in allowed:
                 hint = _close(key, allowed)
-                self.error((*path, key), f"unknown field {key!r}{hint}", at_key=True)
+                self.error((*path, key), f"unknown field {_show(key)}{hint}", at_key=True)
 
     def string(self, data: Mapping[str, Any], key: str, path: Path_) -> str | None:
-        value = data.get(key)
+        """The non-empty string ``data[key]``; None (reported unless absent) otherwise."""
+        if key not in data:
+            return None
+        value = data[key]
+        if not isinstance(value, str) or not value.strip():
+            self.error((*path, key), f"must be a non-empty string, got {_show(value)}")
+            return None
+        return value
+
+    def name(self, data: Mapping[str, Any], key: str, path: Path_) -> str | None:
+        """A rule id or stage name: a string of printable characters, not too long."""
+        value = self.string(data, key, path)
         if value is None:
             return None
-        if not isinstance(value, str) or not value.strip():
-            self.error((*path, key), f"must be a non-empty string, got {value!r}")
+        problem = _name_problem(value)
+        if problem is not None:
+            self.error((*path, key), problem)
             return None
         return value
 
     def boolean(self, data: Mapping[str, Any], key: str, path: Path_) -> bool | None:
-        value = data.get(key)
-        if value is None:
+        if key not in data:
             return None
+        value = data[key]
         if not isinstance(value, bool):
-            self.error((*path, key), f"must be true or false, got {value!r}")
+            self.error((*path, key), f"must be true or false, got {_show(value)}")
             return None
         return value
 
-    def count(self, value: Any, path: Path_, minimum: int) -> int | None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            self.error(path, f"must be an integer >= {minimum}, got {value!r}")
+    def count(self, value: Any, path: Path_, minimum: int, maximum: int) -> int | None:
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+            self.error(
+                path, f"must be an integer from {minimum} to {maximum:,}, got {_show(value)}"
+            )
             return None
         return value
 
@@ -468,7 +930,7 @@ class _Checker:
                 if name not in _WITHIN_TYPES:
                     self.error(
                         (*wpath, name),
-                        f"unknown window type {name!r} (first_and_last, previous_and_current)",
+                        f"unknown window type {_show(name)} (first_and_last, previous_and_current)",
                         at_key=True,
                     )
                     continue
@@ -481,10 +943,10 @@ class _Checker:
         kind = WithinType.FIRST_AND_LAST
         if "within_type" in data:
             name = data["within_type"]
-            if name not in _WITHIN_TYPES:
+            if not isinstance(name, str) or name not in _WITHIN_TYPES:
                 self.error(
                     (*path, "within_type"),
-                    f"must be first_and_last or previous_and_current, got {name!r}",
+                    f"must be first_and_last or previous_and_current, got {_show(name)}",
                 )
             else:
                 kind = _WITHIN_TYPES[name]
@@ -499,6 +961,15 @@ class _Checker:
             if not value.strip():
                 self.error(path, "an expression must not be empty")
                 return []
+            self.budget.conditions += 1
+            if self.budget.conditions > MAX_FILE_CONDITIONS:
+                self.file_limit(path, f"more than {MAX_FILE_CONDITIONS:,} conditions in one file")
+            self.budget.condition_text += len(value)
+            if self.budget.condition_text > MAX_FILE_CONDITION_TEXT:
+                self.file_limit(
+                    path,
+                    f"more than {MAX_FILE_CONDITION_TEXT:,} characters of conditions in one file",
+                )
             return [_Expr(value, path, kind)]
         if isinstance(value, list) and value:
             out: list[_Expr] = []
@@ -509,11 +980,11 @@ class _Checker:
                     else self._not_expression(item, (*path, i))
                 )
             return out
-        self.error(path, f"must be an expression (a string) or a list of them, got {value!r}")
+        self.error(path, f"must be an expression (a string) or a list of them, got {_show(value)}")
         return []
 
     def _not_expression(self, value: Any, path: Path_) -> list[_Expr]:
-        self.error(path, f"must be an expression (a string), got {value!r}")
+        self.error(path, f"must be an expression (a string), got {_show(value)}")
         return []
 
     # -- stages ---------------------------------------------------------------------------
@@ -524,6 +995,16 @@ class _Checker:
             return []
         out = []
         for i, item in enumerate(value):
+            self.budget.stages += 1
+            if self.budget.stages > MAX_FILE_STAGES:
+                self.file_limit((*path, i), f"more than {MAX_FILE_STAGES:,} stages in one file")
+            self.stage_count += 1
+            if self.stage_count > MAX_STAGES:
+                self.error(
+                    (*path, i),
+                    f"more than {MAX_STAGES} stages in one rule (groups and their stages count)",
+                )
+                break
             stage = self.stage(item, (*path, i), i == 0, names)
             if stage is not None:
                 out.append(stage)
@@ -531,10 +1012,10 @@ class _Checker:
 
     def stage(self, data: Any, path: Path_, first: bool, names: list[str]) -> _StageModel | None:
         if not isinstance(data, Mapping):
-            self.error(path, f"a stage must be a mapping, got {data!r}")
+            self.error(path, f"a stage must be a mapping, got {_show(data)}")
             return None
         self.unknown_keys(data, STAGE_FIELDS, path)
-        name = self.string(data, "name", path)
+        name: str | None = None
         group: list[_StageModel] | None = None
         if "group" in data:
             if "name" in data:
@@ -543,16 +1024,25 @@ class _Checker:
                 if key in data:
                     self.error((*path, key), f"{key} does not apply to a group", at_key=True)
             group = self.stages(data["group"], (*path, "group"), names)
-        elif name is None:
+        elif "name" not in data:
             self.error(path, "a stage needs a name (or a group)")
+        elif (name := self.name(data, "name", path)) is None:
+            pass
         elif ":" in name:
             self.error((*path, "name"), "':' is reserved for internal names")
+            name = None
         elif name in names:
-            self.error((*path, "name"), f"duplicate stage name {name!r}")
+            self.error((*path, "name"), f"duplicate stage name {_show(name)}")
+            name = None
         else:
             names.append(name)
         contiguity, contiguity_path = self._contiguity(data, path, first)
         conditions = self._conditions(data, path)
+        if len(conditions) > MAX_CONDITIONS_PER_STAGE:
+            self.error(
+                conditions[MAX_CONDITIONS_PER_STAGE].path,
+                f"more than {MAX_CONDITIONS_PER_STAGE} conditions in one stage",
+            )
         until = None
         if "until" in data:
             found = self.expressions(data["until"], (*path, "until"), "until")
@@ -595,10 +1085,10 @@ class _Checker:
         given: list[tuple[str, Path_]] = []
         if "contiguity" in data:
             value = data["contiguity"]
-            if value not in CONTIGUITIES:
+            if not isinstance(value, str) or value not in CONTIGUITIES:
                 self.error(
                     (*path, "contiguity"),
-                    f"must be one of {', '.join(CONTIGUITIES)}, got {value!r}",
+                    f"must be one of {', '.join(CONTIGUITIES)}, got {_show(value)}",
                 )
             else:
                 given.append((value, (*path, "contiguity")))
@@ -607,7 +1097,7 @@ class _Checker:
                 if data[name] is not True:
                     self.error(
                         (*path, name),
-                        f"write {name}: true (or contiguity: {name}), got {data[name]!r}",
+                        f"write {name}: true (or contiguity: {name}), got {_show(data[name])}",
                     )
                 else:
                     given.append((name, (*path, name)))
@@ -645,7 +1135,9 @@ class _Checker:
                     continue
                 kind, text = next(iter(item.items()))
                 if not isinstance(text, str):
-                    self.error((*cpath, i, kind), f"must be an expression (a string), got {text!r}")
+                    self.error(
+                        (*cpath, i, kind), f"must be an expression (a string), got {_show(text)}"
+                    )
                     continue
                 out.extend(self.expressions(text, (*cpath, i, kind), kind))
             return out
@@ -667,25 +1159,25 @@ class _Checker:
         value = data[key]
         if key == "one_or_more":
             if value is not True:
-                self.error(qpath, f"write one_or_more: true, got {value!r}")
+                self.error(qpath, f"write one_or_more: true, got {_show(value)}")
                 return None, qpath
             return ("times_or_more", 1), qpath
         if key == "times_or_more":
-            n = self.count(value, qpath, 1)
+            n = self.count(value, qpath, 1, MAX_QUANTIFIER_COUNT)
             return (None if n is None else ("times_or_more", n)), qpath
         if isinstance(value, list):
             if len(value) != 2:
-                self.error(qpath, f"must be a count or [low, high], got {value!r}")
+                self.error(qpath, f"must be a count or [low, high], got {_show(value)}")
                 return None, qpath
-            low = self.count(value[0], (*qpath, 0), 0)
-            high = self.count(value[1], (*qpath, 1), 1)
+            low = self.count(value[0], (*qpath, 0), 0, MAX_QUANTIFIER_COUNT)
+            high = self.count(value[1], (*qpath, 1), 1, MAX_QUANTIFIER_COUNT)
             if low is None or high is None:
                 return None, qpath
             if high < low:
                 self.error(qpath, f"the upper bound {high} is below the lower bound {low}")
                 return None, qpath
             return ("times", (low, high)), qpath
-        n = self.count(value, qpath, 1)
+        n = self.count(value, qpath, 1, MAX_QUANTIFIER_COUNT)
         return (None if n is None else ("times", (n, n))), qpath
 
 
@@ -696,35 +1188,66 @@ def _close(word: str, options: Sequence[str]) -> str:
     return f" (did you mean {near[0]!r}?)" if near else ""
 
 
+def _name_problem(value: Any) -> str | None:
+    """What is wrong with a rule id or stage name, if anything."""
+    if not isinstance(value, str) or not value.strip():
+        return f"must be a non-empty string, got {_show(value)}"
+    if len(value) > MAX_NAME_LENGTH:
+        return f"longer than {MAX_NAME_LENGTH} characters"
+    bad = next((c for c in value if unicodedata.category(c)[0] in "CZ" and c != " "), None)
+    if bad is not None:
+        return f"must not hold control, format or separator characters such as {bad!r}"
+    return None
+
+
+_KEY_PART = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+def _key_problem(key: str) -> str | None:
+    """What is wrong with a rule's ``key`` path, if anything."""
+    if len(key) > MAX_NAME_LENGTH:
+        return f"longer than {MAX_NAME_LENGTH} characters"
+    for part in key.split("."):
+        if not part:
+            return f"a dotted key path has an empty part: {_show(key)}"
+        if not _KEY_PART.fullmatch(part):
+            return (
+                f"{_show(part)} is not a field name: a key is field names joined by dots, each "
+                "made of ASCII letters, digits and '_', starting with a letter"
+            )
+    return None
+
+
 def _check_rule(
     checker: _Checker, data: Any, path: Path_, seen_ids: dict[str, Path_]
 ) -> _RuleModel | None:
     if not isinstance(data, Mapping):
-        checker.error((), f"a rule must be a mapping, got {data!r}")
+        checker.error((), f"a rule must be a mapping, got {_show(data)}")
         return None
     checker.unknown_keys(data, RULE_FIELDS, ())
-    rule_id = checker.string(data, "id", ())
-    if rule_id is None and "id" not in data:
+    rule_id = checker.name(data, "id", ())
+    if "id" not in data:
         checker.error((), "a rule needs an id")
     if rule_id is not None:
         if rule_id in seen_ids:
-            checker.error(("id",), f"duplicate rule id {rule_id!r}")
+            checker.error(("id",), f"duplicate rule id {_show(rule_id)}")
         seen_ids[rule_id] = path
     description = None
     if "description" in data:
         description = data["description"]
         if not isinstance(description, str):
-            checker.error(("description",), f"must be a string, got {description!r}")
+            checker.error(("description",), f"must be a string, got {_show(description)}")
             description = None
     version = None
     if "version" in data:
-        version = checker.count(data["version"], ("version",), 0)
+        version = checker.count(data["version"], ("version",), 0, MAX_VERSION)
     enabled = checker.boolean(data, "enabled", ())
     key = checker.string(data, "key", ())
-    if key is None and "key" not in data:
+    if "key" not in data:
         checker.error((), "a rule needs a key (the field that partitions events)")
-    elif key is not None and any(not part for part in key.split(".")):
-        checker.error(("key",), f"a dotted key path has an empty part: {key!r}")
+    elif key is not None and (problem := _key_problem(key)) is not None:
+        checker.error(("key",), problem)
+        key = None
     windows = checker.windows(data, ())
     names: list[str] = []
     stages = checker.stages(data.get("pattern"), ("pattern",), names)
@@ -753,18 +1276,21 @@ def _check_skip(checker: _Checker, data: Mapping[str, Any], names: Sequence[str]
         kind, stage = next(iter(value.items()))
         if kind in _SKIPS_NAMED:
             if not isinstance(stage, str) or stage not in names:
-                checker.error(("skip", kind), f"{kind} names an unknown stage {stage!r}")
+                checker.error(("skip", kind), f"{kind} names an unknown stage {_show(stage)}")
                 return SkipStrategy.no_skip()
             return _SKIPS_NAMED[kind](stage)
     checker.error(
         ("skip",),
         "must be no_skip, skip_to_next, skip_past_last_event, {skip_to_first: STAGE} or "
-        f"{{skip_to_last: STAGE}}, got {value!r}",
+        f"{{skip_to_last: STAGE}}, got {_show(value)}",
     )
     return SkipStrategy.no_skip()
 
 
 # -- building ---------------------------------------------------------------------------------
+
+
+_MISSING: Any = object()
 
 
 def _key_function(path: str) -> Callable[[Any], Hashable]:
@@ -773,13 +1299,14 @@ def _key_function(path: str) -> Callable[[Any], Hashable]:
     def get(event: Any) -> Hashable:
         value = event
         for part in parts:
-            try:
-                value = value[part]
-            except (KeyError, TypeError, IndexError):
-                try:
-                    value = getattr(value, part)
-                except AttributeError:
-                    raise EventError(f"event has no field {path!r}: {event!r:.200}") from None
+            if isinstance(value, Mapping):
+                value = value.get(part, _MISSING)
+            else:  # a public data attribute (parts never start with '_')
+                value = getattr(value, part, _MISSING)
+                if callable(value) or isinstance(value, types.ModuleType):
+                    value = _MISSING
+            if value is _MISSING:
+                raise EventError(f"event has no field {path!r}: {event!r:.200}")
         result: Hashable = value
         return result
 
@@ -816,7 +1343,7 @@ class _Builder:
                         line=line,
                         column=column,
                     )
-                except (FraudcepError, ValueError, TypeError, SyntaxError) as exc:
+                except (FraudcepError, ValueError, TypeError, SyntaxError, RecursionError) as exc:
                     self.checker.failed = True
                     self.checker.problems.append(
                         Problem(
@@ -898,10 +1425,6 @@ class _Builder:
         return pattern
 
 
-class _Stop(Exception):
-    """A builder call failed (its problem is recorded); stop building this rule."""
-
-
 def _connector(
     pattern: Pattern, contiguity: Consuming | None, target: str | Pattern
 ) -> Callable[[], Pattern]:
@@ -961,6 +1484,11 @@ def _build_rule(model: _RuleModel, checker: _Checker, compiler: ExpressionCompil
         message = str(exc).removeprefix(f"rule {model.id!r}: ")
         checker.error(("pattern",), message, at_key=True)
         return None
+    except (RecursionError, SyntaxError, MemoryError) as exc:
+        # the limits above keep rules far from these; should one get here, it is refused
+        what = type(exc).__name__
+        checker.error(("pattern",), f"the pattern is too complex to compile ({what})", True)
+        return None
 
 
 def _names(stages: Sequence[_StageModel]) -> list[str]:
@@ -981,45 +1509,79 @@ def load_rules(
     *,
     source: str = "<string>",
     compiler: ExpressionCompiler | None = None,
+    rule_mapping: bool = False,
 ) -> list[RuleDefinition]:
     """Parse, check and build every rule of a YAML or JSON rule file.
 
     The format is JSON when ``source`` ends in ``.json`` (or, for other names, when the text
     starts with ``{`` or ``[``), YAML otherwise. Every problem of the file is collected and
-    raised together as one :class:`RuleSpecError`. ``compiler`` compiles the expressions
-    (default: :func:`fraudcep.expressions.compile_expression`).
+    raised together as one :class:`RuleSpecError` (reading stops after
+    :data:`MAX_PROBLEMS`). ``compiler`` compiles the expressions (default:
+    :func:`fraudcep.expressions.compile_expression`). With ``rule_mapping``, a mapping
+    without a ``rules`` field is read as one rule (the form of a rules-topic record).
+
+    Nothing in ``text`` can make this raise anything but :class:`RuleSpecError`, recurse
+    without bound or take time or memory beyond the limits in ``docs/rules.md``.
     """
     problems: list[Problem] = []
+    try:
+        definitions = _load(text, source, compiler, rule_mapping, problems)
+    except _TooManyProblems:
+        raise RuleSpecError(problems) from None
+    if problems:
+        raise RuleSpecError(problems)
+    return definitions
+
+
+def _load(
+    text: str,
+    source: str,
+    compiler: ExpressionCompiler | None,
+    rule_mapping: bool,
+    problems: list[Problem],
+) -> list[RuleDefinition]:
     doc = _parse(text, source, problems)
     if doc is None:
-        raise RuleSpecError(problems)
+        return []
     data = doc.data
-    prefix: Path_ = ()
-    if isinstance(data, Mapping):
-        extra = [k for k in data if k != "rules"]
-        for key in extra:
-            line, column = doc.keys.get((key,), (1, 1))
-            problems.append(
-                Problem(source, None, key, line, column, "unknown top-level field (expected rules)")
-            )
-        data = data.get("rules")
-        prefix = ("rules",)
-    if not isinstance(data, list) or not data:
-        line, column = doc.values.get(prefix, (1, 1))
-        problems.append(
-            Problem(source, None, "", line, column, "a rule file is a non-empty list of rules")
-        )
-        raise RuleSpecError(problems)
+    items: list[tuple[Path_, Any]]
+    if isinstance(data, Mapping) and rule_mapping and "rules" not in data:
+        items = [((), data)]
+    else:
+        prefix: Path_ = ()
+        if isinstance(data, Mapping):
+            for key in data:
+                if key != "rules":
+                    line, column = doc.keys.get((key,), (1, 1))
+                    message = "unknown top-level field (expected rules)"
+                    _add_problem(problems, Problem(source, None, key, line, column, message))
+            data = data.get("rules")
+            prefix = ("rules",)
+        if not isinstance(data, list) or not data:
+            line, column = doc.values.get(prefix, (1, 1))
+            message = "a rule file is a non-empty list of rules"
+            _add_problem(problems, Problem(source, None, "", line, column, message))
+            return []
+        if len(data) > MAX_RULES:
+            line, column = doc.values.get((*prefix, MAX_RULES), (1, 1))
+            message = f"more than {MAX_RULES:,} rules in one file"
+            _add_problem(problems, Problem(source, None, "", line, column, message))
+            return []
+        items = [((*prefix, index), item) for index, item in enumerate(data)]
     resolved = compiler
     definitions: list[RuleDefinition] = []
     seen: dict[str, Path_] = {}
-    for index, item in enumerate(data):
+    budget = _Budget()
+    checked: list[tuple[_Checker, _RuleModel, Any]] = []
+    for index, (path, item) in enumerate(items):  # every check first: they are cheap
         rule_id = item.get("id") if isinstance(item, Mapping) else None
-        label = rule_id if isinstance(rule_id, str) and rule_id.strip() else f"#{index + 1}"
-        checker = _Checker(doc, source, problems, (*prefix, index), label)
-        model = _check_rule(checker, item, (*prefix, index), seen)
-        if model is None:
-            continue
+        label = rule_id if isinstance(rule_id, str) and _name_problem(rule_id) is None else ""
+        label = label or f"#{index + 1}"
+        checker = _Checker(doc, source, problems, path, label, budget)
+        model = _check_rule(checker, item, path, seen)
+        if model is not None:
+            checked.append((checker, model, item))
+    for checker, model, item in checked:
         if resolved is None:
             resolved = _default_compiler()
         rule = _build_rule(model, checker, resolved)
@@ -1035,17 +1597,45 @@ def load_rules(
                 rule=rule,
             )
         )
-    if problems:
-        raise RuleSpecError(problems)
     return definitions
+
+
+_UTF32_BOMS = (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
 def load_rule_file(
     path: str | Path, *, compiler: ExpressionCompiler | None = None
 ) -> list[RuleDefinition]:
-    """:func:`load_rules` on a file (UTF-8); problems name the file as their source."""
+    """:func:`load_rules` on a file of UTF-8 text (a UTF-8 byte order mark is skipped);
+    problems name the file as their source. A file that is larger than
+    :data:`MAX_TEXT_SIZE` bytes or not UTF-8 is a :class:`RuleSpecError` at the place it
+    goes wrong; an unreadable one is an ``OSError``."""
     p = Path(path)
-    return load_rules(p.read_text(encoding="utf-8"), source=str(p), compiler=compiler)
+    source = str(p)
+    with p.open("rb") as handle:
+        data = handle.read(MAX_TEXT_SIZE + 1)
+
+    def refuse(line: int, column: int, message: str) -> RuleSpecError:
+        return RuleSpecError([Problem(source, None, "", line, column, message)])
+
+    if len(data) > MAX_TEXT_SIZE:
+        raise refuse(1, 1, f"larger than {MAX_TEXT_SIZE:,} bytes (256 KiB)")
+    for boms, name in ((_UTF32_BOMS, "UTF-32"), (_UTF16_BOMS, "UTF-16")):
+        if data.startswith(boms):
+            message = f"a {name} file (it starts with a {name} byte order mark)"
+            raise refuse(1, 1, f"{message}: a rule file is UTF-8 text")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = data[: exc.start].decode("utf-8")
+        line = before.count("\n") + 1
+        column = len(before) - (before.rfind("\n") + 1) + 1
+        byte = data[exc.start]
+        raise refuse(
+            line, column, f"not UTF-8 (byte 0x{byte:02x}): a rule file is UTF-8 text"
+        ) from None
+    return load_rules(text, source=source, compiler=compiler)
 
 
 def _definition_spec(model: _RuleModel, rule: Rule, raw: Any) -> Spec:

@@ -39,7 +39,7 @@ def test_validate_lists_every_problem_with_its_position(tmp_path: Path) -> None:
         f"{bad}:3:11: rule 'one' within: a duration must be like 500ms, 30s, 5m, 2h, 1d or "
         "an int of ms, got '5x'",
         f"{bad}:6:14: rule 'one' pattern[0].where: operator '>>' is not allowed",
-        f"{bad}:7:14: rule 'one' pattern[0].times: must be an integer >= 1, got 0",
+        f"{bad}:7:14: rule 'one' pattern[0].times: must be an integer from 1 to 1,000, got 0",
     ]
     assert lines[3].startswith(f"{broken}:1:13: bad JSON")
     assert lines[-1] == "4 problem(s) in 3 file(s)"

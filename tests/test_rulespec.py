@@ -13,8 +13,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fraudcep import ConfigurationError, Engine, Pattern, Rule
+from fraudcep import ConfigurationError, Engine, EventError, Pattern, Rule
 from fraudcep.rulespec import (
+    MAX_PROBLEMS,
+    MAX_TEXT_SIZE,
     Problem,
     RuleSpecError,
     dump_rules,
@@ -484,3 +486,266 @@ def test_durations() -> None:
 def test_problem_rendering() -> None:
     p = Problem("f.yaml", "r", "pattern[0].where", 3, 9, "boom")
     assert str(p) == "f.yaml:3:9: rule 'r' pattern[0].where: boom"
+
+
+# -- hostile input: limits, refusals and where they are reported ------------------------------
+
+
+def problems_of(text: str, source: str = "<string>") -> list[Problem]:
+    with pytest.raises(RuleSpecError) as info:
+        load_rules(text, source=source)
+    return info.value.problems
+
+
+ONE = "- {id: r, key: user_id, pattern: [{name: a, where: amount > 1}]}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "message"),
+    [
+        ("- &r {id: r, key: k, pattern: [*r]}\n", (1, 3), "YAML anchors (&r) are not allowed"),
+        ("- {id: r, key: *k}\n", (1, 16), "YAML aliases (*k) are not allowed"),
+        ("- {id: r, key: !!python/object/apply:os.system [ls]}\n", (1, 16), "'!!python/object"),
+        ("- {id: !!str r}\n", (1, 8), "YAML tags ('!!str') are not allowed"),
+        ("- {id: r, description: !custom x}\n", (1, 24), "YAML tags ('!custom')"),
+        ("[" * 40 + "]" * 40, (1, 33), "nested more than 32 levels deep"),
+        ("a:\n" + "".join("  " * i + "- \n" for i in range(1, 40)), (33, 65), "nested more"),
+        (ONE + "---\n" + ONE, (2, 1), "one YAML document"),
+        ("- {version: " + "9" * 5_000 + ", id: r}\n", (1, 13), "more than 32 characters"),
+    ],
+)
+def test_yaml_refusals_are_positioned(text: str, where: tuple[int, int], message: str) -> None:
+    (problem,) = [p for p in problems_of(text) if message in p.message]
+    assert (problem.line, problem.column) == where, problem
+    assert message in problem.message, problem
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "message"),
+    [
+        ("[" * 5_000 + "]" * 5_000, (1, 33), "nested more than 32 levels deep"),
+        ('{"a":' * 50 + "1" + "}" * 50, (1, 161), "nested more than 32 levels deep"),
+        ('[{"id": "r", "version": ' + "9" * 5_000 + "}]", (1, 25), "more than 32 characters"),
+        ('[{"id": "r",}]', (1, 13), "bad JSON: Expecting property name"),
+        ('[{"id": "r"} x]', (1, 14), "bad JSON: Expecting ',' delimiter"),
+        ('[{"id": NaN}]', (1, 9), "bad JSON: Expecting value"),
+        ('[{"id": "r"}] []', (1, 15), "bad JSON: Extra data"),
+        ('[{"id": "a\tb"}]', (1, 11), "bad JSON: Invalid control character"),
+        ("[" + "1," * 100_001 + "1]", (1, 200_000), "more than 100,000 values"),
+    ],
+)
+def test_json_refusals_are_positioned(text: str, where: tuple[int, int], message: str) -> None:
+    (problem, *_) = problems_of(text, "r.json")
+    assert (problem.line, problem.column) == where, problem
+    assert message in problem.message, problem
+
+
+def test_a_valid_json_file_with_long_keys_and_strings_is_read_as_json() -> None:
+    spec = {"id": "r", "key": "user_id", "description": "d" * 5_000, "pattern": [{"name": "a"}]}
+    (definition,) = load_rules(json.dumps([spec]), source="r.json")
+    assert definition.description == "d" * 5_000
+    text = json.dumps([{**spec, "k" * 2_000: 1}])
+    (problem,) = problems_of(text, "r.json")
+    assert problem.message.startswith("unknown field 'kkkk") and len(problem.message) < 120
+    assert (problem.line, problem.column) == (1, text.index('"kkk') + 1)
+
+
+printable = st.text(st.characters(categories=["L", "N", "P", "S", "Zs"]), max_size=20)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**18), 10**18) | printable,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(printable, inner, max_size=4),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values, st.sampled_from([None, 1, 2]))
+def test_the_json_reader_reads_what_json_reads_with_yamls_positions(
+    value: Any, indent: int | None
+) -> None:
+    from fraudcep.rulespec import _parse
+
+    text = json.dumps(value, indent=indent, ensure_ascii=False)
+    problems: list[Problem] = []
+    as_json = _parse(text, "v.json", problems)
+    assert problems == [] and as_json is not None
+    assert as_json.data == value
+    as_yaml = _parse(text, "v.yaml", problems)  # JSON is YAML: the same places
+    assert problems == [] and as_yaml is not None
+    assert (as_json.values, as_json.keys) == (as_yaml.values, as_yaml.keys)
+    assert as_json.text_starts.items() <= as_yaml.text_starts.items()
+
+
+def test_unhashable_values_where_names_are_expected_are_positioned_errors() -> None:
+    found = problems_of(
+        "- id: r\n  key: user_id\n  within: 5m\n  within_type: {a: 1}\n  pattern:\n"
+        "    - {name: a}\n    - {name: b, contiguity: [next]}\n"
+        "    - {name: c, within: 1m, within_type: [x]}\n"
+    )
+    assert [(p.field, p.line, p.column) for p in found] == [
+        ("within_type", 4, 16),
+        ("pattern[1].contiguity", 7, 29),
+        ("pattern[2].within_type", 8, 42),
+    ]
+
+
+def test_null_names_ids_and_flags_are_errors_not_defaults() -> None:
+    found = problems_of("- id: null\n  key: ~\n  enabled: null\n  pattern: [{name: null}]\n")
+    assert [(p.rule_id, p.field, p.line) for p in found] == [
+        ("#1", "id", 1),
+        ("#1", "key", 2),
+        ("#1", "enabled", 3),
+        ("#1", "pattern[0].name", 4),
+    ]
+    assert all("got None" in p.message for p in found)
+
+
+def test_ids_and_stage_names_refuse_control_and_invisible_characters_on_their_own_line() -> None:
+    for text in ('"a\\0b"', '"a\\nb"', '"a\\u200bb"', '"a\\u202eb"', '"' + "x" * 201 + '"'):
+        (problem,) = problems_of(
+            f"- id: {text}\n  key: user_id\n  pattern:\n    - name: a\n      where: amount > 1\n"
+        )
+        assert (problem.rule_id, problem.field, problem.line) == ("#1", "id", 1), problem
+        (problem,) = problems_of(f"- id: r\n  key: user_id\n  pattern:\n    - name: {text}\n")
+        assert (problem.field, problem.line) == ("pattern[0].name", 4), problem
+    (ok,) = load_rules("- {id: règle de Noël ✓, key: k, pattern: [{name: étape 1}]}\n")
+    assert ok.id == "règle de Noël ✓"
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "__class__",
+        "_private",
+        "a.__globals__",
+        "a._b",
+        "\u0430mount",
+        "\uff55ser",
+        "user-id",
+        "1a",
+        "a..b",
+    ],
+)
+def test_key_paths_follow_the_expression_languages_name_rules(key: str) -> None:
+    (problem,) = problems_of(f"- {{id: r, key: '{key}', pattern: [{{name: a}}]}}\n")
+    assert (problem.field, problem.line, problem.column) == ("key", 1, 16), problem
+
+
+def test_dotted_keys_read_mapping_fields_and_data_attributes_only() -> None:
+    class Account:
+        id = "acc"
+
+        def secret(self) -> str:  # pragma: no cover - never called
+            return "no"
+
+    class Event:
+        ts = 1
+        account = Account()
+
+    (good,) = load_rules("- {id: r, key: account.id, pattern: [{name: a}]}\n")
+    (method,) = load_rules("- {id: r, key: account.secret, pattern: [{name: a}]}\n")
+    key = good.rule.key_function()
+    assert key(Event()) == "acc" and key({"account": {"id": 7}}) == 7
+    with pytest.raises(EventError):
+        method.rule.key_function()(Event())
+    with pytest.raises(EventError):
+        load_rules("- {id: r, key: a.items, pattern: [{name: a}]}\n")[0].rule.key_function()(
+            {"a": {"x": 1}}
+        )
+
+
+@pytest.mark.parametrize(
+    "within", ["\uff15m", "\u0663m", "\u0969s", "5m\n", "1" * 19 + "ms", "3651d", 10**20]
+)
+def test_durations_take_ascii_digits_and_a_bounded_size_only(within: Any) -> None:
+    (problem,) = problems_of(json.dumps([{"id": "r", "key": "k", "within": within,
+                                          "pattern": [{"name": "a"}]}]), "r.json")  # fmt: skip
+    assert problem.field == "within"
+    assert parse_duration("3650d") == 3_650 * 86_400_000
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "ok"),
+    [
+        ("version", 2**63 - 1, True),
+        ("version", 2**63, False),
+        ("times", 1_000, True),
+        ("times", 1_001, False),
+        ("times", [0, 1_000], True),
+        ("times", [1, 1_001], False),
+        ("times_or_more", 1_000, True),
+        ("times_or_more", 10**12, False),
+    ],
+)
+def test_integer_limits(field: str, value: Any, ok: bool) -> None:
+    spec: dict[str, Any] = {"id": "r", "key": "k", "pattern": [{"name": "a"}]}
+    if field == "version":
+        spec["version"] = value
+    else:
+        spec["pattern"][0][field] = value
+    doc = json.dumps([spec])
+    assert schema_ok([spec]) == ok
+    if ok:
+        load_rules(doc)
+    else:
+        (problem,) = problems_of(doc)
+        assert "from" in problem.message and "to" in problem.message, problem
+
+
+def test_rule_file_encodings(tmp_path: Path) -> None:
+    from fraudcep.rulespec import load_rule_file
+
+    bom = tmp_path / "bom.yaml"
+    bom.write_bytes(b"\xef\xbb\xbf" + ONE.encode())
+    assert [d.id for d in load_rule_file(bom)] == ["r"]
+    bom_json = tmp_path / "bom.json"
+    bom_json.write_bytes(b"\xef\xbb\xbf" + b'[{"id": "r", "key": "k", "pattern": [{"name": "a"}]}]')
+    assert [d.id for d in load_rule_file(bom_json)] == ["r"]
+    cases = {
+        "utf16.yaml": (b"\xff\xfe" + ONE.encode("utf-16-le"), (1, 1), "a UTF-16 file"),
+        "utf16.json": (b"\xfe\xff" + b"[]".decode().encode("utf-16-be"), (1, 1), "a UTF-16"),
+        "utf32.yaml": (b"\xff\xfe\x00\x00" + ONE.encode("utf-32-le"), (1, 1), "a UTF-32"),
+        "bare16.yaml": (ONE.encode("utf-16-le"), (1, 2), "a NUL character"),
+        "latin1.yaml": ("- {id: r}\n- {id: règle}\n".encode("latin-1"), (2, 9), "byte 0xe8"),
+        "big.yaml": (b"#" * (MAX_TEXT_SIZE + 1), (1, 1), "larger than 262,144 bytes"),
+    }
+    for name, (data, where, message) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(RuleSpecError) as info:
+            load_rule_file(path)
+        (problem,) = info.value.problems
+        assert (problem.source, problem.line, problem.column) == (str(path), *where), name
+        assert message in problem.message, (name, problem)
+
+
+def test_file_limits_stop_reading_with_one_problem() -> None:
+    many_rules = "".join(f"- {{id: r{i}, key: k, pattern: [{{name: a}}]}}\n" for i in range(1_001))
+    (problem,) = problems_of(many_rules)
+    assert (problem.line, problem.message) == (1_001, "more than 1,000 rules in one file")
+    stages = ", ".join(f"{{name: s{i}}}" for i in range(100))
+    eleven = "".join(f"- {{id: r{i}, key: k, pattern: [{stages}]}}\n" for i in range(11))
+    (problem,) = problems_of(eleven)
+    assert (problem.rule_id, problem.field) == ("r10", "pattern[0]")
+    assert problem.message == "more than 1,000 stages in one file"
+    unknown = ", ".join(f"x{i}: 1" for i in range(2_000))
+    found = problems_of(f"- {{id: r, key: k, pattern: [{{name: a}}], {unknown}}}\n")
+    assert len(found) == MAX_PROBLEMS + 1
+    assert found[-1].message == "more than 1,000 problems: stopped here"
+
+
+def test_a_rule_mapping_is_one_rule_when_asked_for() -> None:
+    text = "{id: r, key: k, pattern: [{name: a}]}"
+    assert [d.id for d in load_rules(text, rule_mapping=True)] == ["r"]
+    found = problems_of(text)  # without rule_mapping: a mapping is {rules: [...]}
+    assert ("id", "unknown top-level field (expected rules)") in [
+        (p.field, p.message) for p in found
+    ]
+    (problem,) = problems_of_mapping("{id: r, key: k, extra: 1, pattern: [{name: a}]}")
+    assert (problem.rule_id, problem.field, problem.line, problem.column) == ("r", "extra", 1, 17)
+
+
+def problems_of_mapping(text: str) -> list[Problem]:
+    with pytest.raises(RuleSpecError) as info:
+        load_rules(text, rule_mapping=True)
+    return info.value.problems
