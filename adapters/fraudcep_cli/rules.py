@@ -71,21 +71,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # -- validate -------------------------------------------------------------------------------
 
 
+def _problem(path: str, message: str, line: int = 1, column: int = 1) -> dict[str, Any]:
+    return {
+        "file": path,
+        "line": line,
+        "column": column,
+        "rule": None,
+        "field": "",
+        "message": message,
+        "text": f"{path}:{line}:{column}: {message}",
+    }
+
+
 def _load(path: str) -> list[RuleDefinition] | list[dict[str, Any]]:
-    """Rule definitions, or the problems as dicts."""
+    """Rule definitions, or the problems as dicts. Never raises: whatever goes wrong is a
+    problem of the file (the loader's limits keep every file to a bounded cost)."""
     try:
         return load_rule_file(path)
     except OSError as exc:
-        return [
-            {
-                "file": path,
-                "line": 0,
-                "column": 0,
-                "rule": None,
-                "field": "",
-                "message": f"cannot read: {exc.strerror or exc}",
-            }
-        ]
+        return [_problem(path, f"cannot read: {exc.strerror or exc}")]
     except RuleSpecError as exc:
         return [
             {
@@ -99,6 +103,8 @@ def _load(path: str) -> list[RuleDefinition] | list[dict[str, Any]]:
             }
             for p in exc.problems
         ]
+    except Exception as exc:  # a bug of the loader: still an answer, not a traceback
+        return [_problem(path, f"cannot check the file ({type(exc).__name__}: {exc!s:.200})")]
 
 
 def run_validate(args: argparse.Namespace) -> int:
