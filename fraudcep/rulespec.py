@@ -35,6 +35,7 @@ import yaml.resolver
 
 from fraudcep.conditions import And, Condition, Or, Predicate
 from fraudcep.errors import ConfigurationError, EventError, FraudcepError
+from fraudcep.expressions import check_field_path
 from fraudcep.pattern import (
     MAX_CONDITIONS_PER_STAGE,
     MAX_QUANTIFIER_COUNT,
@@ -1200,22 +1201,12 @@ def _name_problem(value: Any) -> str | None:
     return None
 
 
-_KEY_PART = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-
-
 def _key_problem(key: str) -> str | None:
-    """What is wrong with a rule's ``key`` path, if anything."""
+    """What is wrong with a rule's ``key`` path, if anything: the expression language's rules
+    for field names (ASCII letters, digits and '_', starting with a letter) hold for each part."""
     if len(key) > MAX_NAME_LENGTH:
         return f"longer than {MAX_NAME_LENGTH} characters"
-    for part in key.split("."):
-        if not part:
-            return f"a dotted key path has an empty part: {_show(key)}"
-        if not _KEY_PART.fullmatch(part):
-            return (
-                f"{_show(part)} is not a field name: a key is field names joined by dots, each "
-                "made of ASCII letters, digits and '_', starting with a letter"
-            )
-    return None
+    return check_field_path(key)
 
 
 def _check_rule(
