@@ -26,10 +26,12 @@ key record: ``FCEPKEY1`` (8 bytes), flags (u8), digest (16 bytes), body.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import heapq
 import struct
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Final
@@ -76,6 +78,21 @@ _INT64: Final = 1 << 63
 _MAX_COUNT: Final = 1 << 62  # counters, orders and versions stay far below it
 _EXT_TUPLE, _EXT_DICT, _EXT_DATETIME, _EXT_DATE, _EXT_DECIMAL, _EXT_INT, _EXT_STR = range(1, 8)
 _FLAT: Final = frozenset({str, int, float, bool, type(None), bytes})
+_CONTAINERS: Final = frozenset({dict, list, tuple})
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a snapshot is built or read: it makes
+    millions of objects that live on (no cycles among them), and collections that walk the
+    whole heap again and again would cost more than the work itself."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 # -- events and keys -------------------------------------------------------------------------
@@ -175,16 +192,20 @@ def _ext(code: int, data: memoryview) -> Any:
 def _check_depth(values: Iterable[Any]) -> None:
     """Refuse restored values nested deeper than :data:`MAX_DEPTH` (what could not have been
     written); a loop over an explicit stack, so that deep input cannot recurse here."""
+    containers = _CONTAINERS
     for top in values:
-        if top.__class__ not in (dict, list, tuple):
+        cls = top.__class__
+        if cls not in containers:
             continue
+        if cls is dict and not any(v.__class__ in containers for v in top.values()):
+            continue  # the usual event: a flat mapping
         stack: list[tuple[Any, int]] = [(top, 1)]
         while stack:
             value, depth = stack.pop()
             if depth > MAX_DEPTH:
                 raise SnapshotError(f"snapshot holds data nested more than {MAX_DEPTH} levels deep")
             items = value.values() if value.__class__ is dict else value
-            stack.extend((v, depth + 1) for v in items if v.__class__ in (dict, list, tuple))
+            stack.extend((v, depth + 1) for v in items if v.__class__ in containers)
 
 
 def _describe(value: Any) -> str:
@@ -484,7 +505,8 @@ def write_snapshot(
         parent = None if changes is None else state.last_snapshot
         return (parent, _engine_part(state, time_mode, value), records, removed)
 
-    body = _encode(build)
+    with _no_gc():
+        body = _encode(build)
     kind = FULL if changes is None else DELTA
     flags = _KEYED if state_key else 0
     digest = _digest(kind, flags, body, state_key)
@@ -599,7 +621,8 @@ def read_blob(blob: bytes, *, state_key: bytes | None = None) -> Blob:
             "snapshot digest mismatch: the snapshot is corrupt"
             + (", or was written with another state key" if state_key else "")
         )
-    decoded = _decode(_DECODE_BODY, body, "snapshot")
+    with _no_gc():
+        decoded = _decode(_DECODE_BODY, body, "snapshot")
     if kind == FULL and (decoded.parent is not None or decoded.removed):
         raise SnapshotError("a full snapshot names a parent or removed keys")
     return Blob(digest[:16], kind == FULL, decoded.parent, decoded)
@@ -720,6 +743,16 @@ def restore_state(
     blobs: Sequence[Blob],
 ) -> None:
     """Fill a fresh ``state`` from a full snapshot and the deltas after it, in order."""
+    with _no_gc():
+        _restore_state(state, rules, time_mode, blobs)
+
+
+def _restore_state(
+    state: EngineState,
+    rules: Iterable[Rule],
+    time_mode: str,
+    blobs: Sequence[Blob],
+) -> None:
     base = blobs[0]
     if not base.full:
         raise SnapshotError("restore needs a full snapshot first; got a delta")
