@@ -26,6 +26,7 @@ from fraudcep.engine import canonical_key
 from fraudcep.sink import SinkError, SourcePartition, open_sink
 from fraudcep_aws.dynamodb import (
     ALERTS_TTL_S,
+    MAX_NESTING,
     AlertTable,
     Backoff,
     DynamoDBSink,
@@ -191,6 +192,37 @@ def test_alert_from_item_reads_stream_images_and_refuses_other_items() -> None:
         alert_from_item(broken)
     with pytest.raises(ValueError, match="unknown DynamoDB attribute type"):
         from_attribute_value({"X": 1})
+
+
+def test_attribute_values_are_converted_without_recursion_within_dynamodbs_nesting() -> None:
+    value: dict[str, Any] = {"S": "bottom"}
+    for level in range(MAX_NESTING):
+        value = {"L": [value]} if level % 2 else {"M": {"k": value, "n": {"N": "1"}}}
+    plain = from_attribute_value(value)
+    for level in reversed(range(MAX_NESTING)):
+        plain = plain[0] if level % 2 else plain["k"]
+    assert plain == "bottom"
+    with pytest.raises(ValueError, match=f"deeper than {MAX_NESTING}"):
+        from_attribute_value({"L": [value]})
+    deep: dict[str, Any] = {"NULL": True}
+    for _ in range(100_000):
+        deep = {"L": [deep]}
+    with pytest.raises(ValueError, match=f"deeper than {MAX_NESTING}"):
+        from_attribute_value(deep)
+    nested: Any = []
+    for _ in range(100_000):
+        nested = [nested]
+    with pytest.raises(ValueError, match="an M attribute value holds a list of 1 item"):
+        from_attribute_value({"M": nested})
+    with pytest.raises(ValueError, match="not a DynamoDB attribute value: a list"):
+        from_attribute_value(nested)  # type: ignore[arg-type]
+
+
+def test_alert_items_with_deep_events_are_refused_not_recursed_on() -> None:
+    image = alert_item(make_alert(3), now_ms=NOW_MS)
+    image["events"] = {"S": '{"a": [' + "[" * 100_000 + "]" * 100_000 + "]}"}
+    with pytest.raises(ValueError, match="events is not JSON: nests 100002 deep"):
+        alert_from_item(image)
 
 
 # == write_batch =============================================================================

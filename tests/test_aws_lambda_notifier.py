@@ -34,8 +34,12 @@ from fraudcep_aws.channels import EmailChannel, EventBridgeChannel, SlackChannel
 from fraudcep_aws.lambda_notifier import Notifier, NotifierConfig, handler
 from fraudcep_aws.slack import RetryPolicy, slack_message
 from fraudcep_aws.stream_event import (
+    MAX_JSON_DEPTH,
     MalformedEvent,
+    MalformedRecord,
     alert_from_image,
+    json_depth,
+    loads_bounded,
     parse_event,
     table_from_stream_arn,
 )
@@ -592,7 +596,7 @@ def test_modify_and_remove_records_are_skipped(
     assert summary.fields["skipped"] == result.skipped  # type: ignore[attr-defined]
 
 
-def test_malformed_records_are_reported_and_the_others_delivered(
+def test_malformed_records_are_skipped_with_an_error_and_the_others_delivered(
     aws: Aws, webhook: Webhook, caplog: pytest.LogCaptureFixture
 ) -> None:
     ids = put_alerts(aws, 4)
@@ -606,16 +610,123 @@ def test_malformed_records_are_reported_and_the_others_delivered(
     with caplog.at_level(logging.INFO, logger="fraudcep"):
         result = make_notifier(aws, webhook, [], email=False).process(event)
 
-    assert result.response() == {
-        "batchItemFailures": [{"itemIdentifier": seqs[i]} for i in ids[1:]]
-    }
-    reasons = [f.reason for f in result.failures]
+    # reading a record is pure: a retry would fail the same way and hold up the shard
+    assert result.response() == {"batchItemFailures": []}
+    assert [m.sequence_number for m in result.malformed] == [seqs[i] for i in ids[1:]]
+    assert [m.alert_id for m in result.malformed] == [None, ids[2], ids[3]]
+    reasons = [m.reason for m in result.malformed]
     assert "INSERT record without dynamodb.NewImage" in reasons[0]
     assert "attribute 'rule_version' is of type S, expected N" in reasons[1]
     assert "attribute 'events' is not JSON" in reasons[2]
     assert slack_ids(webhook) == [ids[0]]
-    logged = [r for r in caplog.records if r.getMessage().startswith("malformed stream record")]
+    logged = [r for r in caplog.records if r.getMessage() == "malformed stream record: skipped"]
+    assert all(r.levelno == logging.ERROR for r in logged)
     assert [r.fields["sequence_number"] for r in logged] == [seqs[i] for i in ids[1:]]  # type: ignore[attr-defined]
+    summary = next(r for r in caplog.records if r.getMessage() == "batch done")
+    assert summary.fields["malformed"] == 3  # type: ignore[attr-defined]
+
+
+DEEP = 100_000
+
+
+@pytest.mark.parametrize(
+    ("attribute", "text", "message"),
+    [
+        ("events", '{"a": [' + "[" * DEEP + "]" * DEEP + "]}", f"'events' nests {DEEP + 2} deep"),
+        ("events", '{"a": [' + '{"x":' * DEEP + "1" + "}" * DEEP + "]}", "'events' nests"),
+        ("events", '{"a": [' + "[" * DEEP + "]}", f"'events' nests {DEEP + 2} deep"),
+        ("key", "[" * 65 + "]" * 65, "'key' nests 65 deep, more than 64"),
+        ("events", '{"a": [{"amount": NaN}]}', "'events' is not JSON: NaN"),
+    ],
+)
+def test_deep_or_odd_json_in_one_item_fails_only_that_record(
+    aws: Aws, webhook: Webhook, attribute: str, text: str, message: str
+) -> None:
+    ids = put_alerts(aws, 3)
+    event = stream_event(aws)
+    event["Records"][1]["dynamodb"]["NewImage"][attribute] = {"S": text}
+    result = make_notifier(aws, webhook, [], email=False).process(event)
+    assert result.response() == {"batchItemFailures": []}
+    [bad] = result.malformed
+    assert bad.alert_id == ids[1]
+    assert message in bad.reason
+    assert sorted(slack_ids(webhook)) == sorted([ids[0], ids[2]])
+
+
+def test_json_nesting_at_the_limit_is_delivered_to_every_channel(
+    aws: Aws, webhook: Webhook
+) -> None:
+    (alert_id,) = put_alerts(aws, 1)
+    event = stream_event(aws)
+    deep: Any = "bottom"
+    for _ in range(MAX_JSON_DEPTH - 3):  # {"a": [{"amount": 1, "x": <deep>}]}
+        deep = [deep]
+    events = {"a": [{"amount": 1, "currency": "EUR", "x": deep}]}
+    assert json_depth(json.dumps(events)) == MAX_JSON_DEPTH
+    event["Records"][0]["dynamodb"]["NewImage"]["events"] = {"S": json.dumps(events)}
+    result = make_notifier(aws, webhook, []).process(event)
+    assert result.response() == {"batchItemFailures": []}
+    assert result.malformed == ()
+    assert result.delivered == {"slack": 1, "email": 1, "eventbridge": 1}
+    assert slack_ids(webhook) == [alert_id]
+    [detail] = queue_details(aws)
+    assert detail["events"] == events
+
+
+def test_records_with_odd_fields_are_skipped_without_recursing_on_them(
+    aws: Aws, webhook: Webhook
+) -> None:
+    ids = put_alerts(aws, 2)
+    event = stream_event(aws)
+    nested: Any = []
+    for _ in range(DEEP):
+        nested = [nested]
+    odd = event["Records"][0]
+    odd["eventName"] = nested  # its repr would recurse: it is described by its type
+    odd["eventID"] = {"x": nested}
+    odd["dynamodb"]["NewImage"]["rule_id"] = {"M": {"deep": nested}}
+    result = make_notifier(aws, webhook, [], email=False).process(event)
+    assert result.response() == {"batchItemFailures": []}
+    [bad] = result.malformed
+    assert "eventName is '<list>'" in bad.reason
+    assert slack_ids(webhook) == [ids[1]]
+    image = event["Records"][1]["dynamodb"]["NewImage"]
+    image["rule_id"] = {"M": {"deep": nested}}
+    with pytest.raises(MalformedRecord, match="'rule_id' is of type M, expected S"):
+        alert_from_image(image)
+    image["rule_id"] = nested
+    with pytest.raises(MalformedRecord, match="not a DynamoDB attribute value: a list of 1"):
+        alert_from_image(image)
+    with pytest.raises(MalformedEvent, match="SequenceNumber is a list of 1 item"):
+        parse_event({"Records": [{"dynamodb": {"SequenceNumber": nested}}]})
+
+
+def test_json_depth_measures_without_parsing() -> None:
+    assert json_depth("1") == 0
+    assert json_depth('"[[[" ') == 0
+    assert json_depth('{"a": "]]]\\"[[", "b": [[1], {"c": []}]}') == 4
+    assert json_depth("[" * DEEP) == DEEP
+    with pytest.raises(ValueError, match=f"nests {DEEP} deep"):
+        loads_bounded("[" * DEEP + "]" * DEEP)
+    assert loads_bounded("[[1]]", max_depth=2) == [[1]]
+
+
+def test_a_channel_that_raises_fails_its_alerts_not_the_batch(aws: Aws, webhook: Webhook) -> None:
+    ids = put_alerts(aws, 2)
+    event = stream_event(aws)
+
+    class Broken:
+        name = "broken"
+
+        def deliver(self, alerts: Any, budget: Any, on_delivered: Any) -> dict[str, str]:
+            on_delivered(alerts[0])
+            raise RecursionError("maximum recursion depth exceeded")
+
+    result = Notifier([Broken()], dynamodb=aws.ddb).process(event)
+    seqs = inserts(event)
+    assert result.response() == {"batchItemFailures": [{"itemIdentifier": seqs[ids[1]]}]}
+    assert "the channel raised RecursionError" in result.failures[0].reason
+    assert result.delivered == {"broken": 1}
 
 
 @pytest.mark.parametrize(
@@ -634,7 +745,7 @@ def test_malformed_events_raise(event: Any, message: str) -> None:
         parse_event(event)
 
 
-def test_unknown_event_names_and_sources_are_reported(aws: Aws, webhook: Webhook) -> None:
+def test_unknown_event_names_and_sources_are_skipped(aws: Aws, webhook: Webhook) -> None:
     (alert_id,) = put_alerts(aws, 1)
     event = stream_event(aws)
     odd = json.loads(json.dumps(event["Records"][0]))
@@ -645,12 +756,13 @@ def test_unknown_event_names_and_sources_are_reported(aws: Aws, webhook: Webhook
     foreign["dynamodb"]["SequenceNumber"] += "2"
     event["Records"] += [odd, foreign]
     result = make_notifier(aws, webhook, [], email=False).process(event)
-    assert [f.sequence_number for f in result.failures] == [
+    assert result.failures == ()
+    assert [m.sequence_number for m in result.malformed] == [
         odd["dynamodb"]["SequenceNumber"],
         foreign["dynamodb"]["SequenceNumber"],
     ]
-    assert "eventName is 'UPSERT'" in result.failures[0].reason
-    assert "eventSource is 'aws:kinesis'" in result.failures[1].reason
+    assert "eventName is 'UPSERT'" in result.malformed[0].reason
+    assert "eventSource is 'aws:kinesis'" in result.malformed[1].reason
     assert slack_ids(webhook) == [alert_id]
 
 

@@ -33,7 +33,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
@@ -47,11 +47,13 @@ from fraudcep.errors import FraudcepError
 from fraudcep.sink import SinkError, SourcePartition
 from fraudcep_aws.clients import client as make_client
 from fraudcep_aws.clients import location_options
+from fraudcep_aws.stream_event import loads_bounded
 
 __all__ = [
     "ALERTS_TTL_S",
     "MAX_BATCH_GET",
     "MAX_BATCH_WRITE",
+    "MAX_NESTING",
     "THROTTLING_ERRORS",
     "AlertTable",
     "Backoff",
@@ -283,15 +285,51 @@ def alert_item(
     }
 
 
+MAX_NESTING: Final = 32
+"""How deep ``M`` and ``L`` attribute values nest at most: DynamoDB's own limit."""
+
+
 def from_attribute_value(value: Mapping[str, Any]) -> Any:
     """A low-level DynamoDB attribute value (``{"N": "3"}``) as a plain Python value.
 
     Numbers without a fraction or exponent become ``int``, others ``float``; binary values
-    given as base64 text (as in a stream record's JSON) become ``bytes``.
+    given as base64 text (as in a stream record's JSON) become ``bytes``. The conversion does
+    not recurse (maps and lists are unfolded with a stack of their own), and refuses nesting
+    deeper than DynamoDB allows (:data:`MAX_NESTING`) with a ``ValueError``, as it does any
+    value that is not an attribute value.
     """
-    if not isinstance(value, Mapping) or len(value) != 1:
-        raise ValueError(f"not a DynamoDB attribute value: {value!r:.100}")
-    ((kind, data),) = value.items()
+    root: list[Any] = [None]
+    # (attribute value, where its result goes, the slot there, how deep it is)
+    todo: list[tuple[Any, Any, Any, int]] = [(value, root, 0, 0)]
+    while todo:
+        current, container, slot, depth = todo.pop()
+        if not isinstance(current, Mapping) or len(current) != 1:
+            raise ValueError(f"not a DynamoDB attribute value: {_described(current)}")
+        ((kind, data),) = current.items()
+        if kind in ("M", "L"):
+            if depth >= MAX_NESTING:
+                raise ValueError(f"attribute value nests deeper than {MAX_NESTING} levels")
+            if kind == "M":
+                if not isinstance(data, Mapping):
+                    raise ValueError(f"an M attribute value holds {_described(data)}")
+                mapping: dict[str, Any] = {}
+                for name, member in data.items():
+                    mapping[str(name)] = None  # keeps the order; filled in below
+                    todo.append((member, mapping, str(name), depth + 1))
+                container[slot] = mapping
+            else:
+                if not isinstance(data, list | tuple):
+                    raise ValueError(f"an L attribute value holds {_described(data)}")
+                items: list[Any] = [None] * len(data)
+                for index, member in enumerate(data):
+                    todo.append((member, items, index, depth + 1))
+                container[slot] = items
+        else:
+            container[slot] = _scalar(kind, data)
+    return root[0]
+
+
+def _scalar(kind: Any, data: Any) -> Any:
     if kind == "S":
         return str(data)
     if kind == "N":
@@ -302,17 +340,25 @@ def from_attribute_value(value: Mapping[str, Any]) -> Any:
         return bool(data)
     if kind == "NULL":
         return None
-    if kind == "M":
-        return {k: from_attribute_value(v) for k, v in data.items()}
-    if kind == "L":
-        return [from_attribute_value(v) for v in data]
-    if kind == "SS":
-        return {str(s) for s in data}
-    if kind == "NS":
-        return {_number(n) for n in data}
-    if kind == "BS":
+    if kind in ("SS", "NS", "BS"):
+        if not isinstance(data, list | tuple | set | frozenset):
+            raise ValueError(f"a {kind} attribute value holds {_described(data)}")
+        if kind == "SS":
+            return {str(s) for s in data}
+        if kind == "NS":
+            return {_number(n) for n in data}
         return {_binary(b) for b in data}
-    raise ValueError(f"unknown DynamoDB attribute type {kind!r}")
+    raise ValueError(f"unknown DynamoDB attribute type {_described(kind)}")
+
+
+def _described(value: Any) -> str:
+    """A value for a message: a scalar's ``repr`` (cut short), a container's type and size
+    (its ``repr`` would recurse into it)."""
+    if value is None or isinstance(value, str | bytes | int | float | bool):
+        text = repr(value)
+        return text if len(text) <= 100 else text[:97] + "..."
+    size = len(value) if isinstance(value, Sized) else None
+    return f"a {type(value).__name__}" + (f" of {size} item(s)" if size is not None else "")
 
 
 def _number(text: Any) -> int | float:
@@ -333,8 +379,11 @@ def alert_from_item(item: Mapping[str, Any]) -> dict[str, Any]:
     if missing:
         raise ValueError(f"not an alert item: missing {', '.join(missing)}")
     out = {name: from_attribute_value(value) for name, value in item.items()}
+    events = out["events"]
     try:
-        out["events"] = json.loads(out["events"])
+        if not isinstance(events, str):
+            raise TypeError(f"events is {_described(events)}, not text")
+        out["events"] = loads_bounded(events)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"alert item {out['alert_id']!r}: events is not JSON: {exc}") from None
     return out

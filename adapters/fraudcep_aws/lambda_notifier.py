@@ -12,15 +12,27 @@ Which records
 Failure semantics
     Every record of the batch is processed, in stream order, whatever happened to the
     records before it; the answer lists, in stream order, the sequence number of every record
-    that was not delivered to all its channels: a malformed record, a channel that failed,
-    or a record left undone because the invocation was running out of time. Lambda restarts
-    the shard from the lowest sequence number listed, so the first failed record and all
-    records after it are delivered again. Processing the later records anyway means that
-    one bad record or one failing channel does not hold back the other alerts, and that
-    when Lambda finally gives up on a record (``MaximumRetryAttempts``, then the
-    on-failure destination) the alerts after it have already gone out. A malformed event
-    (no ``Records`` list, a record without a sequence number) raises
-    :class:`~fraudcep_aws.stream_event.MalformedEvent`: the whole batch fails and is retried.
+    that was not delivered to all its channels: a channel that failed, or a record left
+    undone because the invocation was running out of time. Lambda restarts the shard from
+    the lowest sequence number listed, so the first failed record and all records after it
+    are delivered again. Processing the later records anyway means that one failing channel
+    does not hold back the other alerts, and that when Lambda finally gives up on a record
+    (``MaximumRetryAttempts``, then the on-failure destination) the alerts after it have
+    already gone out. A malformed event (no ``Records`` list, a record without a sequence
+    number) raises :class:`~fraudcep_aws.stream_event.MalformedEvent`: the whole batch fails
+    and is retried.
+
+Malformed records
+    A record that cannot be read as a new alert (an INSERT without ``NewImage``, an attribute
+    of the wrong type, JSON that does not parse or nests deeper than
+    :data:`~fraudcep_aws.stream_event.MAX_JSON_DEPTH`, an unknown ``eventName`` or
+    ``eventSource``) can never succeed: reading is a pure function of the record. It is
+    therefore *not* reported (that would hold up the shard from that record on, for good
+    with the mapping's default ``MaximumRetryAttempts`` of -1, while every retry fails the
+    same way) but logged at error level (``malformed stream record: skipped``, with the
+    sequence number, event id, the alert id when it can be read, and the reason) and counted
+    as ``malformed`` in the batch's summary line. The alert item, if there is one, is still
+    in the table. Only that record is affected; the others are delivered as usual.
 
 Delivery markers (no repeats on redelivery)
     After each successful delivery, the notifier sets ``delivered_<channel>`` (wall-clock
@@ -144,6 +156,8 @@ class BatchResult:
     """Records that are not new alerts: ``MODIFY``, ``REMOVE``, ``REMOVE_TTL``."""
     failures: tuple[Failure, ...]
     """In stream order."""
+    malformed: tuple[Failure, ...] = ()
+    """Records that can never be read (see the module docstring): logged, not reported."""
 
     def response(self) -> dict[str, list[dict[str, str]]]:
         """The partial-batch response Lambda reads (``ReportBatchItemFailures``)."""
@@ -189,8 +203,9 @@ class Notifier:
         records = parse_event(event)
         budget = self._budget(context)
         failures: dict[str, Failure] = {}
+        malformed: list[Failure] = []
         skipped: Counter[str] = Counter()
-        alerts = self._new_alerts(records, failures, skipped)
+        alerts = self._new_alerts(records, malformed, skipped)
         table = self._table(records)
         pending = self._pending(alerts, table, budget, failures)
         delivered, already = self._deliver(pending, table, budget, failures)
@@ -198,8 +213,6 @@ class Notifier:
             failures[r.sequence_number] for r in records if r.sequence_number in failures
         )
         for failure in ordered:
-            if failure.alert_id is None:
-                continue  # malformed: logged when read
             log.error(
                 "alert not delivered: reported as failed",
                 extra={
@@ -217,6 +230,7 @@ class Notifier:
             already_delivered=dict(already),
             skipped=dict(skipped),
             failures=ordered,
+            malformed=tuple(malformed),
         )
         log.info(
             "batch done",
@@ -227,6 +241,7 @@ class Notifier:
                     "delivered": result.delivered,
                     "already_delivered": result.already_delivered,
                     "skipped": result.skipped,
+                    "malformed": len(malformed),
                     "failed": len(ordered),
                     "first_failed": ordered[0].sequence_number if ordered else None,
                 }
@@ -245,10 +260,10 @@ class Notifier:
     def _new_alerts(
         self,
         records: Sequence[StreamRecord],
-        failures: dict[str, Failure],
+        malformed: list[Failure],
         skipped: Counter[str],
     ) -> list[tuple[StreamRecord, StreamAlert]]:
-        """The INSERT records' alerts; counts the others, reports the malformed."""
+        """The INSERT records' alerts; counts the others, logs and collects the malformed."""
         alerts = []
         for record in records:
             try:
@@ -262,11 +277,14 @@ class Notifier:
                     )
                     continue
                 alerts.append((record, record.alert()))
-            except MalformedRecord as exc:
-                failures[record.sequence_number] = Failure(record.sequence_number, None, str(exc))
+            except Exception as exc:  # reading is pure: whatever it raised, it always will
+                why = str(exc) if isinstance(exc, MalformedRecord) else _why(exc)
+                alert_id = _alert_id(record)
+                malformed.append(Failure(record.sequence_number, alert_id, why))
                 log.error(
-                    "malformed stream record: reported as failed",
-                    extra={"fields": _fields(record, error=str(exc))},
+                    "malformed stream record: skipped",
+                    extra={"fields": _fields(record, alert_id=alert_id, error=why)},
+                    exc_info=not isinstance(exc, MalformedRecord),
                 )
         return alerts
 
@@ -288,15 +306,26 @@ class Notifier:
                 continue
             by_id = {p.alert.alert_id: p for p in todo}
 
+            done: set[str] = set()
+
             def on_delivered(
                 alert: StreamAlert,
                 channel: str = channel.name,
                 by_id: Mapping[str, _Pending] = by_id,
+                done: set[str] = done,
             ) -> None:
+                done.add(alert.alert_id)
                 delivered[channel] += 1
                 self._mark(table, by_id[alert.alert_id], channel)
 
-            failed = channel.deliver([p.alert for p in todo], budget, on_delivered)
+            try:
+                failed = channel.deliver([p.alert for p in todo], budget, on_delivered)
+            except Exception as exc:  # a channel's bug fails its alerts, not the batch
+                log.error(
+                    "channel failed", extra={"fields": {"channel": channel.name}}, exc_info=True
+                )
+                raised = f"not delivered: the channel raised {_why(exc)}"
+                failed = {p.alert.alert_id: raised for p in todo if p.alert.alert_id not in done}
             for p in pending:
                 why = failed.get(p.alert.alert_id)
                 if why is None:
@@ -409,6 +438,14 @@ def _unique(pending: Sequence[_Pending]) -> list[_Pending]:
             seen.add(p.alert.alert_id)
             out.append(p)
     return out
+
+
+def _alert_id(record: StreamRecord) -> str | None:
+    """The alert id of a record that may be malformed, when it can be read at all."""
+    image = record.new_image
+    raw = image.get("alert_id") if isinstance(image, Mapping) else None
+    value = raw.get("S") if isinstance(raw, Mapping) else None
+    return value[:200] if isinstance(value, str) and value else None
 
 
 def _fields(record: StreamRecord, **more: Any) -> dict[str, Any]:

@@ -6,20 +6,24 @@ Two levels of "bad input", because Lambda can act on only one of them per record
   record that is not an object or has no ``dynamodb.SequenceNumber``). Nothing in it can be
   named in a partial-batch response, so the handler raises and Lambda retries the batch.
 * :class:`MalformedRecord` -- one record has a sequence number but no usable alert (an INSERT
-  without ``NewImage``, an attribute of the wrong type). The notifier reports that record's
-  sequence number as failed, so it is retried and finally reaches the failure destination
-  instead of disappearing.
+  without ``NewImage``, an attribute of the wrong type, JSON that does not parse or nests
+  deeper than :data:`MAX_JSON_DEPTH`). Reading a record is a pure function of it, so such a
+  record can never succeed: the notifier logs it and goes on (see
+  :mod:`fraudcep_aws.lambda_notifier`).
 
 Alert items are decoded strictly here (``boto3``'s ``TypeDeserializer`` after a shape check
 of each attribute value) rather than with the writer's helpers, so that a notifier keeps
 working -- and keeps refusing what it cannot read -- whatever else changes in the table code.
+Nothing here recurses on a record's data: only scalar attribute values are deserialized, the
+JSON attributes' nesting is measured by a scan before they are parsed, and values that are
+not text are described by their type in messages, never by their ``repr``.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sized
 from decimal import Decimal
 from typing import Any, Final
 
@@ -30,11 +34,14 @@ from fraudcep.errors import FraudcepError
 
 __all__ = [
     "EVENT_NAMES",
+    "MAX_JSON_DEPTH",
     "MalformedEvent",
     "MalformedRecord",
     "StreamAlert",
     "StreamRecord",
     "alert_from_image",
+    "json_depth",
+    "loads_bounded",
     "parse_event",
     "table_from_stream_arn",
 ]
@@ -47,6 +54,13 @@ _SEQUENCE = re.compile(r"[0-9]{1,40}")
 _STREAM_ARN = re.compile(r"arn:[a-z0-9-]+:dynamodb:[a-z0-9-]*:[0-9]*:table/([A-Za-z0-9_.-]+)/")
 _DESERIALIZER: Final = TypeDeserializer()
 _TYPES: Final = frozenset({"S", "N", "B", "BOOL", "NULL", "M", "L", "SS", "NS", "BS"})
+MAX_JSON_DEPTH: Final = 64
+"""How deep the arrays and objects of an alert item's JSON attributes (``events``, ``key``)
+may nest. The matched payments are most of it, and the payment decoder refuses deeper ones;
+the bound keeps every later use of the data (``json.dumps`` for EventBridge and e-mail) far
+from Python's recursion limit."""
+# Strings (skipped whole, escapes included) and the brackets outside them.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]++|\\.)*+"|[\[\]{}]', re.DOTALL)
 
 
 class MalformedEvent(FraudcepError, ValueError):
@@ -119,8 +133,8 @@ def _record(index: int, raw: Any) -> StreamRecord:
     sequence = ddb.get("SequenceNumber")
     if not isinstance(sequence, str) or not _SEQUENCE.fullmatch(sequence):
         raise MalformedEvent(
-            f"Records[{index}].dynamodb.SequenceNumber is {sequence!r:.60}; expected a string "
-            "of digits (a partial-batch response has to name it)"
+            f"Records[{index}].dynamodb.SequenceNumber is {_shown(sequence, 60)}; expected a "
+            "string of digits (a partial-batch response has to name it)"
         )
     image = ddb.get("NewImage")
     identity = raw.get("userIdentity")
@@ -131,13 +145,59 @@ def _record(index: int, raw: Any) -> StreamRecord:
     )
     return StreamRecord(
         sequence_number=sequence,
-        event_name=str(raw.get("eventName", "")),
-        event_id=str(raw.get("eventID", "")),
-        event_source=str(raw.get("eventSource", "")),
-        source_arn=str(raw.get("eventSourceARN", "")),
+        event_name=_text(raw.get("eventName", "")),
+        event_id=_text(raw.get("eventID", "")),
+        event_source=_text(raw.get("eventSource", "")),
+        source_arn=_text(raw.get("eventSourceARN", "")),
         new_image=image if isinstance(image, Mapping) else None,
         removed_by_ttl=by_ttl,
     )
+
+
+def _text(value: Any) -> str:
+    """A field that should be text: itself, or what it is instead (checked later)."""
+    return value if isinstance(value, str) else f"<{type(value).__name__}>"
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """``value`` for a message: the ``repr`` of a scalar (cut at ``limit``), the type and
+    size of a container (its ``repr`` would recurse into it)."""
+    if value is None or isinstance(value, str | int | float | bool | Decimal):
+        text = repr(value)
+        return text if len(text) <= limit else text[: limit - 3] + "..."
+    size = len(value) if isinstance(value, Sized) else None
+    return f"a {type(value).__name__}" + (f" of {size} item(s)" if size is not None else "")
+
+
+def json_depth(text: str) -> int:
+    """How deep the arrays and objects of JSON ``text`` nest (0: a scalar), measured with a
+    scan that does not recurse: safe on any input (text that is not JSON gives a number too,
+    and fails to parse later)."""
+    depth = deepest = 0
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in ("]", "}"):
+            depth -= 1
+    return deepest
+
+
+def loads_bounded(text: str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads(text)`` for text nesting at most ``max_depth`` deep; ``ValueError``
+    otherwise (never ``RecursionError``). ``NaN`` and ``Infinity`` are refused too."""
+    depth = json_depth(text)
+    if depth > max_depth:
+        raise ValueError(f"nests {depth} deep, more than {max_depth}")
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:  # not with the depth checked; kept as a ValueError regardless
+        raise ValueError("nests too deep") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def table_from_stream_arn(arn: str) -> str | None:
@@ -189,10 +249,12 @@ def _value(image: Mapping[str, Any], name: str, kind: str, *, required: bool = T
             raise MalformedRecord(f"alert item has no attribute {name!r}")
         return None
     if not isinstance(raw, Mapping) or len(raw) != 1:
-        raise MalformedRecord(f"attribute {name!r} is not a DynamoDB attribute value: {raw!r:.80}")
+        raise MalformedRecord(
+            f"attribute {name!r} is not a DynamoDB attribute value: {_shown(raw)}"
+        )
     ((got, data),) = raw.items()
     if got not in _TYPES:
-        raise MalformedRecord(f"attribute {name!r} has the unknown DynamoDB type {got!r}")
+        raise MalformedRecord(f"attribute {name!r} has the unknown DynamoDB type {_shown(got, 20)}")
     if got != kind:
         raise MalformedRecord(f"attribute {name!r} is of type {got}, expected {kind}")
     if not isinstance(data, str):
@@ -213,8 +275,11 @@ def _integer(name: str, value: Any) -> int:
 
 
 def _json(name: str, text: str) -> Any:
+    depth = json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise MalformedRecord(f"attribute {name!r} nests {depth} deep, more than {MAX_JSON_DEPTH}")
     try:
-        return json.loads(text)
+        return loads_bounded(text)
     except ValueError as exc:
         raise MalformedRecord(f"attribute {name!r} is not JSON: {exc}") from None
 
