@@ -50,6 +50,7 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_SNAPSHOT_BYTES",
     "Blob",
+    "compact",
     "decode_key_record",
     "encode_key_record",
     "read_blob",
@@ -334,7 +335,7 @@ class _EnginePart(msgspec.Struct, array_like=True, frozen=True):
 
 
 class _Body(msgspec.Struct, array_like=True, frozen=True):
-    parent: bytes | None
+    link: bytes | None  # a delta: the blob it follows; a compacted full: the last blob it holds
     engine: _EnginePart
     records: list[_Stored]
     removed: list[_Gone]
@@ -342,6 +343,9 @@ class _Body(msgspec.Struct, array_like=True, frozen=True):
 
 _DECODE_BODY: Final = msgspec.msgpack.Decoder(_Body, ext_hook=_ext).decode
 _DECODE_RECORD: Final = msgspec.msgpack.Decoder(_KeyRecord, ext_hook=_ext).decode
+_DECODE_BODY_RAW: Final = msgspec.msgpack.Decoder(
+    _Body, ext_hook=lambda code, data: msgspec.msgpack.Ext(code, bytes(data))
+).decode
 
 
 # -- rules -------------------------------------------------------------------------------------
@@ -502,8 +506,8 @@ def write_snapshot(
                         removed.append((group, value(key)))
                     else:
                         records.append((group, value(key), record))
-        parent = None if changes is None else state.last_snapshot
-        return (parent, _engine_part(state, time_mode, value), records, removed)
+        link = None if changes is None else state.last_snapshot
+        return (link, _engine_part(state, time_mode, value), records, removed)
 
     with _no_gc():
         body = _encode(build)
@@ -586,7 +590,11 @@ class _Where:
 
 
 class Blob(msgspec.Struct, frozen=True):
-    """A snapshot or delta as read: its id, its kind, its parent (deltas) and its body."""
+    """A snapshot or delta as read: its id, its kind, its parent (deltas) and its body.
+
+    The id of a blob the engine wrote is the start of its digest; a full snapshot made by
+    :func:`compact` takes the id of the last blob it holds, so that the deltas after that
+    blob follow it as well."""
 
     id: bytes
     full: bool
@@ -594,7 +602,9 @@ class Blob(msgspec.Struct, frozen=True):
     body: Any
 
 
-def read_blob(blob: bytes, *, state_key: bytes | None = None) -> Blob:
+def read_blob(
+    blob: bytes, *, state_key: bytes | None = None, decoder: Callable[[Any], Any] | None = None
+) -> Blob:
     """Check the header and digest of a format-2 ``blob`` and decode its body (typed)."""
     view = memoryview(blob)
     if len(view) < _HEADER.size or bytes(view[:8]) != MAGIC:
@@ -622,10 +632,14 @@ def read_blob(blob: bytes, *, state_key: bytes | None = None) -> Blob:
             + (", or was written with another state key" if state_key else "")
         )
     with _no_gc():
-        decoded = _decode(_DECODE_BODY, body, "snapshot")
-    if kind == FULL and (decoded.parent is not None or decoded.removed):
-        raise SnapshotError("a full snapshot names a parent or removed keys")
-    return Blob(digest[:16], kind == FULL, decoded.parent, decoded)
+        decoded = _decode(decoder or _DECODE_BODY, body, "snapshot")
+    if kind == FULL:
+        if decoded.removed:
+            raise SnapshotError("a full snapshot names removed keys")
+        return Blob(decoded.link or digest[:16], True, None, decoded)
+    if decoded.link is None:
+        raise SnapshotError("a delta names no snapshot it follows")
+    return Blob(digest[:16], False, decoded.link, decoded)
 
 
 def _check_key(keyed: bool, state_key: bytes | None, what: str) -> None:
@@ -733,6 +747,47 @@ def _restore_runs(runs: list[_Run], rs: RuleState, nodes: list[Node], where: obj
     return out
 
 
+# -- compaction --------------------------------------------------------------------------------
+
+
+def compact(base: bytes, deltas: Sequence[bytes], *, state_key: bytes | None = None) -> bytes:
+    """One full snapshot holding what ``base`` and ``deltas`` (a chain, in order) hold: the
+    state an engine restored from them would snapshot, made from the bytes alone (no rules,
+    no engine), so that a runtime can do it away from its loop. Deltas taken after the last
+    of ``deltas`` follow the result as they followed that delta."""
+    blobs = [read_blob(b, state_key=state_key, decoder=_DECODE_BODY_RAW) for b in (base, *deltas)]
+    _check_chain(blobs)
+    with _no_gc():
+        # extension values stay as they were written; a key is known by its encoding
+        stored: dict[tuple[str, bytes], _Stored] = {}
+        for blob in blobs:
+            body: _Body = blob.body
+            for gone in body.removed:
+                stored.pop((gone.group, _ENCODE(gone.key)), None)
+            for item in body.records:
+                stored[(item.group, _ENCODE(item.key))] = item
+        merged = _Body(blobs[-1].id, blobs[-1].body.engine, list(stored.values()), [])
+        out = _ENCODE(merged)
+    flags = _KEYED if state_key else 0
+    digest = _digest(FULL, flags, out, state_key)
+    return _HEADER.pack(MAGIC, FORMAT_VERSION, FULL, flags, len(out), digest) + out
+
+
+def _check_chain(blobs: Sequence[Blob]) -> None:
+    if not blobs[0].full:
+        raise SnapshotError("restore needs a full snapshot first; got a delta")
+    previous = blobs[0].id
+    for n, blob in enumerate(blobs[1:], 1):
+        if blob.full:
+            raise SnapshotError(f"deltas[{n - 1}] is a full snapshot, not a delta")
+        if blob.parent != previous:
+            raise SnapshotError(
+                f"deltas[{n - 1}] does not follow the snapshot before it (a missing, repeated "
+                "or reordered delta, or another base)"
+            )
+        previous = blob.id
+
+
 # -- restoring an engine state -----------------------------------------------------------------
 
 
@@ -753,19 +808,7 @@ def _restore_state(
     time_mode: str,
     blobs: Sequence[Blob],
 ) -> None:
-    base = blobs[0]
-    if not base.full:
-        raise SnapshotError("restore needs a full snapshot first; got a delta")
-    previous = base.id
-    for n, blob in enumerate(blobs[1:], 1):
-        if blob.full:
-            raise SnapshotError(f"deltas[{n - 1}] is a full snapshot, not a delta")
-        if blob.parent != previous:
-            raise SnapshotError(
-                f"deltas[{n - 1}] does not follow the snapshot before it (a missing, repeated "
-                "or reordered delta, or another base)"
-            )
-        previous = blob.id
+    _check_chain(blobs)
     last: _EnginePart = blobs[-1].body.engine
     _arrange_rules(state, rules, last.rules)
     if last.time_mode != time_mode:

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from test_snapshot import make_rules
 
 from fraudcep import Engine, Pattern, Rule, SnapshotError
+from fraudcep.codec import compact
 from fraudcep.errors import ConfigurationError
 
 DATA = Path(__file__).resolve().parent / "data" / "snapshots-v1"
@@ -141,10 +142,10 @@ def test_a_restored_engine_writes_the_same_snapshot_as_the_one_that_never_stoppe
 
 
 def contents(blob: bytes) -> tuple[Any, dict[Any, Any]]:
-    parent, engine_part, records, removed = msgspec.msgpack.decode(
+    _link, engine_part, records, removed = msgspec.msgpack.decode(
         blob[52:], ext_hook=lambda code, data: (code, bytes(data))
     )
-    assert parent is None and removed == []
+    assert removed == []
     return engine_part, {(group, repr(key)): record for group, key, record in records}
 
 
@@ -298,3 +299,40 @@ def test_format_1_snapshots_still_restore_and_continue_as_they_did(case: dict[st
     with pytest.raises(ConfigurationError, match="full snapshot"):
         engine.snapshot_delta()  # a format-1 base has no delta chain: the next one is full
     engine.snapshot()
+
+
+# -- compaction --------------------------------------------------------------------------------
+
+
+def test_compacting_a_chain_gives_a_base_that_later_deltas_follow() -> None:
+    """``compact(base, deltas)`` (bytes alone, no engine) holds what the chain holds, and the
+    deltas written after the chain apply to it; odd values survive it unchanged."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    stream = events(21, 240)
+    odd = {"tags": (1, "x"), "when": datetime(2026, 1, 1, tzinfo=UTC), "n": 10**30,
+           "d": Decimal("1.5"), "s": "\ud800", "m": {1: "one"}}  # fmt: skip
+    stream = [{**e, **odd} if e["id"] % 3 == 0 else e for e in stream]
+    engine = Engine(make_rules(), **OPTIONS, state_key=b"k")
+    engine.process_many(stream[:60])
+    base = engine.snapshot()
+    deltas = []
+    for chunk in (stream[60:100], stream[100:140], stream[140:180]):
+        engine.process_many(chunk)
+        deltas.append(engine.snapshot_delta())
+    merged = compact(base, deltas, state_key=b"k")
+    assert contents(merged) == contents(engine.snapshot())
+    engine = Engine.restore(base, make_rules(), deltas=deltas, **OPTIONS, state_key=b"k")
+    engine.process_many(stream[180:210])
+    later = engine.snapshot_delta()
+    from_merged = Engine.restore(merged, make_rules(), deltas=[later], **OPTIONS, state_key=b"k")
+    from_chain = Engine.restore(
+        base, make_rules(), deltas=[*deltas, later], **OPTIONS, state_key=b"k"
+    )
+    rest = stream[210:]
+    assert outputs(from_merged, from_merged.process_many(rest) + from_merged.flush()) == outputs(
+        from_chain, from_chain.process_many(rest) + from_chain.flush()
+    )
+    with pytest.raises(SnapshotError, match="does not follow"):
+        compact(base, deltas[1:], state_key=b"k")
