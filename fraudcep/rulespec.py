@@ -664,23 +664,32 @@ def _parse(text: str, source: str, problems: list[Problem]) -> _Document | None:
         return None
     form = _format(text, source)
     if form == "yaml":
-        return _parse_yaml(text, source, problems)
+        return _parse_yaml(text, source, problems)[0]
     doc = _Document()
     found: list[Problem] = []
     reader = _JsonReader(text, doc, found, source)
-    ok = reader.read()
+    try:
+        ok = reader.read()
+    except _TooManyProblems:
+        problems.extend(found)
+        raise
     if ok or form == "json" or not reader.bad_syntax:
         problems.extend(found)
         return doc if ok else None
     # a text of no known format that starts like JSON but is not: YAML (flow style) may be
     # meant; when it is not YAML either, the JSON problem is the one to report
     as_yaml: list[Problem] = []
-    yaml_doc = _parse_yaml(text, source, as_yaml)
-    problems.extend(found if yaml_doc is None else as_yaml)
+    try:
+        yaml_doc, yaml_syntax = _parse_yaml(text, source, as_yaml)
+    except _TooManyProblems:
+        problems.extend(as_yaml)
+        raise
+    problems.extend(found if yaml_syntax else as_yaml)
     return yaml_doc
 
 
-def _parse_yaml(text: str, source: str, problems: list[Problem]) -> _Document | None:
+def _parse_yaml(text: str, source: str, problems: list[Problem]) -> tuple[_Document | None, bool]:
+    """The document (None when it cannot be read) and whether YAML syntax was the reason."""
     doc = _Document()
     try:
         ok = _YamlReader(text, doc, problems, source).read()
@@ -689,7 +698,7 @@ def _parse_yaml(text: str, source: str, problems: list[Problem]) -> _Document | 
         line, column = _mark(mark) if mark is not None else (1, 1)
         what = exc.problem or str(exc)
         problems.append(Problem(source, None, "", line, column, f"bad YAML: {what}"))
-        return None
+        return None, True
     except yaml.reader.ReaderError as exc:  # a character YAML does not allow
         index = exc.position
         if _YAML_LOADER is not yaml.SafeLoader:  # libyaml counts bytes of UTF-8 here
@@ -697,11 +706,11 @@ def _parse_yaml(text: str, source: str, problems: list[Problem]) -> _Document | 
         line, column = _Lines(text).at(index)
         what = f"the character {chr(exc.character)!r} is not allowed in YAML"
         problems.append(Problem(source, None, "", line, column, f"bad YAML: {what}"))
-        return None
+        return None, True
     except yaml.YAMLError as exc:
         problems.append(Problem(source, None, "", 1, 1, f"bad YAML: {_show(str(exc), 300)}"))
-        return None
-    return doc if ok else None
+        return None, True
+    return (doc if ok else None), False
 
 
 # -- the intermediate model ------------------------------------------------------------------

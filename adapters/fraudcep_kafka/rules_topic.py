@@ -6,6 +6,11 @@ in the rule format (YAML or JSON, a list of one rule or the rule's mapping); an 
 (a tombstone) drops the topic's definition, so the rule file's definition of that id, if
 any, applies again. The latest record per key wins — exactly what compaction keeps — so a
 restart that re-reads the topic arrives at the same rules.
+
+A record that cannot be taken, for whatever reason, is refused: it is logged with its key,
+partition, offset and the reason, counted (``on_rejected``: the runner's
+``fraudcep_rule_records_rejected_total``), and the rules stay as they were — at start-up
+as well as later, so one bad record can neither stop a runner nor keep it from starting.
 """
 
 from __future__ import annotations
@@ -15,8 +20,6 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
-
-import yaml
 
 from fraudcep.rulespec import RuleDefinition, RuleSpecError, load_rules
 from fraudcep_kafka.logs import fields
@@ -40,19 +43,23 @@ def parse_rule_record(key: bytes | None, value: bytes | None, *, source: str) ->
     except UnicodeDecodeError:
         raise RuleRecordError(f"{source}: key and value must be UTF-8") from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RuleRecordError(f"{source}: not YAML/JSON: {exc}") from None
-    if isinstance(data, Mapping) and "rules" not in data:
-        text = yaml.safe_dump([data], sort_keys=False)
-    try:
-        definitions = load_rules(text, source=source)
+        # the rule file loader, with all its limits; a mapping is the one rule itself
+        definitions = load_rules(text, source=source, rule_mapping=True)
     except RuleSpecError as exc:
         raise RuleRecordError(str(exc)) from None
     if len(definitions) != 1 or definitions[0].id != rule_id:
         got = [d.id for d in definitions]
-        raise RuleRecordError(f"{source}: key {rule_id!r} must hold exactly that rule, got {got}")
+        raise RuleRecordError(
+            f"{source}: key {_short(rule_id)} must hold exactly that rule, got "
+            f"{_short(', '.join(got) or 'none')}"
+        )
     return definitions[0]
+
+
+def _short(text: str, limit: int = 200) -> str:
+    """``repr(text)`` cut to ``limit`` characters (keys and values come from the topic)."""
+    shown = repr(text)
+    return shown if len(shown) <= limit else f"{shown[: limit - 5]}...{shown[-2:]}"
 
 
 class RuleSet:
@@ -160,18 +167,29 @@ class RulesTopicReader:
         return changed
 
     def _take(self, msg: Any) -> bool:
+        """Apply one record; a record that cannot be applied, whatever the reason, is
+        logged, counted and otherwise ignored (the rules stay as they were)."""
         source = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
         try:
             return self.rule_set.apply_record(msg.key(), msg.value(), source=source)
         except RuleRecordError as exc:
-            log.error(
-                "rejected rules record",
-                extra=fields(topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),
-                             error=str(exc)),
-            )  # fmt: skip
-            if self._on_rejected is not None:
-                self._on_rejected()
-            return False
+            error = str(exc)
+        except Exception as exc:  # no record may stop or crash the runner
+            error = f"{source}: {type(exc).__name__}: {exc}"
+        key = msg.key()
+        log.error(
+            "rejected rules record",
+            extra=fields(
+                topic=msg.topic(),
+                partition=msg.partition(),
+                offset=msg.offset(),
+                key=None if key is None else _short(key.decode("utf-8", errors="replace")),
+                error=error[:4000],
+            ),
+        )
+        if self._on_rejected is not None:
+            self._on_rejected()
+        return False
 
     def close(self) -> None:
         self._consumer.close()
