@@ -672,6 +672,225 @@ def test_without_a_dead_letter_table_the_log_keeps_the_record(
     detector.close()
 
 
+# == poison records ==========================================================================
+
+
+def _poison(engine: Engine, fail_process: frozenset[str], fail_snapshot: frozenset[str]) -> None:
+    """Make ``engine`` raise the way a bug triggered by data would: ``process`` for the
+    payment ids in ``fail_process``; ``snapshot`` once it holds one of ``fail_snapshot``."""
+    real_process, real_snapshot = engine.process, engine.snapshot
+    held: list[str] = []
+
+    def process(event: Any) -> Any:
+        payment_id = event.get("payment_id")
+        if payment_id in fail_process:
+            raise RuntimeError(f"injected failure on {payment_id}")
+        if payment_id in fail_snapshot:
+            held.append(payment_id)
+        return real_process(event)
+
+    def snapshot() -> bytes:
+        if held:
+            raise RecursionError("injected: maximum recursion depth exceeded")
+        return real_snapshot()
+
+    engine.process = process  # type: ignore[method-assign]
+    engine.snapshot = snapshot  # type: ignore[method-assign]
+
+
+class _PoisonDetector(Detector):
+    """A detector whose engines fail on chosen payments (a test hook, see :func:`_poison`)."""
+
+    fail_process: frozenset[str] = frozenset()
+    fail_snapshot: frozenset[str] = frozenset()
+
+    def _engine(self, state: KeyState, outputs: Any) -> Engine:
+        engine = super()._engine(state, outputs)
+        _poison(engine, self.fail_process, self.fail_snapshot)
+        return engine
+
+
+def _poison_detector(config: DetectorConfig, ddb: Any, **fail: frozenset[str]) -> _PoisonDetector:
+    detector = _PoisonDetector.from_config(config, dynamodb=ddb)
+    assert isinstance(detector, _PoisonDetector)
+    for name, ids in fail.items():
+        setattr(detector, name, ids)
+    return detector
+
+
+T = 1_700_000_000_000
+
+
+def _burst_with_poison(user: str, first_offset: int, t: int) -> list[dict[str, Any]]:
+    """Three high payments of ``user`` (one alert of high-value-3-in-5m) with a small one
+    in between (the poison), and a payment of another user long after that moves the
+    partition's event time past them: all on partition 0 from ``first_offset``."""
+    payments = [
+        payment(user, t, 2500.0, n=first_offset),
+        payment(user, t + 5_000, 10.0, n=first_offset + 1),
+        payment(user, t + 10_000, 2600.0, n=first_offset + 2),
+        payment(user, t + 20_000, 2700.0, n=first_offset + 3),
+        payment(f"{user}-other", t + 600_000, 5.0, n=first_offset + 4),
+    ]
+    return [record(p, 0, first_offset + i) for i, p in enumerate(payments)]
+
+
+def test_a_poison_record_is_dead_lettered_at_the_third_failure_and_the_key_goes_on(
+    config: DetectorConfig, ddb: Any
+) -> None:
+    records = _burst_with_poison("u-poison", 0, T)
+    poison = value_of(records[1])["payment_id"]
+    detector = _poison_detector(config, ddb, fail_process=frozenset({poison}))
+    event = msk_event(records)
+    user_records = [(f"{TOPIC}-0", r["offset"]) for r in records[:4]]
+    for attempt in (1, 2):
+        report = detector.process(event)
+        assert report.failures == tuple(user_records)  # the key's records come again
+        assert list(report.failed_keys) == ['"u-poison"']
+        assert "process failed: RuntimeError: injected failure" in report.failed_keys['"u-poison"']
+        assert detector.state.failure_count(f"{TOPIC}-0/1") == (attempt, "process:RuntimeError")
+        assert stored_ids(ddb, config) == set()  # a failing attempt writes no alert
+    assert dead_letters(ddb, config) == {}
+
+    third = detector.process(event)
+    assert third.failures == () and third.response() == {"batchItemFailures": []}
+    assert third.dead_lettered == 1 and third.applied == 3
+    letter = dead_letters(ddb, config)[f"{TOPIC}/0/1"]
+    assert letter["reason"]["S"] == "processing_failed"
+    assert letter["detail"]["S"].startswith(
+        "failed 3 times the same way: process: RuntimeError: injected failure on"
+    )
+    assert json.loads(letter["value"]["B"])["payment_id"] == poison
+    without_poison = [r for r in records if value_of(r)["payment_id"] != poison]
+    assert stored_ids(ddb, config) == reference_ids(without_poison) != set()
+
+    # the key's next payments are detected as before, and the batch once more changes nothing
+    assert detector.process(event).applied == 0
+    later = _burst_with_poison("u-poison", 5, T + 1_000_000)
+    del later[1]
+    for i, r in enumerate(later):
+        r["offset"] = 5 + i
+    report = detector.process(msk_event(later))
+    assert report.failures == () and report.new_alerts == 1
+    assert stored_ids(ddb, config) == reference_ids(without_poison + later)
+    detector.close()
+
+
+def test_a_record_that_breaks_the_snapshot_is_found_and_dead_lettered_after_n(
+    config: DetectorConfig, ddb: Any
+) -> None:
+    records = _burst_with_poison("u-snap", 0, T)
+    poison = value_of(records[1])["payment_id"]
+    twice = attrs.evolve(config, max_record_failures=2)
+    detector = _poison_detector(twice, ddb, fail_snapshot=frozenset({poison}))
+    event = msk_event(records)
+    first = detector.process(event)
+    assert len(first.failures) == 4
+    assert detector.state.failure_count(f"{TOPIC}-0/1") == (1, "snapshot:RecursionError")
+    second = detector.process(event)
+    assert second.failures == () and second.dead_lettered == 1
+    letter = dead_letters(ddb, config)[f"{TOPIC}/0/1"]
+    assert letter["reason"]["S"] == "processing_failed"
+    assert "failed 2 times the same way: snapshot: RecursionError" in letter["detail"]["S"]
+    without_poison = [r for r in records if value_of(r)["payment_id"] != poison]
+    assert stored_ids(ddb, config) == reference_ids(without_poison) != set()
+    detector.close()
+
+
+def test_a_different_failure_starts_the_count_again(config: DetectorConfig, ddb: Any) -> None:
+    records = _burst_with_poison("u-two-ways", 0, T)
+    poison = value_of(records[1])["payment_id"]
+    event = msk_event(records)
+    by_process = _poison_detector(config, ddb, fail_process=frozenset({poison}))
+    by_snapshot = _poison_detector(config, ddb, fail_snapshot=frozenset({poison}))
+    for detector, expected in ((by_process, 1), (by_process, 2), (by_snapshot, 1)):
+        assert detector.process(event).failures != ()
+        count, _ = detector.state.failure_count(f"{TOPIC}-0/1")
+        assert count == expected
+    assert dead_letters(ddb, config) == {}
+    by_process.close()
+    by_snapshot.close()
+
+
+def test_concurrent_invocations_count_every_failure_once(config: DetectorConfig, ddb: Any) -> None:
+    records = _burst_with_poison("u-race-poison", 0, T)
+    poison = value_of(records[1])["payment_id"]
+    event = msk_event(records)
+    barrier = threading.Barrier(2)
+    detectors = []
+    for _ in range(2):
+        d = _poison_detector(
+            config, client(ddb.meta.endpoint_url, "dynamodb"), fail_process=frozenset({poison})
+        )
+        d.state = _BarrierStore(config.state_table, d.state.client)
+        d.state.barrier = barrier
+        detectors.append(d)
+    reports = _race(detectors, [event, event])
+    assert all(len(r.failures) == 4 for r in reports)
+    assert detectors[0].state.failure_count(f"{TOPIC}-0/1") == (2, "process:RuntimeError")
+    detectors[0].state.barrier = None
+    third = detectors[0].process(event)
+    assert third.failures == () and third.dead_lettered == 1
+    for d in detectors:
+        d.close()
+
+
+def test_a_stored_state_that_cannot_be_restored_is_given_up_after_n(
+    detector: Detector, ddb: Any, config: DetectorConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    user = "u-corrupt"
+    first = [record(payment(user, T + i * 10_000, 2500.0 + i, n=i), 0, i) for i in range(2)]
+    assert detector.process(msk_event(first)).failures == ()
+    ddb.update_item(  # the stored snapshot is damaged
+        TableName=config.state_table,
+        Key={"pk": {"S": f'key#"{user}"'}},
+        UpdateExpression="SET #s = :s",
+        ExpressionAttributeNames={"#s": "snapshot"},
+        ExpressionAttributeValues={":s": {"B": b"not a snapshot"}},
+    )
+    third = [record(payment(user, T + 20_000, 2600.0, n=2), 0, 2)]
+    for attempt in (1, 2):
+        report = detector.process(msk_event(third))
+        assert report.failures == ((f"{TOPIC}-0", 2),)
+        count, signature = detector.state.failure_count(f'key/"{user}"')
+        assert count == attempt and signature is not None and signature.startswith("restore:")
+    with caplog.at_level(logging.ERROR, logger="fraudcep_aws.lambda_detector"):
+        report = detector.process(msk_event(third))
+    assert report.failures == () and report.state_resets == 1 and report.applied == 1
+    assert any("starting the key afresh" in r.getMessage() for r in caplog.records)
+    assert detector.state.failure_count(f'key/"{user}"') == (0, None)
+    assert stored_ids(ddb, config) == set()  # the partial match was lost with the state
+    # and the key detects again
+    burst = [record(payment(user, T + 900_000 + i * 10_000, 3000.0, n=10 + i), 0, 3 + i)
+             for i in range(3)]  # fmt: skip
+    burst.append(record(payment("u-later", T + 2_000_000, 1.0, n=1), 0, 6))
+    report = detector.process(msk_event(burst))
+    assert report.failures == () and report.new_alerts == 1
+
+
+def test_a_due_key_whose_state_cannot_be_restored_is_given_up_after_n(
+    detector: Detector, ddb: Any, config: DetectorConfig
+) -> None:
+    user = "u-due-corrupt"
+    burst = [record(payment(user, T + i * 10_000, 2500.0 + i, n=i), 0, i) for i in range(3)]
+    assert detector.process(msk_event(burst)).failures == ()  # the third waits: due
+    ddb.update_item(
+        TableName=config.state_table,
+        Key={"pk": {"S": f'key#"{user}"'}},
+        UpdateExpression="SET #s = :s",
+        ExpressionAttributeNames={"#s": "snapshot"},
+        ExpressionAttributeValues={":s": {"B": b"not a snapshot"}},
+    )
+    for n in range(3):  # other keys' batches move the partition's event time past it
+        other = record(payment(f"u-other-{n}", T + 60_000 + n, 1.0, n=n), 0, 3 + n)
+        report = detector.process(msk_event([other]))
+        assert report.failures == ()  # a key outside the batch never fails the batch
+        assert report.state_resets == (1 if n == 2 else 0)
+    assert detector.state.failure_count(f'key/"{user}"') == (0, None)
+    assert detector.state.due_keys(f"{TOPIC}-0", T + 10**9) == []  # no longer waiting
+    assert stored_ids(ddb, config) == set()
+
+
 # == the event format ========================================================================
 
 
@@ -775,6 +994,8 @@ TABLES = {"FRAUDCEP_ALERTS_TABLE": "alerts", "FRAUDCEP_STATE_TABLE": "state"}
         ({**TABLES, "FRAUDCEP_ON_FAILURE": "ignore"}, "must be report or raise"),
         ({**TABLES, "FRAUDCEP_MAX_OUT_OF_ORDERNESS_MS": "-5"}, "whole number"),
         ({**TABLES, "FRAUDCEP_WORKERS": "0"}, "workers"),
+        ({**TABLES, "FRAUDCEP_MAX_RECORD_FAILURES": "0"}, "max_record_failures"),
+        ({**TABLES, "FRAUDCEP_MAX_RECORD_FAILURES": "three"}, "whole number"),
     ],
 )
 def test_bad_configuration_is_refused(env: dict[str, str], message: str) -> None:
@@ -791,8 +1012,10 @@ def test_configuration_from_the_environment() -> None:
             "FRAUDCEP_KEY_FIELD": "card_id",
             "FRAUDCEP_MAX_OUT_OF_ORDERNESS_MS": "2000",
             "FRAUDCEP_ON_FAILURE": "raise",
+            "FRAUDCEP_MAX_RECORD_FAILURES": "5",
         }
     )
+    assert config.max_record_failures == 5
     assert config.dead_letter_table is None and config.key_field == "card_id"
     assert config.max_out_of_orderness_ms == 2000 and config.on_failure == "raise"
     assert config.timestamp_field == "ts" and config.rules_path is None
@@ -805,3 +1028,4 @@ def test_configuration_from_the_environment() -> None:
         }
     )
     assert no_ids.event_id_field is None
+    assert no_ids.max_record_failures == 3

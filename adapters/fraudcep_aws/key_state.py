@@ -14,6 +14,12 @@ One table, three kinds of item, by the hash key ``pk``:
 ``rules#<sha256>``
     ``text`` (S): a rule file a snapshot may have been taken with, so that it can be restored
     after the rules changed.
+``failure#<what failed>``
+    the failure count of a record (``<topic>-<partition>/<offset>``) or of a key's stored
+    state (``key/<canonical key>``): ``failures`` (N), ``signature`` (S, how it failed:
+    the stage and the exception type), ``detail`` (S), ``updated_at`` (N, ms) and
+    ``expires_at`` (N, epoch s; TTL, :data:`FAILURE_TTL_S`). Counted with conditional
+    updates (:meth:`KeyStateStore.count_failure`), so concurrent invocations lose no count.
 
 A save is conditional on the version that was loaded (``attribute_not_exists(pk)`` for a new
 key), so two writers of one key cannot both win: the loser gets :class:`StateConflict`,
@@ -39,6 +45,7 @@ from fraudcep_aws.dynamodb import (
 )
 
 __all__ = [
+    "FAILURE_TTL_S",
     "MAX_ITEM_BYTES",
     "STATE_TTL_S",
     "TIMERS_INDEX",
@@ -53,6 +60,10 @@ __all__ = [
 
 STATE_TTL_S: Final = 7 * 86_400
 """How long the state of a key without records is kept (7 days), in seconds."""
+FAILURE_TTL_S: Final = 14 * 86_400
+"""How long a failure count is kept after its last failure (14 days), in seconds."""
+MAX_FAILURE_DETAIL: Final = 1000
+"""Characters of a failure's detail that are kept."""
 MAX_ITEM_BYTES: Final = 400 * 1024
 """DynamoDB's item size limit."""
 TIMERS_INDEX: Final = "timers"
@@ -60,6 +71,7 @@ TIMERS_INDEX: Final = "timers"
 _KEY = "key#"
 _PARTITION = "partition#"
 _RULES = "rules#"
+_FAILURE = "failure#"
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
@@ -176,6 +188,42 @@ class KeyStateStore:
         another writer saved the key since, :class:`StateTooLarge` if it does not fit.
 
         ``due`` is ``(partition, watermark)`` while the engine waits for event time."""
+        item = self.state_item(
+            previous, snapshot=snapshot, offsets=offsets, rules=rules, due=due, now_ms=now_ms
+        )
+        if previous.version:
+            condition = "version = :expected"
+            values: dict[str, Any] = {":expected": {"N": str(previous.version)}}
+        else:
+            condition, values = "attribute_not_exists(pk)", {}
+        try:
+            self.client.put_item(
+                TableName=self.name,
+                Item=item,
+                ConditionExpression=condition,
+                **({"ExpressionAttributeValues": values} if values else {}),
+            )
+        except ClientError as exc:
+            if error_code(exc) == _CONDITION_FAILED:
+                raise StateConflict(
+                    f"key {previous.key}: saved by another writer since version "
+                    f"{previous.version} was loaded"
+                ) from None
+            raise
+        return KeyState(previous.key, previous.version + 1, snapshot, dict(offsets), rules)
+
+    def state_item(
+        self,
+        previous: KeyState,
+        *,
+        snapshot: bytes,
+        offsets: Mapping[str, int],
+        rules: str,
+        due: tuple[str, int] | None,
+        now_ms: int,
+    ) -> dict[str, Any]:
+        """The item :meth:`save` would write; :class:`StateTooLarge` if it does not fit (so
+        that the size can be checked before anything else is written)."""
         version = previous.version + 1
         item: dict[str, Any] = {
             "pk": {"S": _KEY + previous.key},
@@ -196,26 +244,7 @@ class KeyStateStore:
                 f"limit of {MAX_ITEM_BYTES} (snapshot {len(snapshot)} bytes); lower "
                 "max_partial_matches_per_key or shorten the rules' windows"
             )
-        if previous.version:
-            condition = "version = :expected"
-            values: dict[str, Any] = {":expected": {"N": str(previous.version)}}
-        else:
-            condition, values = "attribute_not_exists(pk)", {}
-        try:
-            self.client.put_item(
-                TableName=self.name,
-                Item=item,
-                ConditionExpression=condition,
-                **({"ExpressionAttributeValues": values} if values else {}),
-            )
-        except ClientError as exc:
-            if error_code(exc) == _CONDITION_FAILED:
-                raise StateConflict(
-                    f"key {previous.key}: saved by another writer since version "
-                    f"{previous.version} was loaded"
-                ) from None
-            raise
-        return KeyState(previous.key, version, snapshot, dict(offsets), rules)
+        return item
 
     def due_keys(self, partition: str, watermark: int) -> list[str]:
         """Keys of ``partition`` whose engines wait for a watermark <= ``watermark``.
@@ -252,6 +281,92 @@ class KeyStateStore:
                 UpdateExpression="SET max_ts = :t",
                 ConditionExpression="attribute_not_exists(max_ts) OR max_ts < :t",
                 ExpressionAttributeValues={":t": {"N": str(max_ts)}},
+            )
+        except ClientError as exc:
+            if error_code(exc) != _CONDITION_FAILED:
+                raise
+
+    # -- failure counts -------------------------------------------------------------------
+
+    def count_failure(self, what: str, signature: str, detail: str, *, now_ms: int) -> int:
+        """Count one failure of ``what`` (a record or a key's state, see the module
+        docstring); the number of failures in a row with this ``signature``, this one
+        included. A failure with another signature starts the count again at 1.
+
+        Two conditional updates keep concurrent callers exact: an increment that only
+        applies while the stored signature is this one (or none is stored), else a reset to
+        1 that only applies while it is another one; whichever condition fails, the other
+        is tried again."""
+        key = {"pk": {"S": _FAILURE + what}}
+        values = {
+            ":sig": {"S": signature},
+            ":detail": {"S": detail[:MAX_FAILURE_DETAIL]},
+            ":now": {"N": str(now_ms)},
+            ":exp": {"N": str(now_ms // 1000 + FAILURE_TTL_S)},
+            ":one": {"N": "1"},
+        }
+        names = {  # names, not words: none can collide with DynamoDB's reserved words
+            "#f": "failures",
+            "#s": "signature",
+            "#d": "detail",
+            "#u": "updated_at",
+            "#e": "expires_at",
+        }
+        common = "#s = :sig, #d = :detail, #u = :now, #e = :exp"
+        increment = f"SET #f = if_not_exists(#f, :zero) + :one, {common}"
+        for _ in range(10):
+            try:
+                answer = self.client.update_item(
+                    TableName=self.name,
+                    Key=key,
+                    UpdateExpression=increment,
+                    ConditionExpression=(
+                        "attribute_not_exists(pk) OR attribute_not_exists(#s) OR #s = :sig"
+                    ),
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues={**values, ":zero": {"N": "0"}},
+                    ReturnValues="UPDATED_NEW",
+                )
+                return int(answer["Attributes"]["failures"]["N"])
+            except ClientError as exc:
+                if error_code(exc) != _CONDITION_FAILED:
+                    raise
+            try:  # another signature is stored: this failure starts a new count
+                self.client.update_item(
+                    TableName=self.name,
+                    Key=key,
+                    UpdateExpression=f"SET #f = :one, {common}",
+                    ConditionExpression="attribute_exists(pk) AND #s <> :sig",
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=values,
+                )
+                return 1
+            except ClientError as exc:
+                if error_code(exc) != _CONDITION_FAILED:
+                    raise
+        raise StateError(f"failure count of {what}: changed by others 10 times in a row")
+
+    def failure_count(self, what: str) -> tuple[int, str | None]:
+        """The stored count and signature of ``what``'s failures ((0, None): none)."""
+        answer = self.client.get_item(
+            TableName=self.name, Key={"pk": {"S": _FAILURE + what}}, ConsistentRead=True
+        )
+        item = answer.get("Item")
+        if item is None or "signature" not in item:
+            return 0, None
+        return int(item["failures"]["N"]), str(item["signature"]["S"])
+
+    def clear_failures(self, what: str) -> None:
+        """Forget ``what``'s failures (once it has been dealt with): the count goes back to
+        0 (an UpdateItem, so that no DeleteItem permission is needed; the TTL removes it)."""
+        try:
+            self.client.update_item(
+                TableName=self.name,
+                Key={"pk": {"S": _FAILURE + what}},
+                UpdateExpression="SET #f = :zero REMOVE #s",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames={"#f": "failures", "#s": "signature"},
+                ExpressionAttributeValues={":zero": {"N": "0"}},
             )
         except ClientError as exc:
             if error_code(exc) != _CONDITION_FAILED:

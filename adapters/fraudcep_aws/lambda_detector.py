@@ -38,8 +38,9 @@ Tables: :func:`~fraudcep_aws.dynamodb.create_alerts_table`,
 :func:`~fraudcep_aws.key_state.create_state_table` and :func:`create_dead_letter_table`
 create them as needed.
 
-Failures. ``FRAUDCEP_ON_FAILURE=report`` (default): when a key fails (DynamoDB errors, a
-state over the 400 KB item limit, too many conflicts) its records are listed in the partial
+Failures. ``FRAUDCEP_ON_FAILURE=report`` (default): when a key fails (DynamoDB errors, too
+many conflicts, a poison record below its failure limit: see below) its records are listed
+in the partial
 batch response (:mod:`fraudcep_aws.msk_event`), which Lambda honours only with
 ``ReportBatchItemFailures`` turned on in the event source mapping (provisioned mode), and
 otherwise takes as success, so *turn it on or use* ``raise``. The detector relies on Lambda
@@ -50,11 +51,32 @@ skip their applied offsets). Either way failed keys are logged. An event that is
 batch at all raises :class:`~fraudcep_aws.msk_event.KafkaEventError`, and so does any
 error before the keys are processed (the state table cannot be read): Lambda retries it.
 
+Poison records. A failure that is not the tables' (DynamoDB, the network: those are
+retried as they are) but comes from the data -- processing a payment raises, an alert id or
+alert item cannot be made, the snapshot cannot be taken or does not fit in an item -- would
+come back on every redelivery, and Lambda resumes a partition from its lowest failed offset:
+the key's detection, and its partition, would stop for good. So the detector finds the
+cause. It tries the stored state alone (restored, snapshot, restored again and moved to the
+watermark), then the key's new records one at a time, each followed by those steps; the
+first that fails is the culprit (when none fails alone, the first record takes the blame,
+which still guarantees progress). The failure is counted in the state table under the
+culprit (``failure#<topic>-<partition>/<offset>`` or ``failure#key/<key>``, with the stage
+and exception type as its signature, conditional updates so that concurrent invocations
+count every failure once). Below ``FRAUDCEP_MAX_RECORD_FAILURES`` (3) failures in a row with
+one signature, the key fails as before (its records are reported, Lambda retries them). At
+the N-th, a culprit record is dead-lettered with reason ``processing_failed`` and a detail
+naming the stage, the exception and the count, and counts as applied: the key goes on with
+its other records in the same invocation. A stored state that fails N times is given up:
+the key starts afresh without its partial matches (an error log says so) and goes on. The
+same holds for a key moved by its partition's event time. Data is checked before anything
+is written, so a failing attempt writes no alert.
+
 Dead letters: one item per record in ``FRAUDCEP_DEAD_LETTER_TABLE``, written only if absent:
 id ``topic/partition/offset``, reason, detail, the raw key and value, TTL 14 days. Reasons:
 those of :data:`fraudcep.payment.REASONS`; ``bad_record`` and ``bad_base64`` (see
 :mod:`fraudcep_aws.msk_event`); ``bad_event`` (a payment the rules cannot read, e.g. without
-a rule's key field); ``late`` (event time at or below its key's watermark). Each is also a
+a rule's key field); ``late`` (event time at or below its key's watermark);
+``processing_failed`` (a poison record, above). Each is also a
 warning log line; without the table, the log line carries the record's value in base64. A
 dead letter that cannot be written makes its record fail instead.
 
@@ -65,7 +87,8 @@ packaged default rules), ``FRAUDCEP_KEY_FIELD`` (``user_id``), ``FRAUDCEP_TIMEST
 match the same alert id; ``none``: ids from the whole payment),
 ``FRAUDCEP_MAX_OUT_OF_ORDERNESS_MS`` (0), ``FRAUDCEP_ALERT_TTL_S`` (86400),
 ``FRAUDCEP_ON_FAILURE`` (``report``), ``FRAUDCEP_WORKERS`` (8),
-``FRAUDCEP_MAX_RECORD_BYTES`` (65536). Rules are compiled once per container.
+``FRAUDCEP_MAX_RECORD_BYTES`` (65536), ``FRAUDCEP_MAX_RECORD_FAILURES`` (3, at least 1).
+Rules are compiled once per container.
 """
 
 from __future__ import annotations
@@ -82,11 +105,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Final, Literal
 
 import attrs
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from fraudcep.alert import Alert, ConditionFailure, LateEvent, Overflow, TimedOutMatch
 from fraudcep.engine import Engine, canonical_key
-from fraudcep.errors import ConfigurationError, EventError, FraudcepError
+from fraudcep.errors import ConfigurationError, EventError, FraudcepError, SnapshotError
 from fraudcep.payment import DEFAULT_MAX_BYTES, InvalidRecord, Reason, decode_payment
 from fraudcep.rules_catalog import DEFAULT_RULES_FILE
 from fraudcep.rulespec import RuleDefinition, apply_definitions, load_rules
@@ -94,11 +117,13 @@ from fraudcep_aws.clients import client as make_client
 from fraudcep_aws.dynamodb import (
     ALERTS_TTL_S,
     AlertTable,
+    TableError,
+    alert_item,
     ensure_table,
     error_code,
     wall_clock_ms,
 )
-from fraudcep_aws.key_state import KeyState, KeyStateStore, StateConflict
+from fraudcep_aws.key_state import KeyState, KeyStateStore, StateConflict, StateError
 from fraudcep_aws.msk_event import BadRecord, KafkaRecord, batch_response, parse_kafka_event
 
 __all__ = [
@@ -158,6 +183,10 @@ class DetectorConfig:
     workers: int = attrs.field(default=8, validator=attrs.validators.gt(0))
     max_record_bytes: int = attrs.field(default=DEFAULT_MAX_BYTES, validator=attrs.validators.gt(0))
     max_conflict_retries: int = attrs.field(default=5, validator=attrs.validators.ge(0))
+    max_record_failures: int = attrs.field(default=3, validator=attrs.validators.ge(1))
+    """A record whose processing fails this many times in a row the same way is
+    dead-lettered (reason ``processing_failed``); a key's stored state that does is given
+    up. See "Poison records" in the module docstring."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DetectorConfig:
@@ -201,6 +230,7 @@ class DetectorConfig:
                 on_failure="raise" if on_failure == "raise" else "report",
                 workers=number("FRAUDCEP_WORKERS", 8),
                 max_record_bytes=number("FRAUDCEP_MAX_RECORD_BYTES", DEFAULT_MAX_BYTES),
+                max_record_failures=number("FRAUDCEP_MAX_RECORD_FAILURES", 3),
             )
         except ValueError as exc:  # attrs validators
             raise ConfigurationError(f"detector configuration: {exc}") from None
@@ -372,6 +402,8 @@ class BatchReport:
     failed_keys: Mapping[str, str]
     failures: tuple[tuple[str, int], ...]
     """Failed records as ``(topic-partition, offset)``."""
+    state_resets: int = 0
+    """Keys whose stored state kept failing and was given up (see "Poison records")."""
 
     def response(self) -> dict[str, Any]:
         """The partial batch response (see :mod:`fraudcep_aws.msk_event`)."""
@@ -414,6 +446,61 @@ class _KeyResult:
     new_alerts: int = 0
     conflicts: int = 0
     dead_lettered: int = 0
+    state_resets: int = 0
+
+
+@attrs.define
+class _Tally:
+    """What one key's work came to, over its attempts (an alert written by an attempt that
+    lost a conflict was written all the same)."""
+
+    applied: int = 0
+    emitted: int = 0
+    written: int = 0
+    conflicts: int = 0
+    dead: int = 0
+    resets: int = 0
+
+    def result(self) -> _KeyResult:
+        return _KeyResult(
+            self.applied, self.emitted, self.written, self.conflicts, self.dead, self.resets
+        )
+
+
+@attrs.frozen
+class _NewState:
+    """A key's state to be saved (see :meth:`KeyStateStore.save`)."""
+
+    snapshot: bytes
+    offsets: Mapping[str, int]
+    rules: str
+    due: tuple[str, int] | None
+    now_ms: int
+
+
+class _StageFailure(Exception):
+    """Work on a key's data failed at ``stage`` with ``error`` (not a table's failure)."""
+
+    def __init__(self, stage: str, error: Exception) -> None:
+        super().__init__(stage, error)
+        self.stage = stage
+        self.error = error
+
+
+_RESET: Final = object()
+"""The verdict on a key whose stored state keeps failing: start it afresh."""
+POISON_REASON: Final = "processing_failed"
+"""The dead-letter reason of a record that failed ``max_record_failures`` times."""
+# Failures of the tables and the network: retrying can fix them, they count for no record.
+_TRANSIENT: Final = (
+    ClientError,
+    BotoCoreError,
+    OSError,
+    StateError,
+    StateConflict,
+    TableError,
+    DetectorError,
+)
 
 
 @attrs.define(eq=False)
@@ -526,6 +613,7 @@ class Detector:
             timer_keys=timer_keys,
             failed_keys=failed_keys,
             failures=tuple(sorted(set(failures))),
+            state_resets=totals.state_resets,
         )
 
     def _decode(self, record: KafkaRecord) -> tuple[dict[str, Any], Any, int]:
@@ -556,39 +644,250 @@ class Detector:
     def _run_key(
         self, key: str, items: list[_Item], state: KeyState, watermarks: Mapping[str, int]
     ) -> _KeyResult:
-        conflicts = emitted = written = 0  # alerts of every attempt: a lost one wrote too
-        for attempt in range(self.config.max_conflict_retries + 1):
-            if attempt:
-                state = self.state.load(key)
-            new = [i for i in items if not state.applied(i.record.partition_key, i.record.offset)]
-            if not new:
-                return _KeyResult(0, emitted, written, conflicts, 0)
-            outputs = _Outputs()
+        """Apply the key's records not applied yet; see "Poison records" in the module
+        docstring for what happens when that fails for another reason than the tables."""
+        tally = _Tally()
+        poisoned: list[_Item] = []  # dead-lettered now: marked applied, never processed
+        fresh = False  # the stored state failed too often: start the key from empty state
+        conflicts_left = self.config.max_conflict_retries
+        for _ in range(len(items) + self.config.max_conflict_retries + 3):
+            done = {(i.record.partition_key, i.record.offset) for i in poisoned}
+            new = [
+                i
+                for i in items
+                if not state.applied(i.record.partition_key, i.record.offset)
+                and (i.record.partition_key, i.record.offset) not in done
+            ]
+            skipped = [
+                i for i in poisoned if not state.applied(i.record.partition_key, i.record.offset)
+            ]
+            if not new and not skipped:
+                return tally.result()
+            watermark = min(watermarks[i.record.partition_key] for i in [*new, *skipped])
+            base = attrs.evolve(state, snapshot=None, rules=None) if fresh else state
+            try:
+                dead = self._attempt(key, base, new, skipped, watermark, tally)
+            except StateConflict:
+                tally.conflicts += 1
+                self._count_conflict()
+                if conflicts_left == 0:
+                    break
+                conflicts_left -= 1
+                state, fresh = self.state.load(key), False
+                continue
+            except _StageFailure as failure:
+                verdict = self._on_failure(key, base, new, watermark, failure)
+                if verdict is _RESET:
+                    fresh = True
+                    tally.resets += 1
+                    continue
+                if isinstance(verdict, _Item):
+                    poisoned.append(verdict)
+                    tally.dead += 1
+                    continue
+                raise DetectorError(
+                    f"key {key}: {failure.stage} failed: {type(failure.error).__name__}: "
+                    f"{failure.error}"
+                ) from failure.error
+            tally.applied += len(new)
+            tally.dead += dead
+            return tally.result()
+        raise DetectorError(
+            f"key {key}: another writer saved it first {tally.conflicts} times in a row; giving up"
+        )
+
+    def _attempt(
+        self,
+        key: str,
+        state: KeyState,
+        new: list[_Item],
+        skipped: list[_Item],
+        watermark: int,
+        tally: _Tally,
+    ) -> int:
+        """One try at applying ``new`` (and marking ``skipped`` applied) to ``state``;
+        returns how many records were dead-lettered (refused, late).
+
+        Everything that depends on the records' data (processing, the watermark, the
+        snapshot and its size, the alert items) is done before anything is written, and a
+        failure there is a :class:`_StageFailure`; then dead letters, alerts and the state
+        are written (failures there are the tables' and propagate as they are)."""
+        outputs = _Outputs()
+        stage = "restore"
+        try:
             engine = self._engine(state, outputs)
+            stage = "process"
             alerts: list[Alert] = []
             for i in new:
                 try:
                     alerts += engine.process(i.payment)
                 except EventError as exc:  # refused before it changed anything
                     outputs.refused.append((i.record, str(exc)))
-            alerts += engine.advance_watermark(min(watermarks[i.record.partition_key] for i in new))
-            dead = self._side_outputs(key, new, outputs)
-            emitted += len(alerts)
-            written += self.alerts.put_if_absent(alerts, source=ALERT_SOURCE)
+            stage = "watermark"
+            alerts += engine.advance_watermark(watermark)
+            stage = "snapshot"
+            snapshot = engine.snapshot()
             offsets = dict(state.offsets)
-            for i in new:
+            for i in [*new, *skipped]:
                 tp = i.record.partition_key
                 offsets[tp] = max(offsets.get(tp, -1), i.record.offset)
-            try:
-                self._save(engine, state, offsets, new[-1].record.partition_key)
-            except StateConflict:
-                conflicts += 1
-                self._count_conflict()
-                continue
-            return _KeyResult(len(new), emitted, written, conflicts, dead)
-        raise DetectorError(
-            f"key {key}: another writer saved it first {conflicts} times in a row; giving up"
+            last = (new[-1] if new else skipped[-1]).record.partition_key
+            due = engine.next_due
+            save = _NewState(
+                snapshot=snapshot,
+                offsets=offsets,
+                rules=self.rules.digest,
+                due=(last, due) if due is not None else None,
+                now_ms=self.clock(),
+            )
+            stage = "state_size"
+            self._check_fits(state, save)
+            stage = "alerts"
+            for alert in alerts:
+                alert_item(alert, now_ms=0)
+        except _TRANSIENT:
+            raise
+        except Exception as exc:
+            raise _StageFailure(stage, exc) from exc
+        dead = self._side_outputs(key, new, outputs)
+        tally.emitted += len(alerts)
+        tally.written += self.alerts.put_if_absent(alerts, source=ALERT_SOURCE)
+        self._store(state, save)
+        return dead
+
+    def _on_failure(
+        self, key: str, state: KeyState, new: list[_Item], watermark: int, failure: _StageFailure
+    ) -> _Item | object | None:
+        """Count a failure against the record (or the stored state) that causes it. At the
+        ``max_record_failures``-th failure in a row with the same signature, a record is
+        dead-lettered (returned: the key goes on without it) or the state given up
+        (:data:`_RESET`); below it, None: the key fails and its records are reported."""
+        stage, culprit, error = self._isolate(key, state, new, watermark, failure)
+        if culprit is None:
+            what = f"key/{key}"
+        else:
+            what = f"{culprit.record.partition_key}/{culprit.record.offset}"
+        reason = f"{stage}: {type(error).__name__}: {str(error)[:500]}"
+        count = self.state.count_failure(
+            what, f"{stage}:{type(error).__name__}", reason, now_ms=self.clock()
         )
+        limit = self.config.max_record_failures
+        log.error(
+            "key %s failed (%s, %d of %d): %s",
+            key,
+            what,
+            count,
+            limit,
+            reason,
+            exc_info=error if count == 1 else None,
+        )
+        if count < limit:
+            return None
+        if culprit is None:
+            log.error(
+                "key %s: its stored state failed %d times the same way (%s): starting the key "
+                "afresh, without its partial matches",
+                key,
+                count,
+                reason,
+            )
+            self.state.clear_failures(what)
+            return _RESET
+        letter = DeadLetter.of_record(
+            culprit.record, POISON_REASON, f"failed {count} times the same way: {reason}"
+        )
+        if not self._dead_letter(letter):
+            raise DetectorError(f"key {key}: could not dead-letter record {culprit.record.where}")
+        return culprit
+
+    def _isolate(
+        self, key: str, state: KeyState, new: list[_Item], watermark: int, failure: _StageFailure
+    ) -> tuple[str, _Item | None, BaseException]:
+        """What makes the key fail: ``(stage, record, error)``, with record None when the
+        stored state fails on its own (restored, moved to the watermark, snapshot). Else
+        the records are tried one at a time, each followed by the alerts check, a snapshot
+        and its size, and a restore of that snapshot moved to the watermark: the first that
+        fails is the culprit. When none does alone, the first record takes the blame, so
+        that the key still gets past it in at most ``max_record_failures`` tries."""
+        rules = [d.rule for d in self.rules.definitions]
+
+        def probe(engine: Engine) -> None:
+            """Snapshot, its size, a restore of it moved to the watermark."""
+            stage = "snapshot"
+            try:
+                blob = engine.snapshot()
+                stage = "state_size"
+                self.state.state_item(
+                    state, snapshot=blob, offsets=state.offsets, rules="", due=None, now_ms=0
+                )
+                stage = "restore"
+                again = self._new_engine(blob, rules)
+                stage = "watermark"
+                for alert in again.advance_watermark(watermark):
+                    alert_item(alert, now_ms=0)
+                stage = "snapshot"
+                again.snapshot()
+            except _TRANSIENT:
+                raise
+            except Exception as exc:
+                raise _StageFailure(stage, exc) from exc
+
+        try:
+            engine = self._engine(state, _Outputs())
+        except _TRANSIENT:
+            raise
+        except Exception as exc:
+            return "restore", None, exc
+        try:
+            probe(engine)
+        except _StageFailure as alone:
+            return alone.stage, None, alone.error
+        for item in new:
+            stage = "process"
+            try:
+                try:
+                    alerts = engine.process(item.payment)
+                except EventError:
+                    continue  # refused: a dead letter of its own, not a failure
+                stage = "alerts"
+                for alert in alerts:
+                    alert_item(alert, now_ms=0)
+            except _TRANSIENT:
+                raise
+            except Exception as exc:
+                return stage, item, exc
+            try:
+                probe(engine)
+            except _StageFailure as with_it:
+                return with_it.stage, item, with_it.error
+        if not new:
+            return failure.stage, None, failure.error
+        return failure.stage, new[0], failure.error
+
+    def _check_fits(self, state: KeyState, new: _NewState) -> None:
+        """Raise :class:`StateTooLarge` if ``new`` would not fit in the state table."""
+        self.state.state_item(
+            state,
+            snapshot=new.snapshot,
+            offsets=new.offsets,
+            rules=new.rules,
+            due=new.due,
+            now_ms=new.now_ms,
+        )
+
+    def _store(self, state: KeyState, new: _NewState) -> None:
+        """Save ``new`` over ``state`` (as loaded); :class:`StateConflict` if it changed."""
+        self.state.save(
+            state,
+            snapshot=new.snapshot,
+            offsets=new.offsets,
+            rules=new.rules,
+            due=new.due,
+            now_ms=new.now_ms,
+        )
+
+    def _new_engine(self, snapshot: bytes, rules: list[Any]) -> Engine:
+        return Engine.restore(snapshot, rules, **self._engine_options(_Outputs()))
 
     def _advance_due(self, watermarks: Mapping[str, int], skip: set[str]) -> tuple[int, _KeyResult]:
         """Move the keys outside the batch that wait for their partition's event time."""
@@ -615,38 +914,105 @@ class Detector:
         return moved, totals
 
     def _advance_key(self, key: str, partition: str, watermark: int) -> _KeyResult:
-        conflicts = emitted = written = 0
+        """Move a key's event time to ``watermark``. A stored state that fails there for
+        another reason than the tables ``max_record_failures`` times in a row (the same way)
+        is given up: the key starts afresh, as in :meth:`_run_key`."""
+        tally = _Tally()
         for _ in range(self.config.max_conflict_retries + 1):
             state = self.state.load(key)
             if state.snapshot is None:
                 break
             outputs = _Outputs()
-            engine = self._engine(state, outputs)
-            due = engine.next_due
-            if (due is None or due > watermark) and state.rules == self.rules.digest:
-                break  # the index was behind
-            alerts = engine.advance_watermark(watermark)
-            self._side_outputs(key, [], outputs)
-            emitted += len(alerts)
-            written += self.alerts.put_if_absent(alerts, source=ALERT_SOURCE)
+            stage = "restore"
             try:
-                self._save(engine, state, state.offsets, partition)
+                engine = self._engine(state, outputs)
+                due = engine.next_due
+                if (due is None or due > watermark) and state.rules == self.rules.digest:
+                    break  # the index was behind
+                stage = "watermark"
+                alerts = engine.advance_watermark(watermark)
+                stage = "snapshot"
+                snapshot = engine.snapshot()
+                due = engine.next_due
+                save = _NewState(
+                    snapshot=snapshot,
+                    offsets=state.offsets,
+                    rules=self.rules.digest,
+                    due=(partition, due) if due is not None else None,
+                    now_ms=self.clock(),
+                )
+                stage = "state_size"
+                self._check_fits(state, save)
+                stage = "alerts"
+                for alert in alerts:
+                    alert_item(alert, now_ms=0)
+            except _TRANSIENT:
+                raise
+            except Exception as exc:
+                if not self._state_given_up(key, stage, exc):
+                    raise
+                engine = self._engine(attrs.evolve(state, snapshot=None, rules=None), outputs)
+                alerts, due = [], engine.next_due
+                save = _NewState(
+                    snapshot=engine.snapshot(),
+                    offsets=state.offsets,
+                    rules=self.rules.digest,
+                    due=(partition, due) if due is not None else None,
+                    now_ms=self.clock(),
+                )
+                tally.resets += 1
+            self._side_outputs(key, [], outputs)
+            tally.emitted += len(alerts)
+            tally.written += self.alerts.put_if_absent(alerts, source=ALERT_SOURCE)
+            try:
+                self._store(state, save)
             except StateConflict:
-                conflicts += 1
+                tally.conflicts += 1
                 self._count_conflict()
                 continue
             break
         else:
-            raise DetectorError(f"key {key}: another writer saved it first {conflicts} times")
-        return _KeyResult(0, emitted, written, conflicts, 0)
+            raise DetectorError(f"key {key}: another writer saved it first {tally.conflicts} times")
+        return tally.result()
 
-    def _engine(self, state: KeyState, outputs: _Outputs) -> Engine:
-        options = {
+    def _state_given_up(self, key: str, stage: str, error: Exception) -> bool:
+        """Count a failure of the key's stored state; True at the ``max_record_failures``-th
+        in a row with the same signature (the count is then cleared)."""
+        what = f"key/{key}"
+        reason = f"{stage}: {type(error).__name__}: {str(error)[:500]}"
+        count = self.state.count_failure(
+            what, f"{stage}:{type(error).__name__}", reason, now_ms=self.clock()
+        )
+        log.error(
+            "key %s: its stored state failed (%d of %d): %s",
+            key,
+            count,
+            self.config.max_record_failures,
+            reason,
+            exc_info=error if count == 1 else None,
+        )
+        if count < self.config.max_record_failures:
+            return False
+        log.error(
+            "key %s: its stored state failed %d times the same way (%s): starting the key "
+            "afresh, without its partial matches",
+            key,
+            count,
+            reason,
+        )
+        self.state.clear_failures(what)
+        return True
+
+    def _engine_options(self, outputs: _Outputs) -> dict[str, Any]:
+        return {
             "timestamp": self.config.timestamp_field,
             "event_id": self.config.event_id_field,
             "max_out_of_orderness": self.config.max_out_of_orderness_ms,
             **outputs.options(),
         }
+
+    def _engine(self, state: KeyState, outputs: _Outputs) -> Engine:
+        options = self._engine_options(outputs)
         current = self.rules
         if state.snapshot is None:
             engine = Engine([], **options)
@@ -658,17 +1024,6 @@ class Detector:
         engine = Engine.restore(state.snapshot, [d.rule for d in old], **options)
         apply_definitions(engine, current.definitions)
         return engine
-
-    def _save(self, engine: Engine, state: KeyState, offsets: Mapping[str, int], tp: str) -> None:
-        due = engine.next_due
-        self.state.save(
-            state,
-            snapshot=engine.snapshot(),
-            offsets=offsets,
-            rules=self.rules.digest,
-            due=(tp, due) if due is not None else None,
-            now_ms=self.clock(),
-        )
 
     def _side_outputs(self, key: str, items: list[_Item], outputs: _Outputs) -> int:
         """Dead-letter refused and late records (raises if that fails: the key is then
@@ -729,12 +1084,18 @@ class Detector:
             self._rules_stored = True
 
     def _rules_of(self, digest: str | None) -> tuple[RuleDefinition, ...]:
+        """The rules a stored snapshot was taken with. One that names none, or a rule file
+        the table does not have, is a :class:`SnapshotError`: the stored state cannot be
+        used (see "Poison records")."""
         if digest is None:
-            raise DetectorError("a stored snapshot names no rule file")
+            raise SnapshotError("a stored snapshot names no rule file")
         with self._lock:
             cached = self._old_rules.get(digest)
         if cached is None:
-            text = self.state.get_rules(digest)
+            try:
+                text = self.state.get_rules(digest)
+            except TableError as exc:
+                raise SnapshotError(str(exc)) from None
             cached = tuple(load_rules(text, source=f"rule file {digest[:12]}"))
             with self._lock:
                 self._old_rules[digest] = cached
@@ -766,6 +1127,7 @@ def _add(a: _KeyResult, b: _KeyResult) -> _KeyResult:
         a.new_alerts + b.new_alerts,
         a.conflicts + b.conflicts,
         a.dead_lettered + b.dead_lettered,
+        a.state_resets + b.state_resets,
     )
 
 
@@ -809,6 +1171,7 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
                 "dead_lettered": report.dead_lettered,
                 "conflicts": report.conflicts,
                 "timer_keys": report.timer_keys,
+                "state_resets": report.state_resets,
                 "failed_records": len(report.failures),
             }
         ),
