@@ -34,14 +34,17 @@ from fraudcep.errors import FraudcepError
 __all__ = [
     "HELPERS",
     "MAX_CONSTANT_INT",
+    "MAX_COST",
     "MAX_DEPTH",
     "MAX_ELEMENTS",
     "MAX_NODES",
     "MAX_SOURCE_LENGTH",
     "MAX_STRING_LENGTH",
+    "MAX_TEXT_LENGTH",
     "Condition",
     "ExpressionCondition",
     "ExpressionError",
+    "ExpressionLimitError",
     "check_field_path",
     "check_identifier",
     "compile_expression",
@@ -53,7 +56,11 @@ MAX_DEPTH = 40
 MAX_CONSTANT_INT = 10**18
 MAX_STRING_LENGTH = 1000
 MAX_ELEMENTS = 1000
-_MAX_INT_BITS = 4096  # products of larger ints are refused at run time (condition false)
+MAX_TEXT_LENGTH = 65_536
+"""The longest string that '+', lower() or upper() may make at run time."""
+MAX_COST = 600_000
+"""The cost units one evaluation may spend (about 0.6 ms on the reference machine)."""
+_MAX_INT_BITS = 1024  # longer integers in * / // % hour_of weekday_of: a type error (false)
 
 
 class ExpressionError(FraudcepError, ValueError):
@@ -68,6 +75,16 @@ class ExpressionError(FraudcepError, ValueError):
         super().__init__(
             f"rule {rule_id!r}, field {field!r}, line {line}, column {column}: {reason}"
         )
+
+
+class ExpressionLimitError(FraudcepError, RuntimeError):
+    """An evaluation that went over a run-time limit: a string longer than
+    :data:`MAX_TEXT_LENGTH`, or more work than :data:`MAX_COST` allows.
+
+    The condition function raises it instead of answering; the engine reports the event as a
+    condition failure of the rule (``Engine.drain_errors`` / ``on_error``) and the key's
+    partial matches stay as they were before the event.
+    """
 
 
 class ExpressionCondition(Protocol):
@@ -231,12 +248,106 @@ def _bad(op: str, a: Any, b: Any = None) -> TypeError:
     return TypeError(f"unsupported operand types for {op}: {type(a).__name__}, {type(b).__name__}")
 
 
+# ---- cost: what an evaluation may spend (see MAX_COST), charged where the work is done
+
+Budget = list[int]  # [units left]; one per evaluation, made by the compiled function
+
+# Units charged, chosen so that one unit costs at most about a nanosecond on the reference
+# machine (benchmarks/bench_expressions.py --worst measures the most expensive evaluations).
+_W_TEXT = 1  # per character joined by '+', or case-mapped when ASCII
+_W_CASE = 26  # per character case-mapped when not ASCII (up to 25 ns for some letters)
+_W_SEARCH = 4  # per character of a string searched by 'in' / contains()
+_W_ORDER = 1  # per character of two strings ordered by < <= > >= (the shorter one)
+_W_MEMBER = 20  # per element of a list or tuple searched for a plain value
+_W_ELEMENT = 32  # per element of a collection compared with, or searched for, a collection
+_W_NESTED = 150_000  # once per such comparison or search that meets nested collections
+_W_EVENT = 300  # per event of a stage aggregated by sum/min/max/avg
+
+_SCALAR: frozenset[Any] = frozenset({int, float, bool, str, type(None)})
+_NESTING: frozenset[Any] = frozenset({list, tuple, dict, set, frozenset})
+_COLLECTION = (list, tuple, dict, set, frozenset, Mapping, Sequence)
+
+
+def _over(what: str) -> ExpressionLimitError:
+    return ExpressionLimitError(f"{what}: the evaluation costs more than {MAX_COST} units")
+
+
+def _too_long(what: str, n: int) -> ExpressionLimitError:
+    return ExpressionLimitError(
+        f"{what} would make a string of {n} characters, longer than {MAX_TEXT_LENGTH}"
+    )
+
+
+def _spend(budget: Budget, units: int, what: str) -> None:
+    budget[0] -= units
+    if budget[0] < 0:
+        raise _over(what)
+
+
+def _is_collection(x: Any) -> bool:
+    return x.__class__ in _NESTING or (
+        not isinstance(x, (str, bytes, bytearray)) and isinstance(x, _COLLECTION)
+    )
+
+
+def _spend_scan(budget: Budget, x: Any, what: str) -> None:
+    """Charge comparing collection ``x`` element by element with another collection.
+
+    When no element of ``x`` is a collection, each element comparison takes one step (or one
+    ``memcmp`` of two strings); otherwise the comparison may go as deep as the data, whose
+    size the record size bounds, so it costs a flat _W_NESTED more. The scan for nested
+    collections runs in C and is paid for before it starts.
+    """
+    _spend(budget, len(x) * _W_ELEMENT, what)
+    values = x.values() if x.__class__ is dict or isinstance(x, Mapping) else x
+    if not _NESTING.isdisjoint(map(type, values)):
+        _spend(budget, _W_NESTED, what)
+
+
+def _spend_pair(budget: Budget, a: Any, b: Any, what: str, equality: bool) -> None:
+    """Charge comparing ``a`` with ``b``, when neither is a plain value."""
+    if not (_is_collection(a) and _is_collection(b)):
+        return  # a custom object, or a collection against something else: one step
+    if equality and a.__class__ is b.__class__ and len(a) != len(b):
+        return  # == on lists, tuples and dicts of different lengths stops at once
+    _spend_scan(budget, a if len(a) <= len(b) else b, what)
+
+
+def _spend_search(budget: Budget, a: Any, c: Any, what: str) -> None:
+    """Charge ``a in c`` for a list or tuple ``c``."""
+    if a.__class__ in _SCALAR or not _is_collection(a):
+        _spend(budget, len(c) * _W_MEMBER, what)  # one step per element
+    else:
+        _spend_scan(budget, c, what)
+
+
+# ---- arithmetic
+
+
 def _add(a: Any, b: Any) -> Any:
+    """``+`` when one side is known to be a number: never joins strings."""
     if a.__class__ in _FAST_NUMBER and b.__class__ in _FAST_NUMBER:
         return a + b
     if a is None or b is None:
         return None
-    if (_num(a) and _num(b)) or (isinstance(a, str) and isinstance(b, str)):
+    if _num(a) and _num(b):
+        return a + b
+    raise _bad("+", a, b)
+
+
+def _cat(a: Any, b: Any, budget: Budget) -> Any:
+    """``+`` of two numbers, or of two strings: the joined string is charged and bounded."""
+    if a.__class__ in _FAST_NUMBER and b.__class__ in _FAST_NUMBER:
+        return a + b
+    if a is None or b is None:
+        return None
+    if isinstance(a, str) and isinstance(b, str):
+        n = len(a) + len(b)
+        if n > MAX_TEXT_LENGTH:
+            raise _too_long("'+'", n)
+        _spend(budget, n * _W_TEXT, "'+'")
+        return a + b
+    if _num(a) and _num(b):
         return a + b
     raise _bad("+", a, b)
 
@@ -251,9 +362,20 @@ def _sub(a: Any, b: Any) -> Any:
     raise _bad("-", a, b)
 
 
+def _big(x: Any) -> bool:
+    """An integer of more than _MAX_INT_BITS bits: refused by * / // % and the time helpers."""
+    return isinstance(x, int) and not -_SMALL < x < _SMALL and int(x).bit_length() > _MAX_INT_BITS
+
+
+def _int_guard(op: str, a: Any, b: Any = 0) -> None:
+    if _big(a) or _big(b):
+        raise OverflowError(f"integer operand of {op} longer than {_MAX_INT_BITS} bits")
+
+
 def _mul(a: Any, b: Any) -> Any:
     if a.__class__ is float or b.__class__ is float:
         if _num(a) and _num(b):
+            _int_guard("*", a, b)
             return a * b
     elif (
         a.__class__ is int and b.__class__ is int and -_SMALL < a < _SMALL and -_SMALL < b < _SMALL
@@ -263,7 +385,7 @@ def _mul(a: Any, b: Any) -> Any:
         return None
     if _num(a) and _num(b):
         if int(a).bit_length() + int(b).bit_length() > _MAX_INT_BITS:
-            raise OverflowError("integer product too large")
+            raise OverflowError(f"integer product longer than {_MAX_INT_BITS} bits")
         return a * b
     raise _bad("*", a, b)
 
@@ -272,6 +394,7 @@ def _div(a: Any, b: Any) -> Any:
     if a is None or b is None:
         return None
     if _num(a) and _num(b):
+        _int_guard("/", a, b)
         return None if b == 0 else a / b
     raise _bad("/", a, b)
 
@@ -280,6 +403,7 @@ def _floordiv(a: Any, b: Any) -> Any:
     if a is None or b is None:
         return None
     if _num(a) and _num(b):
+        _int_guard("//", a, b)
         return None if b == 0 else a // b
     raise _bad("//", a, b)
 
@@ -288,6 +412,7 @@ def _mod(a: Any, b: Any) -> Any:
     if a is None or b is None:
         return None
     if _num(a) and _num(b):
+        _int_guard("%", a, b)
         return None if b == 0 else a % b
     raise _bad("%", a, b)
 
@@ -306,6 +431,9 @@ def _pos(a: Any) -> Any:
     if _num(a):
         return +a
     raise _bad("unary +", a)
+
+
+# ---- comparisons: the plain ones, for a side that is a constant or a number, are cheap
 
 
 def _lt(a: Any, b: Any) -> bool:
@@ -337,6 +465,64 @@ def _in_set(a: Any, s: frozenset[Any]) -> bool:
         return False
 
 
+def _eq_c(a: Any, b: Any, budget: Budget) -> bool:
+    if a.__class__ not in _SCALAR and b.__class__ not in _SCALAR:
+        _spend_pair(budget, a, b, "==", True)
+    return bool(a == b)
+
+
+def _ne_c(a: Any, b: Any, budget: Budget) -> bool:
+    if a.__class__ not in _SCALAR and b.__class__ not in _SCALAR:
+        _spend_pair(budget, a, b, "!=", True)
+    return bool(a != b)
+
+
+def _order(a: Any, b: Any, budget: Budget, what: str) -> bool:
+    """Charge ordering ``a`` and ``b``; False when either is None."""
+    if a is None or b is None:
+        return False
+    if isinstance(a, str) and isinstance(b, str):
+        _spend(budget, min(len(a), len(b)) * _W_ORDER, what)
+    elif a.__class__ not in _SCALAR and b.__class__ not in _SCALAR:
+        _spend_pair(budget, a, b, what, False)
+    return True
+
+
+def _lt_c(a: Any, b: Any, budget: Budget) -> bool:
+    return _order(a, b, budget, "<") and bool(a < b)
+
+
+def _le_c(a: Any, b: Any, budget: Budget) -> bool:
+    return _order(a, b, budget, "<=") and bool(a <= b)
+
+
+def _gt_c(a: Any, b: Any, budget: Budget) -> bool:
+    return _order(a, b, budget, ">") and bool(a > b)
+
+
+def _ge_c(a: Any, b: Any, budget: Budget) -> bool:
+    return _order(a, b, budget, ">=") and bool(a >= b)
+
+
+def _in_c(a: Any, c: Any, budget: Budget) -> bool:
+    """``a in c`` for a ``c`` that is not a constant: charged by what it searches."""
+    if c is None:
+        return False
+    if isinstance(c, str):
+        if isinstance(a, str):
+            _spend(budget, len(c) * _W_SEARCH, "'in'")
+    elif (
+        c.__class__ is list
+        or c.__class__ is tuple
+        or (isinstance(c, Sequence) and not isinstance(c, (bytes, bytearray)))
+    ):
+        _spend_search(budget, a, c, "'in'")
+    return a in c  # mappings and sets are hashed; anything else raises TypeError: false
+
+
+# ---- helpers
+
+
 def _values(stage: Sequence[Any], path: tuple[str, ...]) -> list[Any]:
     return [v for v in (_path(ev, path) for ev in stage) if v is not None]
 
@@ -345,26 +531,49 @@ def _count(stage: Sequence[Any]) -> int:
     return len(stage)
 
 
-def _sum(stage: Sequence[Any], path: tuple[str, ...]) -> Any:
+def _aggregated(
+    stage: Sequence[Any], path: tuple[str, ...], budget: Budget, what: str
+) -> list[Any]:
+    _spend(budget, len(stage) * _W_EVENT, what)
+    return _values(stage, path)
+
+
+def _total(values: list[Any]) -> Any:
     total: Any = 0
-    for v in _values(stage, path):
+    for v in values:
         total = _add(total, v)
     return total
 
 
-def _min(stage: Sequence[Any], path: tuple[str, ...]) -> Any:
-    values = _values(stage, path)
-    return min(values) if values else None
+def _sum(stage: Sequence[Any], path: tuple[str, ...], budget: Budget) -> Any:
+    return _total(_aggregated(stage, path, budget, "sum()"))
 
 
-def _max(stage: Sequence[Any], path: tuple[str, ...]) -> Any:
-    values = _values(stage, path)
-    return max(values) if values else None
+def _extreme(
+    pick: Callable[[list[Any]], Any],
+    stage: Sequence[Any],
+    path: tuple[str, ...],
+    budget: Budget,
+    what: str,
+) -> Any:
+    values = _aggregated(stage, path, budget, what)
+    for v in values:
+        if v.__class__ not in _SCALAR and _is_collection(v):
+            _spend_scan(budget, v, what)
+    return pick(values) if values else None
 
 
-def _avg(stage: Sequence[Any], path: tuple[str, ...]) -> Any:
-    values = _values(stage, path)
-    return None if not values else _div(_sum(stage, path), len(values))
+def _min(stage: Sequence[Any], path: tuple[str, ...], budget: Budget) -> Any:
+    return _extreme(min, stage, path, budget, "min()")
+
+
+def _max(stage: Sequence[Any], path: tuple[str, ...], budget: Budget) -> Any:
+    return _extreme(max, stage, path, budget, "max()")
+
+
+def _avg(stage: Sequence[Any], path: tuple[str, ...], budget: Budget) -> Any:
+    values = _aggregated(stage, path, budget, "avg()")
+    return None if not values else _div(_total(values), len(values))
 
 
 def _len(x: Any) -> Any:
@@ -373,12 +582,25 @@ def _len(x: Any) -> Any:
     return None
 
 
-def _lower(s: Any) -> Any:
-    return s.lower() if isinstance(s, str) else None
+def _case(s: Any, budget: Budget, upper: bool) -> Any:
+    if not isinstance(s, str):
+        return None
+    what = "upper()" if upper else "lower()"
+    if len(s) > MAX_TEXT_LENGTH:
+        raise _too_long(what, len(s))
+    _spend(budget, len(s) * (_W_TEXT if s.isascii() else _W_CASE), what)
+    out = s.upper() if upper else s.lower()
+    if len(out) > MAX_TEXT_LENGTH:  # some letters map to two or three
+        raise _too_long(what, len(out))
+    return out
 
 
-def _upper(s: Any) -> Any:
-    return s.upper() if isinstance(s, str) else None
+def _lower(s: Any, budget: Budget) -> Any:
+    return _case(s, budget, False)
+
+
+def _upper(s: Any, budget: Budget) -> Any:
+    return _case(s, budget, True)
 
 
 def _startswith(s: Any, p: Any) -> bool:
@@ -389,15 +611,20 @@ def _endswith(s: Any, p: Any) -> bool:
     return isinstance(s, str) and isinstance(p, str) and s.endswith(p)
 
 
-def _contains(s: Any, p: Any) -> bool:
+def _contains(s: Any, p: Any, budget: Budget) -> bool:
     if isinstance(s, str):
-        return isinstance(p, str) and p in s
-    if isinstance(s, (list, tuple, set, frozenset, Mapping)):
-        try:
-            return p in s
-        except TypeError:
+        if not isinstance(p, str):
             return False
-    return False
+        _spend(budget, len(s) * _W_SEARCH, "contains()")
+        return p in s
+    if isinstance(s, (list, tuple)):
+        _spend_search(budget, p, s, "contains()")
+    elif not isinstance(s, (set, frozenset, Mapping)):
+        return False
+    try:
+        return p in s
+    except TypeError:
+        return False
 
 
 def _abs(x: Any) -> Any:
@@ -427,6 +654,7 @@ def _hour_of(ts: Any) -> Any:
     if ts is None:
         return None
     if _num(ts):
+        _int_guard("hour_of()", ts)
         return int(ts // 3_600_000) % 24
     raise _bad("hour_of()", ts)
 
@@ -435,6 +663,7 @@ def _weekday_of(ts: Any) -> Any:
     if ts is None:
         return None
     if _num(ts):
+        _int_guard("weekday_of()", ts)
         return (int(ts // 86_400_000) + 3) % 7  # 1970-01-01 was a Thursday; Monday is 0
     raise _bad("weekday_of()", ts)
 
@@ -470,11 +699,16 @@ HELPERS: dict[str, tuple[Callable[..., Any], int, str]] = {
     "exists": (_exists, 1, "value"),
     "missing": (_missing, 1, "value"),
 }
+# Helpers whose work grows with their input: they take the evaluation's budget last.
+_CHARGED_HELPERS = frozenset({"sum", "min", "max", "avg", "lower", "upper", "contains"})
+# Helpers whose result is a number (or None, or a bool): comparing it costs nothing.
+_NUMBER_HELPERS = frozenset(HELPERS) - {"min", "max", "lower", "upper"}
 
 _RUNTIME: dict[str, Any] = {
     "_g": _get,
     "_idx": _idx,
     "_add": _add,
+    "_cat": _cat,
     "_sub": _sub,
     "_mul": _mul,
     "_div": _div,
@@ -488,8 +722,20 @@ _RUNTIME: dict[str, Any] = {
     "_ge": _ge,
     "_in": _in,
     "_in_set": _in_set,
+    "_eq_c": _eq_c,
+    "_ne_c": _ne_c,
+    "_lt_c": _lt_c,
+    "_le_c": _le_c,
+    "_gt_c": _gt_c,
+    "_ge_c": _ge_c,
+    "_in_c": _in_c,
     "_dict": dict,
     "_Exception": Exception,
+    "_Limit": ExpressionLimitError,
+    "_SCALAR": _SCALAR,
+    "_NUM": _FAST_NUMBER,
+    "_NEVER": object(),
+    "_COST": MAX_COST,
     "_FALSE_ON": (TypeError, ValueError, ArithmeticError),
     **{f"_h_{name}": fn for name, (fn, _, _) in HELPERS.items()},
 }
@@ -504,6 +750,7 @@ _BINOPS: dict[type[ast.operator], str] = {
     ast.FloorDiv: "_floordiv",
     ast.Mod: "_mod",
 }
+_OP_SYMBOL = {"_add": "+", "_sub": "-", "_mul": "*", "_div": "/", "_floordiv": "//", "_mod": "%"}
 _OP_TEXT: dict[type[ast.AST], str] = {
     ast.Pow: "**",
     ast.MatMult: "@",
@@ -525,6 +772,16 @@ _RAW_CMP: dict[type[ast.cmpop], str] = {
     ast.NotIn: "not in",
     ast.Is: "is",
     ast.IsNot: "is not",
+}
+# The budget of the evaluation, made when the first charged operation needs it.
+_BUDGET = "(_b or (_b := [_COST]))"
+_CHARGED_CMP: dict[type[ast.cmpop], str] = {
+    ast.Eq: "_eq_c",
+    ast.NotEq: "_ne_c",
+    ast.Lt: "_lt_c",
+    ast.LtE: "_le_c",
+    ast.Gt: "_gt_c",
+    ast.GtE: "_ge_c",
 }
 _SAFE_CMP: dict[type[ast.cmpop], str] = {
     ast.Lt: "_lt",
@@ -552,10 +809,16 @@ _FORBIDDEN: dict[type[ast.AST], str] = {
 VALUE, STAGE, FIELD = "value", "stage", "field"
 
 
-class _Out:
-    """A translated node: Python source, what it denotes, and its value when it is a constant."""
+# What a value is known to be before run time: a number, bool or None ("number"), a string or
+# None ("string"), or anything.
+NUMBER, STRING, ANY = "number", "string", "any"
 
-    __slots__ = ("code", "const", "is_const", "kind", "path")
+
+class _Out:
+    """A translated node: Python source, what it denotes, what its value is known to be, and
+    that value when it is a constant."""
+
+    __slots__ = ("code", "const", "is_const", "kind", "path", "type")
 
     def __init__(
         self,
@@ -565,12 +828,24 @@ class _Out:
         path: tuple[str, ...] = (),
         const: Any = None,
         is_const: bool = False,
+        type: str = ANY,
     ) -> None:
         self.code = code
         self.kind = kind
         self.path = path
         self.const = const
         self.is_const = is_const
+        self.type = type
+
+    @property
+    def cheap(self) -> bool:
+        """Comparing anything with this value takes a bounded time: it is a constant (at most
+        MAX_STRING_LENGTH characters) or a number."""
+        return self.is_const or self.type == NUMBER
+
+
+def _join(types: Sequence[str]) -> str:
+    return types[0] if all(t == types[0] for t in types) else ANY
 
 
 class _Compiler:
@@ -589,6 +864,7 @@ class _Compiler:
         self.temps = 0
         self.consts = 0
         self.fast = False
+        self.charged = False  # some operation spends the evaluation's budget ("_b")
 
     # ---- errors
 
@@ -648,11 +924,18 @@ class _Compiler:
         self.fast = True
         fast = self.emit(body, 0)
         params = "e, ctx" if self.uses_ctx else "e"
+        # An expression whose work grows with its input gets a budget, shared by both bodies;
+        # one without (decided here, from its operations and what their operands are known to
+        # be) runs as it is.
+        budget = "    _b = None\n" if self.charged else ""
+        over = "        except _Limit:\n            raise\n" if self.charged else ""
         code = (
             f"def _condition({params}):\n"
+            f"{budget}"
             f"    if e.__class__ is _dict:\n"
             f"        try:\n"
             f"            return True if ({fast.code}) else False\n"
+            f"{over}"
             f"        except _Exception:\n"
             f"            pass\n"
             f"    try:\n"
@@ -783,18 +1066,26 @@ class _Compiler:
                 raise self.at(node, f"operator {text!r} is not allowed")
             left = self.value(node.left, d, "in arithmetic")
             right = self.value(node.right, d, "in arithmetic")
-            return _Out(f"{op}({left.code}, {right.code})")
+            if isinstance(node.op, ast.Add):
+                return self.add(node, left, right)
+            for side, out in ((node.left, left), (node.right, right)):
+                if out.type == STRING:
+                    raise self.at(side, f"a string cannot be an operand of {_OP_SYMBOL[op]!r}")
+            return _Out(f"{op}({left.code}, {right.code})", type=NUMBER)
         if isinstance(node, ast.BoolOp):
             word = " and " if isinstance(node.op, ast.And) else " or "
-            parts = [self.value(v, d, "with and/or").code for v in node.values]
-            return _Out("(" + word.join(parts) + ")")
+            outs = [self.value(v, d, "with and/or") for v in node.values]
+            code = "(" + word.join(o.code for o in outs) + ")"
+            return _Out(code, type=_join([o.type for o in outs]))
         if isinstance(node, ast.Compare):
             return self.compare(node, d)
         if isinstance(node, ast.IfExp):
             test = self.value(node.test, d, "as a test")
             yes = self.value(node.body, d, "in if/else")
             no = self.value(node.orelse, d, "in if/else")
-            return _Out(f"({yes.code} if {test.code} else {no.code})")
+            return _Out(
+                f"({yes.code} if {test.code} else {no.code})", type=_join([yes.type, no.type])
+            )
         if isinstance(node, ast.Call):
             return self.call(node, d)
         if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
@@ -804,7 +1095,7 @@ class _Compiler:
 
     def constant(self, node: ast.AST, value: Any) -> _Out:
         if value is None or isinstance(value, bool):
-            return _Out(repr(value), const=value, is_const=True)
+            return _Out(repr(value), const=value, is_const=True, type=NUMBER)
         if isinstance(value, int):
             if abs(value) > MAX_CONSTANT_INT:
                 raise self.at(node, f"integer constant larger than {MAX_CONSTANT_INT}")
@@ -816,7 +1107,20 @@ class _Compiler:
                 raise self.at(node, f"string constant longer than {MAX_STRING_LENGTH}")
         else:
             raise self.at(node, f"{type(value).__name__} constants are not allowed")
-        return _Out(f"({value!r})", const=value, is_const=True)
+        kind = STRING if isinstance(value, str) else NUMBER
+        return _Out(f"({value!r})", const=value, is_const=True, type=kind)
+
+    def add(self, node: ast.BinOp, left: _Out, right: _Out) -> _Out:
+        """``+``: numbers add, strings join (charged, and bounded by MAX_TEXT_LENGTH)."""
+        types = {left.type, right.type}
+        if types == {NUMBER, STRING}:
+            raise self.at(node, "'+' of a string and a number is always a type error")
+        if left.is_const and right.is_const and types == {STRING}:
+            return self.constant(node, left.const + right.const)
+        if NUMBER in types:  # the other side is a number too, or it is a type error
+            return _Out(f"_add({left.code}, {right.code})", type=NUMBER)
+        self.charged = True
+        return _Out(f"_cat({left.code}, {right.code}, {_BUDGET})", type=_join([*types]))
 
     def check_name(self, node: ast.AST, name: str) -> None:
         problem = _name_problem(name)
@@ -880,27 +1184,34 @@ class _Compiler:
 
     def unary(self, node: ast.UnaryOp, d: int) -> _Out:
         if isinstance(node.op, ast.Not):
-            return _Out(f"(not {self.value(node.operand, d, 'with not').code})")
+            return _Out(f"(not {self.value(node.operand, d, 'with not').code})", type=NUMBER)
         if isinstance(node.op, (ast.USub, ast.UAdd)):
             inner = self.value(node.operand, d, "in arithmetic")
+            sign = "-" if isinstance(node.op, ast.USub) else "+"
+            if inner.type == STRING:
+                raise self.at(node, f"a string cannot be an operand of unary {sign!r}")
             if inner.is_const and isinstance(inner.const, (int, float)):
                 value = -inner.const if isinstance(node.op, ast.USub) else +inner.const
                 return self.constant(node, value)
             fn = "_neg" if isinstance(node.op, ast.USub) else "_pos"
-            return _Out(f"{fn}({inner.code})")
+            return _Out(f"{fn}({inner.code})", type=NUMBER)
         raise self.at(node, f"operator {_OP_TEXT.get(type(node.op), '?')!r} is not allowed")
 
-    def collection(self, node: ast.List | ast.Tuple | ast.Set, d: int) -> tuple[str, bool]:
-        """Source for the right side of ``in``; True when it is a frozenset of constants."""
+    def collection(self, node: ast.List | ast.Tuple | ast.Set, d: int) -> tuple[str, bool, bool]:
+        """Source for the right side of ``in``; True when it is a frozenset of constants; True
+        when every element is cheap to compare with."""
         items = [self.value(e, d, "in a list") for e in node.elts]
         if all(i.is_const for i in items):
             values = [i.const for i in items]
-            return self.const_name(frozenset(values)), True
-        return "(" + "".join(f"{i.code}, " for i in items) + ")", False
+            return self.const_name(frozenset(values)), True, True
+        code = "(" + "".join(f"{i.code}, " for i in items) + ")"
+        return code, False, all(i.cheap for i in items)
 
     def compare(self, node: ast.Compare, d: int) -> _Out:
         operands = [self.value(node.left, d, "in a comparison")]
-        codes: list[tuple[str, bool]] = []
+        # per comparison: the source of its right side, whether that is a frozenset of
+        # constants, and whether the comparison takes a bounded time whatever the input
+        rights: list[tuple[str, bool, bool]] = []
         for op, operand in zip(node.ops, node.comparators, strict=True):
             if type(op) not in _RAW_CMP:
                 raise self.at(node, f"comparison {type(op).__name__} is not allowed")
@@ -908,38 +1219,72 @@ class _Compiler:
                 isinstance(operand, ast.Constant) and operand.value is None
             ):
                 raise self.at(operand, "'is' and 'is not' may only be used with None")
+            left = operands[-1]
             if isinstance(operand, (ast.List, ast.Tuple, ast.Set)):
                 if not isinstance(op, (ast.In, ast.NotIn)):
                     raise self.at(operand, "list literals are only allowed on the right of 'in'")
-                codes.append(self.collection(operand, d))
-                operands.append(_Out("<collection>"))
+                code, is_set, cheap_items = self.collection(operand, d)
+                rights.append((code, is_set, is_set or cheap_items or left.cheap))
+                operands.append(_Out("<collection>", type=ANY))
             else:
-                operands.append(self.value(operand, d, "in a comparison"))
-                codes.append((operands[-1].code, False))
-        if self.fast:
+                right = self.value(operand, d, "in a comparison")
+                if isinstance(op, (ast.In, ast.NotIn)):
+                    cheap = right.cheap  # the work is a search of the right side
+                else:
+                    cheap = left.cheap or right.cheap or isinstance(op, (ast.Is, ast.IsNot))
+                rights.append((right.code, False, cheap))
+                operands.append(right)
+        all_cheap = all(cheap for _, _, cheap in rights)
+        if self.fast and all_cheap:
             parts = [operands[0].code]
-            for op, (code, _) in zip(node.ops, codes, strict=True):
+            for op, (code, _, _) in zip(node.ops, rights, strict=True):
                 parts.append(f" {_RAW_CMP[type(op)]} {code}")
-            return _Out("(" + "".join(parts) + ")")
+            return _Out("(" + "".join(parts) + ")", type=NUMBER)
+        if not all_cheap:
+            self.charged = True
         pairs: list[str] = []
-        left = operands[0].code
+        left_code = operands[0].code
         last = len(node.ops) - 1
-        for i, (op, (code, is_set)) in enumerate(zip(node.ops, codes, strict=True)):
-            right = code
+        for i, (op, (code, is_set, cheap)) in enumerate(zip(node.ops, rights, strict=True)):
+            right_code = code
             if i < last:
                 t = self.temp()
-                right, after = f"({t} := {code})", t
+                right_code, after = f"({t} := {code})", t
             else:
-                after = right
-            if type(op) in _SAFE_CMP:
-                pairs.append(f"{_SAFE_CMP[type(op)]}({left}, {right})")
-            elif isinstance(op, (ast.In, ast.NotIn)):
-                test = f"_in_set({left}, {right})" if is_set else f"_in({left}, {right})"
-                pairs.append(test if isinstance(op, ast.In) else f"(not {test})")
-            else:
-                pairs.append(f"({left} {_RAW_CMP[type(op)]} {right})")
-            left = after
-        return _Out("(" + " and ".join(pairs) + ")")
+                after = right_code
+            pairs.append(self.pair(op, left_code, right_code, is_set, cheap))
+            left_code = after
+        return _Out("(" + " and ".join(pairs) + ")", type=NUMBER)
+
+    def pair(self, op: ast.cmpop, left: str, right: str, is_set: bool, cheap: bool) -> str:
+        """One comparison of a chain."""
+        negate = isinstance(op, ast.NotIn)
+        if not cheap:
+            if isinstance(op, (ast.In, ast.NotIn)):
+                test = f"_in_c({left}, {right}, {_BUDGET})"
+                return f"(not {test})" if negate else test
+            charged = _CHARGED_CMP[type(op)]
+            if not self.fast:
+                return f"{charged}({left}, {right}, {_BUDGET})"
+            # Inline, the common case, when the left side alone makes the comparison cheap: a
+            # plain value (string, number, None) for == and !=, a number for ordering. Both
+            # sides are evaluated once, in order, in the test ("is _NEVER" is always false), so
+            # that neither is written twice (nested comparisons would double at each level).
+            a, b = self.temp(), self.temp()
+            plain = "_SCALAR" if isinstance(op, (ast.Eq, ast.NotEq)) else "_NUM"
+            raw = _RAW_CMP[type(op)]
+            return (
+                f"({a} {raw} {b} if (({a} := {left}).__class__ in {plain}) | "
+                f"(({b} := {right}) is _NEVER) else {charged}({a}, {b}, {_BUDGET}))"
+            )
+        if self.fast:
+            return f"({left} {_RAW_CMP[type(op)]} {right})"
+        if type(op) in _SAFE_CMP:
+            return f"{_SAFE_CMP[type(op)]}({left}, {right})"
+        if isinstance(op, (ast.In, ast.NotIn)):
+            test = f"_in_set({left}, {right})" if is_set else f"_in({left}, {right})"
+            return f"(not {test})" if negate else test
+        return f"({left} {_RAW_CMP[type(op)]} {right})"
 
     def call(self, node: ast.Call, d: int) -> _Out:
         if not isinstance(node.func, ast.Name):
@@ -956,22 +1301,29 @@ class _Compiler:
             plural = "s" if arity > 1 else ""
             raise self.at(node, f"{name}() takes {arity} argument{plural}, got {len(node.args)}")
         args = [self.emit(a, d) for a in node.args]
+        result = (
+            NUMBER if name in _NUMBER_HELPERS else STRING if name in ("lower", "upper") else ANY
+        )
+        budget = ""
+        if name in _CHARGED_HELPERS:
+            self.charged = True
+            budget = f", {_BUDGET}"
         if kind == STAGE:
             if args[0].kind != STAGE:
                 raise self.at(node.args[0], f"{name}() needs a stage name, e.g. {name}(first)")
-            return _Out(f"_h_{name}({args[0].code})")
+            return _Out(f"_h_{name}({args[0].code})", type=result)
         if kind == FIELD:
             if args[0].kind != FIELD:
                 raise self.at(
                     node.args[0], f"{name}() needs stage.field, e.g. {name}(first.amount)"
                 )
-            return _Out(f"_h_{name}({args[0].code}, {args[0].path!r})")
+            return _Out(f"_h_{name}({args[0].code}, {args[0].path!r}{budget})", type=result)
         if name == "len" and args[0].kind == STAGE:
-            return _Out(f"_h_count({args[0].code})")
+            return _Out(f"_h_count({args[0].code})", type=NUMBER)
         for arg, out in zip(node.args, args, strict=True):
             if out.kind != VALUE:
                 raise self.at(arg, self.kind_message(out, f"in {name}()"))
-        return _Out(f"_h_{name}({', '.join(a.code for a in args)})")
+        return _Out(f"_h_{name}({', '.join(a.code for a in args)}{budget})", type=result)
 
 
 def compile_expression(

@@ -715,4 +715,165 @@ def test_check_identifier_and_field_path() -> None:
         problem = check_field_path(path)
         assert problem is not None and expected in problem, (path, problem)
     assert check_identifier("a.b") is not None  # one name, not a path
-    assert check_field_path(3) is not None  # type: ignore[arg-type]
+    assert check_field_path(3) is not None
+
+
+# --------------------------------------------------------------------------- cost limits
+
+
+@pytest.mark.parametrize(
+    ("source", "reason"),
+    [
+        ("'a' * 3 == 'aaa'", "a string cannot be an operand of '*'"),
+        ("status * 3 == 'x' and 'a' * amount == 'b'", "a string cannot be an operand of '*'"),
+        ("-'a' == 1", "a string cannot be an operand of unary '-'"),
+        ("'%s' % status == 'x'", "a string cannot be an operand of '%'"),
+        ("lower(status) // 2 == 1", "a string cannot be an operand of '//'"),
+        ("'a' + 1 == 2", "'+' of a string and a number is always a type error"),
+        ("upper(status) + len(status) == 2", "'+' of a string and a number"),
+        ("'" + "a" * 600 + "' + '" + "b" * 600 + "' == status", "string constant longer than"),
+    ],
+)
+def test_string_growth_decided_when_compiling(source: str, reason: str) -> None:
+    with pytest.raises(ExpressionError) as info:
+        compile_expression(source)
+    assert reason in info.value.reason
+
+
+def test_constant_strings_are_joined_when_compiling() -> None:
+    assert ev("'de' + 'clined' == status and status in ['x', 'dec' + 'lined']", PAY)
+
+
+def budgeted(source: str, stages: Sequence[str] = ()) -> bool:
+    """Whether the compiled condition carries a cost budget (it does when some operation's
+    work grows with its input)."""
+    fn: Any = compile_expression(source, stages=stages)
+    return "_b" in fn.__code__.co_varnames
+
+
+def test_only_expressions_with_growing_work_carry_a_budget() -> None:
+    for source in (
+        "amount > 2000 and status == 'declined'",
+        "status in ['a', 'b'] and not amount <= 3",
+        "amount - fee > 10 and amount * 2 < prev.amount",  # numbers
+        "hour_of(ts) < 6 and len(status) > 2 and startswith(status, 'de')",
+        "x in (1, 2, fee * 2)",  # numbers searched for: one step each
+        "count(small) > 2 and small[0].amount > 3",
+    ):
+        assert not budgeted(source, ["small"]), source
+    for source in (
+        "merchant != small[0].merchant",  # two fields: could be two lists
+        "status + 'x' == 'y'",
+        "amount + fee > 10",  # could join two strings
+        "lower(status) == 'x'",
+        "'dec' in status",
+        "contains(tags, 'x')",
+        "sum(small.amount) > 3",
+    ):
+        assert budgeted(source, ["small"]), source
+
+
+def limit_error(source: str, event: Any, ctx: Ctx | None = None) -> str:
+    """The message of the ExpressionLimitError the condition raises, for a dict event and
+    for a mapping that is not a dict (the two bodies of the compiled function)."""
+    from fraudcep.expressions import ExpressionLimitError
+
+    fn = compile_expression(source, stages=["small"])
+    messages = []
+    for e in (event, Wrapped(event)):
+        with pytest.raises(ExpressionLimitError) as info:
+            fn(e, ctx or Ctx()) if takes_context(fn) else fn(e)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+    return messages[0]
+
+
+def test_strings_made_at_run_time_are_bounded() -> None:
+    from fraudcep.expressions import MAX_TEXT_LENGTH
+
+    half = "x" * (MAX_TEXT_LENGTH // 2)
+    assert ev("len(d + d) == " + str(2 * len(half)), {"d": half})
+    assert "longer than 65536" in limit_error("len(d + d + 'x') > 0", {"d": half})
+    assert "longer than 65536" in limit_error("len(d + 'x') > 0", {"d": half + half})
+    # upper() can make three characters of one: its result is bounded too
+    expanding = "\u0390" * (MAX_TEXT_LENGTH // 3 + 1)
+    assert "upper() would make a string of 65538" in limit_error("upper(d) == ''", {"d": expanding})
+    assert ev("upper(d) == ''", {"d": expanding[:-1]}) is False
+    assert "lower()" in limit_error("lower(d) == ''", {"d": "x" * (MAX_TEXT_LENGTH + 1)})
+
+
+@pytest.mark.parametrize(
+    ("term", "event", "most"),
+    [
+        # (one costly term, an event for it, how many such terms one evaluation can afford)
+        ("'q' in l", {"l": [0] * 1000}, 30),  # 20 units per element searched
+        ("contains(l, 'q')", {"l": [0] * 1000}, 30),
+        ("m in l", {"l": [0] * 1000, "m": [1]}, 18),  # 32 per element when comparing lists
+        ("l != m", {"l": [0] * 1000, "m": [0] * 1000}, 18),
+        ("l < m", {"l": [0] * 1000, "m": [0] * 1000}, 18),
+        ("l != m", {"l": [[0]] * 100, "m": [[0]] * 100}, 3),  # 150,000 for nested ones
+        (
+            "o != p",
+            {"o": {f"k{i}": 1 for i in range(1000)}, "p": {f"k{i}": 1 for i in range(1000)}},
+            18,
+        ),
+        ("e in d", {"d": "a" * 10_000, "e": "b"}, 15),  # 4 units per character searched
+        ("contains(d, 'b')", {"d": "a" * 10_000}, 15),
+        ("lower(d) == 'x'", {"d": "A" * 10_000}, 60),  # 1 per ASCII character
+        ("lower(d) == 'x'", {"d": "\u0416" * 1_000}, 23),  # 26 per other character
+        ("len(d + d) < 0", {"d": "a" * 10_000}, 30),  # 1 per character joined
+        ("e < d", {"d": "a" * 10_000, "e": "a" * 10_000}, 60),  # 1 per character ordered
+        ("sum(small.amount) < 0", {}, 20),  # 300 per event aggregated (100 events)
+        ("max(small.amount) < 0", {}, 20),
+        ("avg(small.amount) < 0", {}, 20),
+    ],
+)
+def test_an_evaluation_does_a_bounded_amount_of_work(term: str, event: Any, most: int) -> None:
+    """The work of an evaluation is bounded by counting: each operation whose work grows with
+    its input spends units for it, and one evaluation may spend MAX_COST (600,000) units. So
+    ``term or term or ...`` runs to its end with ``most`` terms and stops with one more."""
+    ctx = Ctx({"small": [{"amount": 1}] * 100})
+    most_terms = " or ".join([term] * most)
+    assert ev(most_terms, event, ctx, ["small"]) is False
+    message = limit_error(f"{most_terms} or {term}", event, ctx)
+    assert "the evaluation costs more than 600000 units" in message
+
+
+def test_bounded_work_needs_no_budget_and_refuses_nothing() -> None:
+    """What is not charged takes a time bounded by the expression's size: comparing with a
+    constant (at most 1000 characters) or a number, hashing for a constant list, integers of at
+    most 1024 bits in * / // % and the time helpers."""
+    big = {"d": "a" * 60_000, "l": [0] * 30_000, "x": 10**150}
+    assert ev(" or ".join(["d == 'x'", "l == 1", "d in ['a', 'b']", "x < 2.5"] * 20), big) is False
+    assert ev("x * x > 0 and x // 7 > 0 and x % 7 >= 0 and hour_of(x) >= 0", big) is True
+    huge = {"x": int("9" * 400)}  # 1329 bits: a type error, so false
+    for source in ("x * 1 > 0", "x // 7 > 0", "x % 7 >= 0", "x / 7 > 0", "hour_of(x) >= 0"):
+        assert ev(source, huge) is False, source
+        assert ev(f"not ({source})", huge) is False, source
+
+
+def test_a_limit_is_a_condition_failure_in_the_engine() -> None:
+    where = compile_expression("contains(lower(memo), 'gift')")
+    engine = Engine([Rule("r", Pattern.begin("a").where(where), key="user")], timestamp="ts")
+    alerts = (
+        engine.process_many(
+            [
+                {"user": 1, "ts": 1, "memo": "a Gift card"},
+                {"user": 1, "ts": 2, "memo": "\u0416" * 30_000},  # 780,000 units: over the limit
+            ]
+        )
+        + engine.flush()
+    )
+    assert [a.events["a"][0]["ts"] for a in alerts] == [1]
+    failures = engine.drain_errors()
+    assert [f.event["ts"] for f in failures] == [2]
+    assert failures[0].error.startswith("ExpressionLimitError: lower(): the evaluation costs")
+
+
+def test_nested_comparisons_compile_to_code_of_linear_size() -> None:
+    source = "a"
+    for i in range(38):
+        source = f"(x{i} != {source})"
+    fn: Any = compile_expression(source)
+    assert len(fn.__code__.co_code) < 40 * 400
+    assert fn({}) is True
