@@ -557,8 +557,10 @@ def _extreme(
     what: str,
 ) -> Any:
     values = _aggregated(stage, path, budget, what)
-    for v in values:
-        if v.__class__ not in _SCALAR and _is_collection(v):
+    for v in values:  # min() and max() compare the values with each other
+        if v.__class__ is str:
+            _spend(budget, len(v) * _W_ORDER, what)
+        elif v.__class__ not in _SCALAR and _is_collection(v):
             _spend_scan(budget, v, what)
     return pick(values) if values else None
 
