@@ -1,7 +1,8 @@
 """Hostile records on the rules topic, against the real broker: a record that cannot be loaded,
 whatever the reason, is refused, logged with its key, partition and offset, and counted in
 ``fraudcep_rule_records_rejected_total``; the runner keeps the rules it had, takes the good
-changes that follow, and starts even when bad records are on the topic from the beginning.
+changes that follow, and starts even when bad records are on the topic from the beginning
+(or a version older than the one it ran was published while it was down).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def huge_version() -> bytes:
     return spec.replace('"version": 0', '"version": ' + "9" * 5_000).encode()
 
 
+OLDER = {**GOOD_RULE, "version": 0}
 HUGE_TIMES = [{"name": "tiny", "where": "amount < 1.5", "times": 10**12}]
 # present before the runner starts: start-up reads them
 BAD_AT_START: list[tuple[bytes | None, bytes | None]] = [
@@ -130,12 +132,15 @@ def test_bad_rule_records_are_refused_counted_and_survive_restarts(job: Job) -> 
         strict=True,
     ):  # fmt: skip
         assert part in reason, (part, reason)
+    # published while no runner runs: an older version than the checkpoints' rules
+    produce(job.bootstrap, job.rules_topic, [(RULE_ID.encode(), json.dumps(OLDER).encode())])
     # a restart reads the whole topic again: the same refusals, and the good rule
     again = job.start("r2")
     try:
         again.wait_logged("partitions assigned")
-        wait_rejected(again, total)
-        assert rejected(again) == total
+        wait_rejected(again, total + 1)
+        assert rejected(again) == total + 1
+        assert "version 0 is older than version 1" in rejections(again)[-1]["error"]
         loaded = [x for x in again.log_lines() if x.get("msg") == "rules loaded"]
         assert RULE_ID in loaded[0]["rules"]
     finally:

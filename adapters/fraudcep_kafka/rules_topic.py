@@ -75,7 +75,12 @@ class RuleSet:
         return list(merged.values())
 
     def apply_record(self, key: bytes | None, value: bytes | None, *, source: str) -> bool:
-        """Take one rules-topic record; True when it changed the effective rules."""
+        """Take one rules-topic record; True when it changed the effective rules.
+
+        A definition whose ``version`` is lower than the one it would replace (the topic's,
+        else the rule file's) is refused, as a running runner refuses it: so a restart that
+        re-reads the topic does not bring back a version the runners never ran.
+        """
         if not value:  # null or zero-length: a tombstone
             if key is None:
                 raise RuleRecordError(f"{source}: a tombstone without a key")
@@ -83,6 +88,18 @@ class RuleSet:
             return self.topic_rules.pop(rule_id, None) is not None
         definition = parse_rule_record(key, value, source=source)
         old = self.topic_rules.get(definition.id)
+        replaced = old or self.file_rules.get(definition.id)
+        if (
+            replaced is not None
+            and replaced.version is not None
+            and definition.version is not None
+            and definition.version < replaced.version
+        ):
+            where = "the rules topic" if old is not None else "the rule file"
+            raise RuleRecordError(
+                f"{source}: rule {_short(definition.id)}: version {definition.version} is older "
+                f"than version {replaced.version} from {where}"
+            )
         self.topic_rules[definition.id] = definition
         return old is None or old.spec != definition.spec or old.version != definition.version
 
