@@ -135,7 +135,7 @@ def rule_spec(case: dict[str, Any], rule_id: str = "r") -> dict[str, Any]:
 
 def run(rule: Rule, events: list[dict[str, Any]]) -> tuple[list[Any], list[Any]]:
     engine = Engine([rule], timestamp="ts", max_out_of_orderness=HOLD_ALL)
-    matches = []
+    matches: list[Any] = []
     for event in events:
         matches.extend(render_events(a.events) for a in engine.process(event))
     matches.extend(render_events(a.events) for a in engine.flush())
@@ -170,7 +170,7 @@ def extras(draw: st.DrawFn, spec: dict[str, Any]) -> dict[str, Any]:
                 visit(stage["group"])
 
     visit(spec["pattern"])
-    ordered = {
+    ordered: dict[str, Any] = {
         k: spec[k]
         for k in ("id", "description", "version", "enabled", "key", "within", "skip", "pattern")
         if k in spec
