@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+import inspect
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 import attrs
@@ -15,19 +16,38 @@ KeySpec = str | Callable[[Any], Hashable]
 
 
 def field_getter(name: str) -> Callable[[Any], Any]:
-    """Read field ``name`` of a mapping, or attribute ``name`` of any other object."""
+    """Read field ``name`` of a mapping, or data attribute ``name`` of any other object.
+
+    A mapping's own methods (``items``), methods of any object and names starting with an
+    underscore are never read: a key or timestamp is data, and a rule must not reach into
+    an object's machinery."""
 
     def get(event: Any) -> Any:
         try:
             return event[name]
         except (KeyError, TypeError, IndexError):
-            try:
-                return getattr(event, name)
-            except AttributeError:
-                raise EventError(f"event has no field {name!r}: {event!r:.200}") from None
+            pass
+        value = _MISSING
+        if not isinstance(event, Mapping) and not name.startswith("_"):
+            value = getattr(event, name, _MISSING)
+            if inspect.ismethod(value) or inspect.isbuiltin(value) or inspect.isroutine(value):
+                value = _MISSING
+        if value is _MISSING:
+            raise EventError(f"event has no field {name!r}: {_show(event)}")
+        return value
 
     get.__name__ = f"field_{name}"
     return get
+
+
+_MISSING: Any = object()
+
+
+def _show(event: Any) -> str:
+    try:
+        return f"{event!r:.200}"
+    except Exception:  # a failing repr must not hide the missing field
+        return f"a {type(event).__name__}"
 
 
 def _check_id(_: Rule, __: attrs.Attribute[str], value: str) -> None:

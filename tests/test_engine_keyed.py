@@ -404,3 +404,31 @@ def test_unhashable_key_error_names_the_field_or_rule() -> None:
     engine = Engine(rules, timestamp="ts")
     with pytest.raises(EventError, match=r"'tags'|by-tags"):
         engine.process({"id": 1, "ts": 50, "user": "u1", "tags": ["x", "y"], "t": "a"})
+
+
+def test_a_key_field_never_reads_methods_or_private_attributes() -> None:
+    """``key: items`` on a mapping event, or a method or ``_private`` name of an object,
+    is a missing field (an EventError), never the bound method itself."""
+    import dataclasses
+
+    from fraudcep.errors import EventError
+    from fraudcep.rule import field_getter
+
+    @dataclasses.dataclass
+    class Payment:
+        user: str
+        _secret: str = "s"
+
+        def total(self) -> int:
+            return 1
+
+    assert field_getter("user")(Payment("u")) == "u"
+    for name, event in [
+        ("items", {"user": "u"}),
+        ("keys", {"user": "u"}),
+        ("total", Payment("u")),
+        ("_secret", Payment("u")),
+        ("__class__", Payment("u")),
+    ]:
+        with pytest.raises(EventError, match="no field"):
+            field_getter(name)(event)
