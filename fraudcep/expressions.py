@@ -254,12 +254,12 @@ Budget = list[int]  # [units left]; one per evaluation, made by the compiled fun
 
 # Units charged, chosen so that one unit costs at most about a nanosecond on the reference
 # machine (benchmarks/bench_expressions.py --worst measures the most expensive evaluations).
-_W_TEXT = 1  # per character joined by '+', or case-mapped when ASCII
+_W_TEXT = 1  # per ASCII character joined by '+' (2 for others: hashing wide ones costs more)
 _W_CASE = 26  # per character case-mapped when not ASCII (up to 25 ns for some letters)
 _W_SEARCH = 4  # per character of a string searched by 'in' / contains()
 _W_ORDER = 1  # per character of two strings ordered by < <= > >= (the shorter one)
 _W_MEMBER = 20  # per element of a list or tuple searched for a plain value
-_W_ELEMENT = 32  # per element of a collection compared with, or searched for, a collection
+_W_ELEMENT = 40  # per element of a collection compared with, or searched for, a collection
 _W_NESTED = 150_000  # once per such comparison or search that meets nested collections
 _W_EVENT = 300  # per event of a stage aggregated by sum/min/max/avg
 
@@ -299,7 +299,9 @@ def _spend_scan(budget: Budget, x: Any, what: str) -> None:
     collections runs in C and is paid for before it starts.
     """
     _spend(budget, len(x) * _W_ELEMENT, what)
-    values = x.values() if x.__class__ is dict or isinstance(x, Mapping) else x
+    values: Any = x
+    if x.__class__ is not list and x.__class__ is not tuple and isinstance(x, Mapping):
+        values = x.values()
     if not _NESTING.isdisjoint(map(type, values)):
         _spend(budget, _W_NESTED, what)
 
@@ -345,7 +347,7 @@ def _cat(a: Any, b: Any, budget: Budget) -> Any:
         n = len(a) + len(b)
         if n > MAX_TEXT_LENGTH:
             raise _too_long("'+'", n)
-        _spend(budget, n * _W_TEXT, "'+'")
+        _spend(budget, n * (_W_TEXT if a.isascii() and b.isascii() else 2 * _W_TEXT), "'+'")
         return a + b
     if _num(a) and _num(b):
         return a + b
