@@ -14,6 +14,13 @@ documented semantics: missing fields are ``None``, ordering comparisons with ``N
 arithmetic with ``None`` gives ``None``, and a type error anywhere makes the condition false.
 Both bodies give the same answer whenever the fast one does not raise. docs/expressions.md is the
 language reference.
+
+The text must be one whole expression, and outside strings and comments plain ASCII (so that no
+look-alike letter names another field). Run-time work is bounded: strings made at run time are
+at most MAX_TEXT_LENGTH characters, and the operations whose work grows with their input spend
+units of a per-evaluation budget of MAX_COST; over either, the condition raises
+ExpressionLimitError. Which operations are charged is decided when compiling, so an expression
+such as ``amount > 2000 and status == "declined"`` carries no budget at all.
 """
 
 from __future__ import annotations
@@ -250,7 +257,7 @@ def _bad(op: str, a: Any, b: Any = None) -> TypeError:
 
 # ---- cost: what an evaluation may spend (see MAX_COST), charged where the work is done
 
-Budget = list[int]  # [units left]; one per evaluation, made by the compiled function
+_Budget = list[int]  # [units left]; one per evaluation, made by the compiled function
 
 # Units charged, chosen so that one unit costs at most about a nanosecond on the reference
 # machine (benchmarks/bench_expressions.py --worst measures the most expensive evaluations).
@@ -278,7 +285,7 @@ def _too_long(what: str, n: int) -> ExpressionLimitError:
     )
 
 
-def _spend(budget: Budget, units: int, what: str) -> None:
+def _spend(budget: _Budget, units: int, what: str) -> None:
     budget[0] -= units
     if budget[0] < 0:
         raise _over(what)
@@ -290,7 +297,7 @@ def _is_collection(x: Any) -> bool:
     )
 
 
-def _spend_scan(budget: Budget, x: Any, what: str) -> None:
+def _spend_scan(budget: _Budget, x: Any, what: str) -> None:
     """Charge comparing collection ``x`` element by element with another collection.
 
     When no element of ``x`` is a collection, each element comparison takes one step (or one
@@ -306,7 +313,7 @@ def _spend_scan(budget: Budget, x: Any, what: str) -> None:
         _spend(budget, _W_NESTED, what)
 
 
-def _spend_pair(budget: Budget, a: Any, b: Any, what: str, equality: bool) -> None:
+def _spend_pair(budget: _Budget, a: Any, b: Any, what: str, equality: bool) -> None:
     """Charge comparing ``a`` with ``b``, when neither is a plain value."""
     if not (_is_collection(a) and _is_collection(b)):
         return  # a custom object, or a collection against something else: one step
@@ -315,7 +322,7 @@ def _spend_pair(budget: Budget, a: Any, b: Any, what: str, equality: bool) -> No
     _spend_scan(budget, a if len(a) <= len(b) else b, what)
 
 
-def _spend_search(budget: Budget, a: Any, c: Any, what: str) -> None:
+def _spend_search(budget: _Budget, a: Any, c: Any, what: str) -> None:
     """Charge ``a in c`` for a list or tuple ``c``."""
     if a.__class__ in _SCALAR or not _is_collection(a):
         _spend(budget, len(c) * _W_MEMBER, what)  # one step per element
@@ -337,7 +344,7 @@ def _add(a: Any, b: Any) -> Any:
     raise _bad("+", a, b)
 
 
-def _cat(a: Any, b: Any, budget: Budget) -> Any:
+def _cat(a: Any, b: Any, budget: _Budget) -> Any:
     """``+`` of two numbers, or of two strings: the joined string is charged and bounded."""
     if a.__class__ in _FAST_NUMBER and b.__class__ in _FAST_NUMBER:
         return a + b
@@ -467,19 +474,19 @@ def _in_set(a: Any, s: frozenset[Any]) -> bool:
         return False
 
 
-def _eq_c(a: Any, b: Any, budget: Budget) -> bool:
+def _eq_c(a: Any, b: Any, budget: _Budget) -> bool:
     if a.__class__ not in _SCALAR and b.__class__ not in _SCALAR:
         _spend_pair(budget, a, b, "==", True)
     return bool(a == b)
 
 
-def _ne_c(a: Any, b: Any, budget: Budget) -> bool:
+def _ne_c(a: Any, b: Any, budget: _Budget) -> bool:
     if a.__class__ not in _SCALAR and b.__class__ not in _SCALAR:
         _spend_pair(budget, a, b, "!=", True)
     return bool(a != b)
 
 
-def _order(a: Any, b: Any, budget: Budget, what: str) -> bool:
+def _order(a: Any, b: Any, budget: _Budget, what: str) -> bool:
     """Charge ordering ``a`` and ``b``; False when either is None."""
     if a is None or b is None:
         return False
@@ -490,23 +497,23 @@ def _order(a: Any, b: Any, budget: Budget, what: str) -> bool:
     return True
 
 
-def _lt_c(a: Any, b: Any, budget: Budget) -> bool:
+def _lt_c(a: Any, b: Any, budget: _Budget) -> bool:
     return _order(a, b, budget, "<") and bool(a < b)
 
 
-def _le_c(a: Any, b: Any, budget: Budget) -> bool:
+def _le_c(a: Any, b: Any, budget: _Budget) -> bool:
     return _order(a, b, budget, "<=") and bool(a <= b)
 
 
-def _gt_c(a: Any, b: Any, budget: Budget) -> bool:
+def _gt_c(a: Any, b: Any, budget: _Budget) -> bool:
     return _order(a, b, budget, ">") and bool(a > b)
 
 
-def _ge_c(a: Any, b: Any, budget: Budget) -> bool:
+def _ge_c(a: Any, b: Any, budget: _Budget) -> bool:
     return _order(a, b, budget, ">=") and bool(a >= b)
 
 
-def _in_c(a: Any, c: Any, budget: Budget) -> bool:
+def _in_c(a: Any, c: Any, budget: _Budget) -> bool:
     """``a in c`` for a ``c`` that is not a constant: charged by what it searches."""
     if c is None:
         return False
@@ -534,7 +541,7 @@ def _count(stage: Sequence[Any]) -> int:
 
 
 def _aggregated(
-    stage: Sequence[Any], path: tuple[str, ...], budget: Budget, what: str
+    stage: Sequence[Any], path: tuple[str, ...], budget: _Budget, what: str
 ) -> list[Any]:
     _spend(budget, len(stage) * _W_EVENT, what)
     return _values(stage, path)
@@ -547,7 +554,7 @@ def _total(values: list[Any]) -> Any:
     return total
 
 
-def _sum(stage: Sequence[Any], path: tuple[str, ...], budget: Budget) -> Any:
+def _sum(stage: Sequence[Any], path: tuple[str, ...], budget: _Budget) -> Any:
     return _total(_aggregated(stage, path, budget, "sum()"))
 
 
@@ -555,7 +562,7 @@ def _extreme(
     pick: Callable[[list[Any]], Any],
     stage: Sequence[Any],
     path: tuple[str, ...],
-    budget: Budget,
+    budget: _Budget,
     what: str,
 ) -> Any:
     values = _aggregated(stage, path, budget, what)
@@ -567,15 +574,15 @@ def _extreme(
     return pick(values) if values else None
 
 
-def _min(stage: Sequence[Any], path: tuple[str, ...], budget: Budget) -> Any:
+def _min(stage: Sequence[Any], path: tuple[str, ...], budget: _Budget) -> Any:
     return _extreme(min, stage, path, budget, "min()")
 
 
-def _max(stage: Sequence[Any], path: tuple[str, ...], budget: Budget) -> Any:
+def _max(stage: Sequence[Any], path: tuple[str, ...], budget: _Budget) -> Any:
     return _extreme(max, stage, path, budget, "max()")
 
 
-def _avg(stage: Sequence[Any], path: tuple[str, ...], budget: Budget) -> Any:
+def _avg(stage: Sequence[Any], path: tuple[str, ...], budget: _Budget) -> Any:
     values = _aggregated(stage, path, budget, "avg()")
     return None if not values else _div(_total(values), len(values))
 
@@ -586,7 +593,7 @@ def _len(x: Any) -> Any:
     return None
 
 
-def _case(s: Any, budget: Budget, upper: bool) -> Any:
+def _case(s: Any, budget: _Budget, upper: bool) -> Any:
     if not isinstance(s, str):
         return None
     what = "upper()" if upper else "lower()"
@@ -599,11 +606,11 @@ def _case(s: Any, budget: Budget, upper: bool) -> Any:
     return out
 
 
-def _lower(s: Any, budget: Budget) -> Any:
+def _lower(s: Any, budget: _Budget) -> Any:
     return _case(s, budget, False)
 
 
-def _upper(s: Any, budget: Budget) -> Any:
+def _upper(s: Any, budget: _Budget) -> Any:
     return _case(s, budget, True)
 
 
@@ -615,7 +622,7 @@ def _endswith(s: Any, p: Any) -> bool:
     return isinstance(s, str) and isinstance(p, str) and s.endswith(p)
 
 
-def _contains(s: Any, p: Any, budget: Budget) -> bool:
+def _contains(s: Any, p: Any, budget: _Budget) -> bool:
     if isinstance(s, str):
         if not isinstance(p, str):
             return False
