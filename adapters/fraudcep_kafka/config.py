@@ -284,6 +284,22 @@ OPTIONS: tuple[Option, ...] = (
         "BYTES",
     ),
     Option(
+        "max_record_failures",
+        _positive(_integer),
+        3,
+        "a record whose processing fails this many times in a row the same way (the runner "
+        "rewinds after each) is dead-lettered with reason processing_failed and skipped",
+        "N",
+    ),
+    Option(
+        "max_checkpoint_failures",
+        _positive(_integer),
+        5,
+        "failures in a row to checkpoint a partition (snapshot or store; retried with "
+        "back-off) before the runner exits with code 5 for its supervisor to restart it",
+        "N",
+    ),
+    Option(
         "max_partial_matches_per_key",
         _positive(_integer),
         10_000,
@@ -372,6 +388,8 @@ class RunnerConfig:
     timestamp_field: str = _BY_NAME["timestamp_field"].default
     event_id_field: str | None = _BY_NAME["event_id_field"].default
     max_record_bytes: int = _BY_NAME["max_record_bytes"].default
+    max_record_failures: int = _BY_NAME["max_record_failures"].default
+    max_checkpoint_failures: int = _BY_NAME["max_checkpoint_failures"].default
     max_partial_matches_per_key: int = _BY_NAME["max_partial_matches_per_key"].default
     max_buffered_events: int = _BY_NAME["max_buffered_events"].default
     batch_size: int = _BY_NAME["batch_size"].default

@@ -101,6 +101,16 @@ class RunnerMetrics:
             "fraudcep_checkpoint_bytes", "size of the partition's latest checkpoint",
             ["partition"], registry=r,
         )  # fmt: skip
+        self.record_failures = Counter(
+            "fraudcep_record_failures",
+            "records whose processing raised (the runner rewound; see docs/kafka.md)",
+            ["stage"], registry=r,
+        )  # fmt: skip
+        self.checkpoint_failures = Counter(
+            "fraudcep_checkpoint_failures",
+            "failures to snapshot, save or move on a partition's state (rewound, retried)",
+            ["stage"], registry=r,
+        )  # fmt: skip
         self._server: Any = None
 
     def serve(self, address: str) -> tuple[str, int]:

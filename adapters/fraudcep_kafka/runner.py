@@ -49,6 +49,7 @@ from fraudcep.checkpoint import (
     id_offset,
     open_checkpoint_store,
 )
+from fraudcep.errors import EventError
 from fraudcep.payment import InvalidRecord, decode_payment
 from fraudcep.rules_catalog import default_rule_definitions
 from fraudcep.rulespec import (
@@ -70,6 +71,15 @@ log = logging.getLogger("fraudcep.runner")
 METADATA_PREFIX = "fraudcep/1 "
 EXIT_OK = 0
 EXIT_FATAL = 3
+EXIT_STATE = 5
+"""A partition's state could not be checkpointed, restored or moved on: the checkpoint store
+failed ``max_checkpoint_failures`` times in a row (with back-off between), is unreachable,
+or the state fails in a way no single record explains. See ``docs/kafka.md``."""
+POISON_REASON = "processing_failed"
+"""The dead-letter reason of a record whose processing failed ``max_record_failures`` times."""
+BAD_EVENT_REASON = "bad_event"
+"""The dead-letter reason of a payment the rules cannot read (a rule's key field missing)."""
+_BACKOFF_CAP_S = 30.0
 HEADER_PREFIX = "fraudcep."
 _RULES_POLL_S = 0.2
 _IDLE_CHECK_S = 0.05
@@ -218,6 +228,14 @@ class Runner:
         self._producer_fatal: KafkaError | None = None
         self._producer: Any = None
         self._reader: RulesTopicReader | None = None
+        self._failed = False  # stopping after a failure: nothing more is committed
+        self._failing: dict[tuple[int, int], _RecordFailures] = {}
+        """Records whose processing failed, by (partition, offset) (see _record_failed)."""
+        self._state_failures: dict[int, int] = {}
+        """Failures in a row to checkpoint (or move on) a partition's state."""
+        self._isolating: set[int] = set()
+        """Partitions whose state failed: each record is checked on its own until the next
+        checkpoint succeeds, to find the one that causes it."""
 
     # -- public API ------------------------------------------------------------------------
 
@@ -252,6 +270,10 @@ class Runner:
             log.error("runner stopped: %s", exc, extra=fields(error=str(exc)))
             self._close_quietly()
             return EXIT_FATAL
+        except _Exit as exc:
+            log.error("runner stopped: %s", exc.message, extra=fields(error=exc.message))
+            self._close_quietly()
+            return exc.code
         finally:
             self.metrics.close()
 
@@ -396,6 +418,9 @@ class Runner:
         log.info("runner stopped")
 
     def _close_quietly(self) -> None:
+        """Close after a failure: nothing more is committed (the revocation that closing
+        the consumer causes drops the partitions; their next owner replays them)."""
+        self._failed = True
         for client in (self._consumer, self._reader):
             if client is None:
                 continue
@@ -438,7 +463,12 @@ class Runner:
             # than the latency of single alerts, so they wait for the commit interval.
             self._backlogged = len(messages) >= c.batch_size
             if messages:
-                self._take(messages)
+                try:
+                    self._take(messages)
+                except _RecordFailed as failure:
+                    self._record_failed(failure)
+                except SinkError as exc:
+                    self._sink_failed(exc)
             now = time.monotonic()
             if self._reader is not None and now >= next_rules:
                 next_rules = now + _RULES_POLL_S
@@ -492,10 +522,14 @@ class Runner:
                 self._feed(st, records)
 
     def _feed(self, st: _Partition, records: list[Any]) -> None:
+        """Decode and process a partition's records one at a time, in offset order.
+
+        Every way one record can fail is that record's: not a payment (dead-lettered with
+        the decoder's reason), a payment the rules cannot read (``bad_event``), or
+        processing, its alerts, or (while the partition is being isolated) the state it
+        leaves raising anything else: :class:`_RecordFailed`, see :meth:`_record_failed`."""
         c = self.config
-        replayed: list[Any] = []
-        live: list[Any] = []
-        origin: dict[int, Any] = {}
+        taken: list[tuple[Any, Any, bool]] = []  # (message, payment, replayed)
         consumed = 0
         if st.sinks is None:
             start = st.position if st.position is not None else records[0].offset()
@@ -507,56 +541,130 @@ class Runner:
                 continue  # delivered again after a seek
             replay = offset < st.replay_until
             st.position = offset + 1
+            if not replay:
+                consumed += 1
+            failing = self._failing.get((st.number, offset))
+            if failing is not None and failing.count >= c.max_record_failures:
+                self._skip_poison(st, msg, failing, replay)
+                continue
             try:
                 payment = decode_payment(msg.value(), max_bytes=c.max_record_bytes)
             except InvalidRecord as exc:
                 if not replay:
-                    consumed += 1
                     self._dead_letter(msg, exc.reason, exc.detail)
                 continue
-            origin[id(payment)] = msg
+            except Exception as exc:  # the decoder's own failure is still this record's
+                raise _RecordFailed(st.number, msg, "decode", exc) from exc
+            taken.append((msg, payment, replay))
             if to_payment_sinks is not None:
                 to_payment_sinks.append((offset, payment))
-            if replay:
-                replayed.append(payment)
-            else:
-                consumed += 1
-                live.append(payment)
+            if not replay:
                 ts_type, ts = msg.timestamp()
                 if ts_type != 0:
                     self._latencies.append(ts)
-        engine = st.engine
         if to_payment_sinks:
             for sink in st.payment_sinks:
                 sink.payments(to_payment_sinks)
+        origin: dict[int, Any] = {}
+        replayed = processed = 0
+        live = False
+        for msg, payment, replay in taken:
+            if not replay and st.rules_pending:
+                self._apply_rules(st)
+            live = live or not replay
+            done = self._process_one(st, msg, payment, replay)
+            if done is None:
+                continue  # refused: dead-lettered
+            alerts, values = done
+            if replay:
+                # Committed to Kafka before, so not produced again; but the sinks lost what
+                # they had buffered with the process, so they see it once more (idempotently).
+                st.to_sinks(alerts)
+                st.outputs.clear()
+                replayed += 1
+            else:
+                origin[id(payment)] = msg
+                self._emit(st, alerts, values)
+                processed += 1
         if replayed:
-            # Committed to Kafka before, so not produced again; but the sinks lost what
-            # they had buffered with the process, so they see it once more (idempotently).
-            st.to_sinks(engine.process_many(replayed))
-            st.outputs.clear()
-            self.metrics.replayed.inc(len(replayed))
+            self.metrics.replayed.inc(replayed)
         if st.rules_pending and not st.replaying:
             self._apply_rules(st)
         if live:
-            self._emit(st, engine.process_many(live))
             self._side_outputs(st, origin)
-            self.metrics.processed.inc(len(live))
+            self.metrics.processed.inc(processed)
         if consumed:
             self.metrics.consumed.labels(str(st.number)).inc(consumed)
         st.dirty = True
         st.changed = True
         st.last_record = time.monotonic()
-        st.idle_base = engine.watermark
+        st.idle_base = st.engine.watermark
 
-    def _emit(self, st: _Partition, alerts: list[Alert]) -> None:
+    def _process_one(
+        self, st: _Partition, msg: Any, payment: Any, replay: bool
+    ) -> tuple[list[Alert], list[bytes]] | None:
+        """One payment through the engine: its alerts and their record values. A payment
+        the rules cannot read is dead-lettered (None); any other failure is the record's
+        (:class:`_RecordFailed`)."""
+        try:
+            alerts = st.engine.process(payment)
+        except EventError as exc:  # refused before it changed anything
+            if not replay:
+                self._dead_letter(msg, BAD_EVENT_REASON, str(exc))
+            return None
+        except Exception as exc:
+            raise _RecordFailed(st.number, msg, "process", exc) from exc
+        try:
+            values = [alert_value(alert) for alert in alerts]
+        except Exception as exc:
+            raise _RecordFailed(st.number, msg, "alerts", exc) from exc
+        if st.number in self._isolating:
+            try:
+                self._probe_state(st.engine)
+            except Exception as exc:
+                raise _RecordFailed(st.number, msg, "state", exc) from exc
+        return alerts, values
+
+    def _probe_state(self, engine: Engine) -> None:
+        """What a checkpoint and a restore of ``engine`` would do, on a copy: snapshot,
+        restore, close every window and render the alerts. Raises what they raise."""
+        blob = engine.snapshot()
+        copy = Engine.restore(
+            blob, engine.rules, **self._engine_options(), **_SideOutputs().engine_options()
+        )
+        for alert in copy.flush():
+            alert_value(alert)
+
+    def _skip_poison(
+        self, st: _Partition, msg: Any, failing: _RecordFailures, replay: bool
+    ) -> None:
+        """A record that failed ``max_record_failures`` times: not processed again, but
+        dead-lettered, and the partition is checkpointed in the transaction that holds the
+        dead letter, so that no replay reaches the record again. That holds for a record
+        found while replaying too (one whose state broke a later checkpoint): it had been
+        processed, never dead-lettered, before. Only a crash after another partition's
+        commit took the dead letter but before this partition's checkpoint can repeat it."""
+        detail = f"failed {failing.count} times the same way: {failing.detail}"
+        log.warning(
+            "poison record dead-lettered and skipped",
+            extra=fields(partition=st.number, offset=msg.offset(), replay=replay, error=detail),
+        )
+        self._dead_letter(msg, POISON_REASON, detail)
+        st.changed = st.force_checkpoint = True
+
+    def _emit(
+        self, st: _Partition, alerts: list[Alert], values: Sequence[bytes] | None = None
+    ) -> None:
+        """Produce ``alerts`` (``values``: their record values, when already rendered)."""
         st.to_sinks(alerts)
         topic = self.config.alerts_topic
-        for alert in alerts:
+        rendered = list(values) if values is not None else [alert_value(a) for a in alerts]
+        for alert, value in zip(alerts, rendered, strict=True):
             headers = [
                 (HEADER_PREFIX + "rule", alert.rule_id.encode()),
                 (HEADER_PREFIX + "rule_version", str(alert.rule_version).encode()),
             ]
-            self._produce(topic, alert.alert_id.encode(), alert_value(alert), headers)
+            self._produce(topic, alert.alert_id.encode(), value, headers)
             self.metrics.alerts.labels(alert.rule_id).inc()
         if alerts and self._alerts_since is None:
             self._alerts_since = time.monotonic()
@@ -631,7 +739,13 @@ class Runner:
             target = base + quiet
             if target < due:
                 continue
-            self._emit(st, st.engine.advance_watermark(target))
+            try:
+                alerts = st.engine.advance_watermark(target)
+                values = [alert_value(alert) for alert in alerts]
+            except Exception as exc:  # no record at hand: the partition's state failed
+                self._state_failed(_StateFailed(st.number, "advance", exc))
+                return  # rewound: the partitions are not the ones this loop iterates
+            self._emit(st, alerts, values)
             self._side_outputs(st, {})
             st.dirty = st.changed = st.force_checkpoint = True
 
@@ -667,10 +781,10 @@ class Runner:
                 )
                 committing.append(st)
         except SinkError as exc:
-            self.metrics.sink_errors.inc()
-            log.error("sink failed: replaying from the last commit", extra=fields(error=str(exc)))
-            self._abort_and_rewind(f"sink failed: {exc}")
-            time.sleep(_SINK_BACKOFF_S)  # a store that is down should not be hammered
+            self._sink_failed(exc)
+            return False
+        except _StateFailed as failure:
+            self._state_failed(failure)
             return False
         if not offsets and not self._outputs:
             return True
@@ -703,6 +817,7 @@ class Runner:
             st.dirty = False
             if st.pending_id is not None:
                 st.base_id, st.pending_id = st.pending_id, None
+                self._forget_failures(st.number, id_offset(st.base_id))
                 try:
                     self.store.prune(c.group_id, c.input_topic, st.number, id_offset(st.base_id))
                 except OSError as exc:  # old checkpoints are harmless; say so and go on
@@ -713,22 +828,108 @@ class Runner:
     def _checkpoint(self, st: _Partition) -> str:
         assert st.position is not None
         started = time.perf_counter()
+        try:
+            snapshot = st.engine.snapshot()
+        except Exception as exc:
+            raise _StateFailed(st.number, "snapshot", exc) from exc
         checkpoint = Checkpoint(
             group=self.config.group_id,
             topic=self.config.input_topic,
             partition=st.number,
             offset=st.position,
-            snapshot=st.engine.snapshot(),
+            snapshot=snapshot,
             rules=st.rules_text,
         )
         for sink in st.sinks or ():
             sink.checkpoint(st.position, checkpoint.checkpoint_id)  # before the save
-        self.store.save(checkpoint)
+        try:
+            self.store.save(checkpoint)
+        except (OSError, CheckpointError) as exc:
+            raise _StateFailed(st.number, "save", exc) from exc
+        self._state_failures.pop(st.number, None)
+        self._isolating.discard(st.number)
         self.metrics.checkpoint_time.observe(time.perf_counter() - started)
         self.metrics.checkpoint_bytes.labels(str(st.number)).set(len(checkpoint.snapshot))
         st.changed = st.force_checkpoint = False
         st.last_checkpoint = time.monotonic()
         return checkpoint.checkpoint_id
+
+    # -- failures --------------------------------------------------------------------------
+
+    def _record_failed(self, failure: _RecordFailed) -> None:
+        """One record's processing failed: count it (per record and signature, in memory)
+        and rewind to the last commit. The engine may have been left half-way through the
+        record, so nothing of the open transaction is kept; the records before it are done
+        again. At ``max_record_failures`` failures in a row the same way, the record is
+        skipped when it comes again (:meth:`_skip_poison`)."""
+        limit = self.config.max_record_failures
+        key = (failure.partition, failure.offset)
+        error = failure.error
+        signature = f"{failure.stage}:{type(error).__name__}"
+        detail = f"{failure.stage}: {type(error).__name__}: {str(error)[:500]}"
+        entry = self._failing.get(key)
+        if entry is None or entry.signature != signature:
+            entry = self._failing[key] = _RecordFailures(signature, detail)
+        entry.count += 1
+        entry.detail = detail
+        self.metrics.record_failures.labels(failure.stage).inc()
+        # A failure can show at a later record than the one that causes it (a match
+        # completed by an innocent payment holds a bad one): until the partition's next
+        # checkpoint, each record is checked on its own, so that the first one that leaves
+        # a state that fails takes the blame.
+        self._isolating.add(failure.partition)
+        log.error(
+            "record failed: rewinding to the last commit",
+            extra=fields(partition=failure.partition, offset=failure.offset, stage=failure.stage,
+                         error=detail, failures=entry.count, limit=limit),
+            exc_info=error if entry.count == 1 else None,
+        )  # fmt: skip
+        self._abort_and_rewind(f"record {failure.partition}@{failure.offset} failed")
+
+    def _forget_failures(self, partition: int, below: int) -> None:
+        """Drop the failure counts of records no replay can reach any more (below the
+        offset of the partition's committed checkpoint)."""
+        for key in [k for k in self._failing if k[0] == partition and k[1] < below]:
+            del self._failing[key]
+
+    def _sink_failed(self, exc: SinkError) -> None:
+        """A sink could not take or store output: it may be down, so replay from the last
+        commit after a pause (the outputs are redone, idempotently)."""
+        self.metrics.sink_errors.inc()
+        log.error("sink failed: replaying from the last commit", extra=fields(error=str(exc)))
+        self._abort_and_rewind(f"sink failed: {exc}")
+        self._stop.wait(_SINK_BACKOFF_S)  # a store that is down should not be hammered
+
+    def _state_failed(self, failure: _StateFailed) -> None:
+        """A partition's state could not be checkpointed (snapshot or save) or moved on by
+        the wall clock. Counted per partition; the runner rewinds to the last commit, backs
+        off (a store failure: 1, 2, 4 ... up to 30 s), and while the state fails checks each
+        record on its own (:meth:`_probe_state`) so that one that causes it is found and
+        dealt with as a failing record. At ``max_checkpoint_failures`` in a row it exits
+        with :data:`EXIT_STATE`: loudly, for its supervisor and alerting."""
+        c = self.config
+        number, stage, error = failure.partition, failure.stage, failure.error
+        failures = self._state_failures.get(number, 0) + 1
+        self._state_failures[number] = failures
+        if stage != "save":
+            self._isolating.add(number)
+        self.metrics.checkpoint_failures.labels(stage).inc()
+        detail = f"{stage}: {type(error).__name__}: {str(error)[:500]}"
+        log.error(
+            "partition state failed: rewinding to the last commit",
+            extra=fields(partition=number, stage=stage, error=detail, failures=failures,
+                         limit=c.max_checkpoint_failures),
+            exc_info=error if failures == 1 else None,
+        )  # fmt: skip
+        if failures >= c.max_checkpoint_failures:
+            raise _Exit(
+                EXIT_STATE,
+                f"{c.input_topic}[{number}]: its state failed {failures} times in a row "
+                f"({detail}); exiting with code {EXIT_STATE}",
+            )
+        self._abort_and_rewind(f"state of partition {number} failed ({stage})")
+        if stage == "save":
+            self._stop.wait(min(2.0 ** (failures - 1), _BACKOFF_CAP_S))
 
     def _retrying(self, what: str, call: Callable[[], Any], *, stoppable: bool = False) -> Any:
         """Call a transactional producer API the way librdkafka documents: retry retriable
@@ -808,6 +1009,12 @@ class Runner:
         numbers = [tp.partition for tp in partitions]
         if consumer is not self._consumer:  # a replaced consumer closing: nothing of it is ours
             return
+        if self._failed:  # closing after a failure: commit nothing more
+            for number in numbers:
+                gone = self._partitions.pop(number, None)
+                if gone is not None:
+                    gone.close_sinks()
+            return
         for number in numbers:
             st = self._partitions.get(number)
             if st is not None:
@@ -866,16 +1073,22 @@ class Runner:
                 **self._engine_options(),
                 **outputs.engine_options(),
             )
-        except (CheckpointError, FraudcepError) as exc:
+        except OSError as exc:  # the store, not the checkpoint: stop rather than reset
+            raise _Exit(
+                EXIT_STATE,
+                f"{where}: cannot read checkpoint {reference} from {self.store.describe()}: {exc}",
+            ) from None
+        except Exception as exc:  # a checkpoint that cannot be used, however it fails
+            why = str(exc) if isinstance(exc, FraudcepError) else f"{type(exc).__name__}: {exc}"
             if c.missing_checkpoint != "reset":
                 raise RunnerError(
                     f"{where}: cannot restore checkpoint {reference} named by the committed "
-                    f"offset {committed}: {exc}. Restore the checkpoint store, or start with "
+                    f"offset {committed}: {why}. Restore the checkpoint store, or start with "
                     "--missing-checkpoint reset to continue with empty state"
                 ) from None
             log.error(
                 "checkpoint unusable: continuing with empty state",
-                extra=fields(partition=number, checkpoint=reference, error=str(exc)),
+                extra=fields(partition=number, checkpoint=reference, error=why),
             )
             return self._fresh(number, committed)
         st = _Partition(
@@ -1044,6 +1257,45 @@ class _Abortable(Exception):
 
 class _Stopped(Exception):
     """A stop was asked for while a call was being retried at start-up."""
+
+
+class _Exit(Exception):
+    """The runner must stop with exit ``code`` (see :data:`EXIT_STATE`)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class _RecordFailed(Exception):
+    """Processing the record ``msg`` of ``partition`` failed at ``stage`` with ``error``."""
+
+    def __init__(self, partition: int, msg: Any, stage: str, error: Exception) -> None:
+        super().__init__(partition, msg.offset(), stage, error)
+        self.partition = partition
+        self.offset: int = msg.offset()
+        self.stage = stage
+        self.error = error
+
+
+class _StateFailed(Exception):
+    """A partition's state failed at ``stage`` (snapshot, save, advance), not one record."""
+
+    def __init__(self, partition: int, stage: str, error: Exception) -> None:
+        super().__init__(partition, stage, error)
+        self.partition = partition
+        self.stage = stage
+        self.error = error
+
+
+@attrs.define
+class _RecordFailures:
+    """How often a record failed in a row the same way (``signature``: stage and type)."""
+
+    signature: str
+    detail: str
+    count: int = 0
 
 
 _RETRY_CODES = frozenset({KafkaError._TIMED_OUT})
