@@ -421,6 +421,12 @@ class Runner:
         """Close after a failure: nothing more is committed (the revocation that closing
         the consumer causes drops the partitions; their next owner replays them)."""
         self._failed = True
+        if self._producer is not None:
+            try:  # so that readers need not wait for the transaction timeout
+                with self._watchdog.watching("abort_transaction"):
+                    self._producer.abort_transaction(5)
+            except Exception:  # fenced, not started, or the broker away: it times out
+                log.debug("abort on the way out failed", exc_info=True)
         for client in (self._consumer, self._reader):
             if client is None:
                 continue
