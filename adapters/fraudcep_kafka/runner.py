@@ -1194,8 +1194,15 @@ class Runner:
                     )
 
     def _apply_rules(self, st: _Partition) -> None:
+        """Bring the partition's engine to the runner's rules; a change the engine refuses
+        (an older version than a restored checkpoint's, say) leaves it on the rules it has."""
         st.rules_pending = False
-        changes = apply_definitions(st.engine, self.rule_set.effective())
+        try:
+            changes = apply_definitions(st.engine, self.rule_set.effective())
+        except FraudcepError as exc:
+            self.metrics.rule_errors.inc()
+            log.error("rule change refused", extra=fields(partition=st.number, error=str(exc)))
+            return
         st.rules_text = self._rules_text
         if changes:
             st.changed = st.force_checkpoint = st.dirty = True
