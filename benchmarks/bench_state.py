@@ -106,7 +106,8 @@ def main() -> None:
         row = measure(keys, args.churn)
         results["sizes"].append(row)
         print(
-            f"{keys:>9,} keys: full {row['full_snapshot_s']:.2f} s / {row['full_bytes'] / 1e6:.1f} MB,"
+            f"{keys:>9,} keys: full {row['full_snapshot_s']:.2f} s"
+            f" / {row['full_bytes'] / 1e6:.1f} MB,"
             f" restore {row['restore_full_s']:.2f} s; delta ({row['changed_keys']:,} keys)"
             f" {row['delta_ms']:.1f} ms / {row['delta_bytes'] / 1e3:.0f} kB, restore base+delta"
             f" {row['restore_base_and_delta_s']:.2f} s; per key: encode"
