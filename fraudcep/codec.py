@@ -31,7 +31,7 @@ import gc
 import hashlib
 import heapq
 import struct
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Final
@@ -79,7 +79,7 @@ _INT64: Final = 1 << 63
 _MAX_COUNT: Final = 1 << 62  # counters, orders and versions stay far below it
 _EXT_TUPLE, _EXT_DICT, _EXT_DATETIME, _EXT_DATE, _EXT_DECIMAL, _EXT_INT, _EXT_STR = range(1, 8)
 _FLAT: Final = frozenset({str, int, float, bool, type(None), bytes})
-_CONTAINERS: Final = frozenset({dict, list, tuple})
+_CONTAINERS: Final[frozenset[type]] = frozenset({dict, list, tuple})
 
 
 @contextlib.contextmanager
@@ -196,10 +196,11 @@ def _check_depth(values: Iterable[Any]) -> None:
     containers = _CONTAINERS
     for top in values:
         cls = top.__class__
-        if cls not in containers:
+        if cls is dict:
+            if containers.isdisjoint(map(type, top.values())):  # the usual, flat event
+                continue
+        elif cls not in containers:
             continue
-        if cls is dict and not any(v.__class__ in containers for v in top.values()):
-            continue  # the usual event: a flat mapping
         stack: list[tuple[Any, int]] = [(top, 1)]
         while stack:
             value, depth = stack.pop()
@@ -388,15 +389,13 @@ def _condition_sources(rule: Rule) -> list[str]:
 
 
 class _Events:
-    """Events (and the nodes that hold them) of one record, each written once."""
+    """Events (and the nodes that hold them) of one snapshot part, each written once."""
 
-    __slots__ = ("by_id", "events", "node_by_id", "nodes")
+    __slots__ = ("by_id", "events")
 
     def __init__(self) -> None:
         self.events: list[Any] = []
         self.by_id: dict[int, int] = {}
-        self.nodes: list[tuple[str, int, int, int, int]] = []
-        self.node_by_id: dict[int, int] = {}
 
     def event(self, event: Any) -> int:
         index = self.by_id.get(id(event))
@@ -405,55 +404,55 @@ class _Events:
             self.events.append(event)
         return index
 
-    def node(self, node: Node | None) -> int:
-        if node is None:
-            return -1
-        index = self.node_by_id.get(id(node))
-        if index is not None:
-            return index
-        chain: list[Node] = []
-        current: Node | None = node
-        while current is not None and id(current) not in self.node_by_id:
-            chain.append(current)
-            current = current.prev
-        by_id = self.node_by_id
-        for n in reversed(chain):
-            prev = by_id[id(n.prev)] if n.prev is not None else -1
-            by_id[id(n)] = len(self.nodes)
-            self.nodes.append((n.name, self.event(n.event), n.ts, n.seq, prev))
-        return by_id[id(node)]
-
-
-def _runs(runs: list[Run], events: _Events) -> list[tuple[int, int, int, int, int]]:
-    node = events.node
-    return [(r.state.index, node(r.node), r.start_ts, r.prev_ts, r.order) for r in runs]
-
 
 def _record(
     rules: Sequence[RuleState], key: Hashable, value: Callable[[Any], Any] = _value
 ) -> tuple[Any, ...] | None:
-    """The record of ``key`` over ``rules`` (one key group), or None if it holds nothing."""
-    events = _Events()
+    """The record of ``key`` over ``rules`` (one key group), or None if it holds nothing.
+
+    Written as one function over local tables: it runs once per key in every snapshot."""
+    events: list[Any] = []
+    event_at: dict[int, int] = {}
+    nodes: list[tuple[str, int, int, int, int]] = []
+    node_at: dict[int, int] = {}
     entries = []
     for rs in rules:
         ks = rs.keys.get(key)
         if ks is None:
             continue
+        written = []
+        for runs in (ks.partial, ks.completed):
+            out = []
+            for run in runs:
+                node = run.node
+                if node is None:
+                    at = -1
+                else:
+                    at = node_at.get(id(node), -2)
+                    if at == -2:  # a path not written yet: write it, oldest node first
+                        chain = []
+                        current: Node | None = node
+                        while current is not None and id(current) not in node_at:
+                            chain.append(current)
+                            current = current.prev
+                        for n in reversed(chain):
+                            ev = event_at.get(id(n.event))
+                            if ev is None:
+                                ev = event_at[id(n.event)] = len(events)
+                                events.append(n.event)
+                            prev = n.prev
+                            node_at[id(n)] = len(nodes)
+                            nodes.append(
+                                (n.name, ev, n.ts, n.seq, -1 if prev is None else node_at[id(prev)])
+                            )
+                        at = node_at[id(node)]
+                out.append((run.state.index, at, run.start_ts, run.prev_ts, run.order))
+            written.append(out)
         tie = rs.timers.get(key) if ks.deadline is not None else None
-        entries.append(
-            (
-                rs.rule.id,
-                rs.version,
-                ks.time,
-                ks.deadline,
-                tie,
-                _runs(ks.partial, events),
-                _runs(ks.completed, events),
-            )
-        )
+        entries.append((rs.rule.id, rs.version, ks.time, ks.deadline, tie, written[0], written[1]))
     if not entries:
         return None
-    return ([value(e) for e in events.events], events.nodes, entries)
+    return ([value(e) for e in events], nodes, entries)
 
 
 def encode_key_record(
@@ -664,87 +663,93 @@ def _decode(decoder: Any, data: memoryview | bytes, what: str) -> Any:
 
 
 def decode_key_record(
-    data: bytes, rules: Sequence[RuleState], *, state_key: bytes | None = None
+    data: bytes | bytearray | memoryview,
+    rules: Mapping[str, RuleState],
+    *,
+    state_key: bytes | None = None,
 ) -> tuple[dict[str, KeyState], dict[str, int]]:
-    """A standalone record (:func:`encode_key_record`) of a key of ``rules``' group: the key's
-    state per rule id, and the tie of each rule's live timer."""
-    view = memoryview(data)
-    if len(view) < _RECORD_HEADER.size or bytes(view[:8]) != RECORD_MAGIC:
+    """A standalone record (:func:`encode_key_record`) of a key of one key group, whose rules
+    in force ``rules`` maps by id: the key's state per rule id, and each rule's timer tie."""
+    if not isinstance(data, bytes):
+        data = bytes(data)
+    if len(data) < _RECORD_HEADER.size or data[:8] != RECORD_MAGIC:
         raise SnapshotError("not a fraudcep key record (bad magic bytes)")
-    _, flags, digest = _RECORD_HEADER.unpack_from(view)
+    flags = data[8]
     if flags & ~_KEYED:
         raise SnapshotError(f"key record header is corrupt (flags {flags})")
-    _check_key(bool(flags & _KEYED), state_key, "key record")
-    body = view[_RECORD_HEADER.size :]
-    if hashlib.blake2b(body, digest_size=16, key=state_key or b"").digest() != digest:
+    if bool(flags & _KEYED) != bool(state_key):
+        _check_key(bool(flags & _KEYED), state_key, "key record")
+    body = memoryview(data)[_RECORD_HEADER.size :]
+    if hashlib.blake2b(body, digest_size=16, key=state_key or b"").digest() != data[9:25]:
         raise SnapshotError("key record digest mismatch: the record is corrupt")
     record = _decode(_DECODE_RECORD, body, "key record")
-    return _key_states(record, {rs.rule.id: rs for rs in rules}, "the record")
+    return _key_states(record, rules, "the record")
 
 
 def _key_states(
-    record: _KeyRecord, rules: dict[str, RuleState], where: object
+    record: _KeyRecord, rules: Mapping[str, RuleState], where: object
 ) -> tuple[dict[str, KeyState], dict[str, int]]:
+    """The key states a record holds, each checked (indices, rules in force, timers).
+
+    Written as one function over local variables: it runs once per key on every restore."""
     events = record.events
     _check_depth(events)
     n_events = len(events)
     nodes: list[Node] = []
     for i, n in enumerate(record.nodes):
-        if not 0 <= n.event < n_events or not -1 <= n.prev < i:
+        event, prev = n.event, n.prev
+        if not 0 <= event < n_events or not -1 <= prev < i:
             raise SnapshotError(f"{where}: node {i} refers to a missing event or node")
-        nodes.append(
-            Node(n.name, events[n.event], n.ts, n.seq, nodes[n.prev] if n.prev >= 0 else None)
-        )
+        nodes.append(Node(n.name, events[event], n.ts, n.seq, nodes[prev] if prev >= 0 else None))
+    n_nodes = len(nodes)
     states: dict[str, KeyState] = {}
     ties: dict[str, int] = {}
     for entry in record.rules:
-        rs = rules.get(entry.rule_id)
+        rule_id = entry.rule_id
+        rs = rules.get(rule_id)
         if rs is None or rs.version != entry.version:
             raise SnapshotError(
-                f"{where} holds rule {entry.rule_id!r:.80} version {entry.version}, which is "
+                f"{where} holds rule {rule_id!r:.80} version {entry.version}, which is "
                 "not in force in its key group"
             )
-        if entry.rule_id in states:
-            raise SnapshotError(f"{where} holds rule {entry.rule_id!r:.80} twice")
+        if rule_id in states:
+            raise SnapshotError(f"{where} holds rule {rule_id!r:.80} twice")
         matcher = rs.matcher
+        nfa_states = matcher.nfa.states
+        n_states = len(nfa_states)
+        start = matcher.nfa.start
+        restored: list[list[Run]] = []
+        for runs in (entry.partial, entry.completed):
+            out: list[Run] = []
+            for r in runs:
+                index, node, order = r.state, r.node, r.order
+                if not (
+                    0 <= index < n_states and -1 <= node < n_nodes and 0 <= order <= NOT_STARTED
+                ):
+                    raise SnapshotError(f"{where}: a run of rule {rule_id!r:.80} is out of range")
+                state = nfa_states[index]
+                if order == NOT_STARTED and node < 0 and state is start:
+                    out.append(matcher.start_run)
+                else:
+                    out.append(
+                        Run(state, nodes[node] if node >= 0 else None, r.start_ts, r.prev_ts, order)
+                    )
+            restored.append(out)
         ks = matcher.new_key_state()
-        ks.partial = _restore_runs(entry.partial, rs, nodes, where)
-        ks.completed = _restore_runs(entry.completed, rs, nodes, where)
+        ks.partial, ks.completed = restored
         ks.time = entry.time
-        ks.deadline = entry.deadline
-        if (entry.deadline is None) != (entry.tie is None):
-            raise SnapshotError(f"{where}: rule {entry.rule_id!r:.80} has half a timer")
-        if entry.tie is not None:
-            ties[entry.rule_id] = entry.tie
+        deadline, tie = entry.deadline, entry.tie
+        ks.deadline = deadline
+        if (deadline is None) != (tie is None):
+            raise SnapshotError(f"{where}: rule {rule_id!r:.80} has half a timer")
+        if tie is not None:
+            ties[rule_id] = tie
         if ks.idle:
-            raise SnapshotError(f"{where}: rule {entry.rule_id!r:.80} holds an empty state")
-        states[entry.rule_id] = ks
+            raise SnapshotError(f"{where}: rule {rule_id!r:.80} holds an empty state")
+        states[rule_id] = ks
     if not states:
         raise SnapshotError(f"{where} holds no rule's state")
     return states, ties
-
-
-def _restore_runs(runs: list[_Run], rs: RuleState, nodes: list[Node], where: object) -> list[Run]:
-    matcher = rs.matcher
-    states = matcher.nfa.states
-    start = matcher.nfa.start
-    n_states, n_nodes = len(states), len(nodes)
-    out: list[Run] = []
-    for r in runs:
-        if (
-            not 0 <= r.state < n_states
-            or not -1 <= r.node < n_nodes
-            or not 0 <= r.order <= NOT_STARTED
-        ):
-            raise SnapshotError(f"{where}: a run of rule {rs.rule.id!r:.80} is out of range")
-        state = states[r.state]
-        if r.order == NOT_STARTED and r.node < 0 and state is start:
-            out.append(matcher.start_run)
-        else:
-            out.append(
-                Run(state, nodes[r.node] if r.node >= 0 else None, r.start_ts, r.prev_ts, r.order)
-            )
-    return out
 
 
 # -- compaction --------------------------------------------------------------------------------

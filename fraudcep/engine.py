@@ -139,6 +139,8 @@ class Engine:
         self._state = EngineState(rules=[RuleState(rule, 1) for rule in self.rules])
         self._key_functions: list[Callable[[Any], Hashable]] = []
         self._key_specs: list[Any] = []
+        self._groups: dict[str, list[RuleState]] = {}
+        self._group_rules: dict[str, dict[str, RuleState]] = {}
         self._ingest_view: list[
             tuple[
                 RuleState,
@@ -380,6 +382,10 @@ class Engine:
         self._ingest_view = [
             (rr, rr.keys, rr.pending, rr.first_test, rr.key_index) for rr in self._state.rules
         ]
+        self._groups = self._state.groups()
+        self._group_rules = {
+            group: {rs.rule.id: rs for rs in rules} for group, rules in self._groups.items()
+        }
 
     def _after_rule_change(self) -> None:
         """Re-index keys and re-key the events held for the watermark for the new rule set:
@@ -482,10 +488,7 @@ class Engine:
     def key_groups(self) -> dict[str, tuple[str, ...]]:
         """The key groups of the rules in force (``"user_id"``: the rules keyed by it), the
         unit in which :meth:`export_key` and :meth:`import_key` move a key's state."""
-        return {
-            group: tuple(rs.rule.id for rs in rules)
-            for group, rules in self._state.groups().items()
-        }
+        return {group: tuple(rs.rule.id for rs in rules) for group, rules in self._groups.items()}
 
     def export_key(self, group: str, key: Hashable) -> bytes | None:
         """``key``'s state for the rules of ``group`` as a record (see :mod:`fraudcep.codec`),
@@ -501,7 +504,8 @@ class Engine:
         rules = self._group(group)
         states: dict[str, KeyState] = {}
         if record is not None:
-            states, _ = decode_key_record(record, rules, state_key=self._state_key)
+            by_id = self._group_rules[group]
+            states, _ = decode_key_record(record, by_id, state_key=self._state_key)
         state = self._state
         for rs in rules:
             ks = states.get(rs.rule.id)
@@ -518,7 +522,7 @@ class Engine:
                 heapq.heappush(state.timers, (ks.deadline, state.timer_tie, rs, key))
 
     def _group(self, group: str) -> list[RuleState]:
-        rules = self._state.groups().get(group)
+        rules = self._groups.get(group)
         if rules is None:
             raise ConfigurationError(
                 f"no rule in force is keyed by {group!r}; key groups: {sorted(self.key_groups())}"
