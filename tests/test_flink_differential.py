@@ -1,21 +1,39 @@
 """Differential test: the engine, and the reference matcher, against Flink CEP 2.3 itself.
 
 ``FRAUDCEP_DIFF_CASES`` cases (default 2000) are drawn deterministically (seed
-``FRAUDCEP_DIFF_SEED``) with :func:`fraudcep.testing.random_case` — every operator,
-quantifier, window type, group patterns, all skip strategies, a few malformed patterns —
-written to a JSON Lines file and run through the Flink harness
-(``tests/differential/run-harness.sh``, or ``java -jar $FRAUDCEP_FLINK_HARNESS`` when the
-harness is already built). Then every case runs through :func:`fraudcep.testing.run_case`:
+``FRAUDCEP_DIFF_SEED``, default 1729) with :func:`fraudcep.testing.random_case` — every
+operator, quantifier, window type, group patterns, all skip strategies, a few malformed
+patterns — and run with a single final watermark, as a bounded input is. Then
+``FRAUDCEP_DIFF_LIVE_CASES`` more (default 500) are drawn the same way and run as a live stream:
+their events are spread over up to three keys and every event is followed by a watermark
+(random out-of-orderness), so windows close, pending ``not_followed_by`` matches come out and
+late events are dropped while the input goes on. All of them, and the fixed regression cases of
+``tests/differential/regression-cases.jsonl``, are written to a JSON Lines file and run through
+the Flink harness (``tests/differential/run-harness.sh``, or ``java -jar
+$FRAUDCEP_FLINK_HARNESS`` when the harness is already built). Then every case runs through
+:func:`fraudcep.testing.run_case`:
 
 * the engine must give exactly Flink's result: the same matches in the same order, the same
-  timeouts in the same order, and an error exactly when Flink rejects the pattern;
+  timeouts in the same order, and an error exactly when Flink rejects the pattern; for a live
+  case, per key (Flink emits what several keys produce at one watermark in its timers' order),
+  and each match and timeout after the same input event;
+* where the engine's timers differ from Flink's on purpose (docs/semantics.md, "Deliberate
+  differences" (a); :func:`flink_operator.timers_differ`), fraudcep's NFA driven by Flink's
+  own timer policy (:func:`flink_operator.run_with_flink_timers`) must give Flink's result
+  instead;
 * the reference matcher must give Flink's result up to the order Flink leaves to its priority
-  queue, for every case inside its subset.
+  queue, for every case inside its subset (single final watermark, one key).
 
 Cases on which Flink hit the harness's own limits (``"limit: ..."``) are not compared, nor
 patterns fraudcep refuses on purpose where Flink misbehaves (``DOCUMENTED_REFUSALS``, see
-docs/semantics.md); they must stay rare. With
-``FRAUDCEP_DIFF_SAVE=1`` the cases and Flink's results are kept under
+docs/semantics.md); they must stay rare. The harness's limits (20,000 matches or timeouts,
+10 s per case) can be raised with ``FRAUDCEP_DIFF_MAX_MATCHES`` and ``FRAUDCEP_DIFF_TIMEOUT_MS``
+(read by the harness itself), for a larger run where big outputs are compared too::
+
+    FRAUDCEP_DIFF_CASES=5000 FRAUDCEP_DIFF_SEED=7 FRAUDCEP_DIFF_MAX_MATCHES=1000000 \
+    FRAUDCEP_DIFF_TIMEOUT_MS=120000 pytest -m flink tests/test_flink_differential.py
+
+With ``FRAUDCEP_DIFF_SAVE=1`` the cases and Flink's results are kept under
 ``tests/differential/corpus/``.
 """
 
@@ -31,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flink_operator import run_with_flink_timers, timers_differ
 
 from fraudcep import MalformedPatternError
 from fraudcep.testing import (
@@ -43,13 +62,20 @@ from fraudcep.testing import (
     run_case,
     unsupported,
 )
+from fraudcep.testing.cases import per_key
+from fraudcep.testing.strategies import DEFAULT_MAX_EVENTS
 
 pytestmark = [pytest.mark.flink, pytest.mark.timeout(3600)]
 
 DIFFERENTIAL = Path(__file__).resolve().parent / "differential"
 CASES = int(os.environ.get("FRAUDCEP_DIFF_CASES", "2000"))
+LIVE_CASES = int(os.environ.get("FRAUDCEP_DIFF_LIVE_CASES", "500"))
 SEED = int(os.environ.get("FRAUDCEP_DIFF_SEED", "1729"))
+MAX_EVENTS = int(os.environ.get("FRAUDCEP_DIFF_MAX_EVENTS", str(DEFAULT_MAX_EVENTS)))
 SHOWN = 20
+REGRESSIONS = DIFFERENTIAL / "regression-cases.jsonl"
+KEYS = ("k0", "k1", "k2")
+OUT_OF_ORDERNESS = (0, 0, 1, 2, 3, 5, 8)
 
 Case = dict[str, Any]
 Results = dict[Any, dict[str, Any]]
@@ -58,7 +84,28 @@ Results = dict[Any, dict[str, Any]]
 def generate(count: int, seed: int) -> list[Case]:
     """The cases of one run: the same ``count`` cases for the same ``seed``."""
     rng = random.Random(seed)
-    return [random_case(rng, f"s{seed}-{i}") for i in range(count)]
+    return [random_case(rng, f"s{seed}-{i}", max_events=MAX_EVENTS) for i in range(count)]
+
+
+def generate_live(count: int, seed: int) -> list[Case]:
+    """``count`` cases run as a live stream: keyed events, a watermark after every event.
+
+    Drawn from their own generator, so the cases of :func:`generate` stay the same.
+    """
+    rng = random.Random(f"live-{seed}")
+    out = []
+    for i in range(count):
+        case = random_case(rng, f"s{seed}-live{i}", max_events=MAX_EVENTS)
+        keys = KEYS[: rng.randint(1, len(KEYS))]
+        case["events"] = [dict(e, key=rng.choice(keys)) for e in case["events"]]
+        case["watermarks"] = {"out_of_orderness": rng.choice(OUT_OF_ORDERNESS)}
+        out.append(case)
+    return out
+
+
+def regression_cases() -> list[Case]:
+    """The fixed cases: each a difference once found, with Flink's result next to it."""
+    return [json.loads(line) for line in REGRESSIONS.read_text().splitlines() if line.strip()]
 
 
 def harness_command(cases_file: Path) -> list[str]:
@@ -102,7 +149,7 @@ def save_corpus(cases: list[Case], results: Results) -> None:
 
 @pytest.fixture(scope="module")
 def flink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[Case], Results]]:
-    cases = generate(CASES, SEED)
+    cases = regression_cases() + generate(CASES, SEED) + generate_live(LIVE_CASES, SEED)
     results = run_flink(cases, tmp_path_factory.mktemp("flink"))
     if os.environ.get("FRAUDCEP_DIFF_SAVE") == "1":
         save_corpus(cases, results)
@@ -145,10 +192,16 @@ def report(what: str, failures: list[tuple[Case, Any, dict[str, Any], list[str]]
     return "\n".join(lines)
 
 
+def compare_with_flink(case: Case, ours: Any, theirs: dict[str, Any]) -> list[str]:
+    """The differences between a result of ours and Flink's (per key for a keyed case)."""
+    events = case.get("events") or ()
+    return compare(per_key(ours, events), per_key(theirs, events))
+
+
 def test_engine_matches_flink(flink: tuple[list[Case], Results]) -> None:
     cases, results = flink
     failures = []
-    skipped = refused = 0
+    skipped = refused = by_timers = 0
     for case in cases:
         theirs = results[case["id"]]
         if limited(theirs):
@@ -163,22 +216,45 @@ def test_engine_matches_flink(flink: tuple[list[Case], Results]) -> None:
             if documented_refusal(ours):
                 refused += 1
                 continue
-            diff = compare(ours, theirs)
+            if timers_differ(case):
+                # the engine's timers differ from Flink's on purpose: its NFA, driven by
+                # Flink's timers, must still give Flink's result
+                by_timers += 1
+                ours = run_with_flink_timers(case)
+            diff = compare_with_flink(case, ours, theirs)
         if diff:
             failures.append((case, ours, theirs, diff))
     if failures:
         pytest.fail(report("the engine", failures), pytrace=False)
     assert skipped < len(cases) // 20, f"{skipped} cases hit the harness limits"
     assert refused < len(cases) // 100, f"{refused} cases were refused on purpose"
+    assert by_timers < len(cases) // 5, f"{by_timers} cases were checked with Flink's timers"
+
+
+def test_harness_gives_the_recorded_results(flink: tuple[list[Case], Results]) -> None:
+    """The fixed cases still give the results recorded from Flink (regression-results.jsonl),
+    which tests/test_flink_regressions.py checks fraudcep against without Java."""
+    _, results = flink
+    recorded = [
+        json.loads(line)
+        for line in (DIFFERENTIAL / "regression-results.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
+    assert [c["id"] for c in regression_cases()] == [r["id"] for r in recorded]
+    for expected in recorded:
+        assert results[expected["id"]] == expected
 
 
 def test_reference_matches_flink(flink: tuple[list[Case], Results]) -> None:
     cases, results = flink
     failures = []
     compared = 0
+    held = sum(1 for case in cases if case.get("watermarks") is None)
     for case in cases:
         theirs = results[case["id"]]
-        if limited(theirs):
+        if limited(theirs) or case.get("watermarks") is not None:
+            continue  # the reference matches one key's events, all at the end of the input
+        if len({json.dumps(e.get("key")) for e in case.get("events") or ()}) > 1:
             continue
         try:
             if unsupported(build_pattern(case)) is not None:
@@ -194,4 +270,4 @@ def test_reference_matches_flink(flink: tuple[list[Case], Results]) -> None:
             failures.append((case, "(reference)", theirs, diff))
     if failures:
         pytest.fail(report("the reference matcher", failures), pytrace=False)
-    assert compared > len(cases) // 2, f"only {compared} cases were inside the subset"
+    assert compared > held // 2, f"only {compared} of {held} cases were inside the subset"

@@ -1,7 +1,7 @@
 """Differential test cases: the JSON case model shared with the Flink CEP harness.
 
-A *case* is one pattern, one after-match skip strategy and one short stream of events that
-all share a key (the format is specified in ``tests/differential/CASE-FORMAT.md``)::
+A *case* is one pattern, one after-match skip strategy and one short stream of events (the
+format is specified in ``tests/differential/CASE-FORMAT.md``)::
 
     {"id": "c17",
      "skip": {"type": "skip_to_first", "name": "b"},
@@ -13,11 +13,21 @@ all share a key (the format is specified in ``tests/differential/CASE-FORMAT.md`
                   "within": [{"ms": 10, "type": "FIRST_AND_LAST"}]}],
      "events": [{"id": 0, "ts": 3, "kind": "a", "value": 4}, ...]}
 
+Events may carry a ``"key"`` (a string or an integer): the stream is then partitioned by it, as
+a keyed Flink stream is; events without one share a key. By default every event goes in before
+a single final watermark; a case with ``"watermarks": {"out_of_orderness": N}`` gets a
+bounded-out-of-orderness watermark (the largest timestamp so far minus ``N + 1``) after every
+event instead, as a live stream does.
+
 A *result* is what running a case produced, in the shape the Flink harness prints::
 
     {"id": "c17", "error": None,
      "matches": [[["a", [0]], ["b", [1, 2]]], ...],       # emission order
      "timeouts": [{"timeout_ts": 13, "events": [["a", [0]]]}, ...]}
+
+With ``"watermarks"`` it also says when each match and timeout came out: ``"matches_after"``
+and ``"timeouts_after"`` give, for each, how many events had gone in (the number of events
+for the final watermark).
 
 Import its names from the module (``from fraudcep.testing.cases import run_case``): the
 package attribute ``fraudcep.testing.cases`` is the hypothesis strategy of that name.
@@ -51,8 +61,11 @@ __all__ = [
     "canonical",
     "compare",
     "error_result",
+    "event_key",
+    "per_key",
     "render_events",
     "run_case",
+    "watermark_lag",
 ]
 
 UNCAPPED = 2**62
@@ -291,42 +304,87 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def event_key(event: Mapping[str, Any]) -> Any:
+    """The partition key of a case event: its ``"key"`` (``None`` when it has none).
+
+    Raises :class:`CaseFormatError` for a key that is neither a string nor an integer, as the
+    harness does.
+    """
+    key = event.get("key")
+    if key is None or isinstance(key, str) or (isinstance(key, int) and not isinstance(key, bool)):
+        return key
+    raise CaseFormatError(f"event key must be a string or an integer: {event!r}")
+
+
+def watermark_lag(case: Case) -> int | None:
+    """The out-of-orderness of a case's ``"watermarks"``, or ``None`` for a single final
+    watermark."""
+    watermarks = case.get("watermarks")
+    if watermarks is None:
+        return None
+    if not isinstance(watermarks, Mapping):
+        raise CaseFormatError(f"watermarks must be an object: {watermarks!r}")
+    lag = watermarks.get("out_of_orderness")
+    if not isinstance(lag, int) or isinstance(lag, bool) or lag < 0:
+        raise CaseFormatError(f"watermarks.out_of_orderness must be an integer >= 0: {lag!r}")
+    return lag
+
+
 def run_case(case: Case) -> Result:
     """Run a case through the fraudcep :class:`~fraudcep.Engine`, as the harness runs Flink.
 
-    The events go in in arrival order under one key, with their ``ts`` as event time; then the
-    input ends (``flush()``). Like the harness, which gives Flink's ``CepOperator`` a single
-    watermark (``Long.MAX_VALUE``) after the last event, the engine is told to expect any amount
-    of disorder (:data:`HOLD_ALL`), so no event is late and all of them are matched, in
-    timestamp order, at the end. A pattern rejected while it is built or compiled gives
-    ``{"error": "<Exception>: <message>"}``.
+    The events go in in arrival order, partitioned by their ``"key"``, with their ``ts`` as
+    event time; then the input ends (``flush()``). Like the harness, which by default gives
+    Flink's ``CepOperator`` a single watermark (``Long.MAX_VALUE``) after the last event, the
+    engine is then told to expect any amount of disorder (:data:`HOLD_ALL`), so no event is late
+    and all of them are matched, in timestamp order, at the end. A case with ``"watermarks"``
+    runs with that out-of-orderness instead (the engine's automatic watermark is the harness's),
+    and its result says after how many events each match and timeout came out. A pattern
+    rejected while it is built or compiled gives ``{"error": "<Exception>: <message>"}``.
     """
     from fraudcep.engine import Engine
     from fraudcep.rule import Rule
 
     case_id = case.get("id")
+    events = list(case.get("events") or ())
+    try:
+        for event in events:
+            event_key(event)
+        lag = watermark_lag(case)
+    except CaseFormatError as exc:
+        return error_result(case_id, _describe(exc))
     try:
         pattern = build_pattern(case)
         engine = Engine(
-            [Rule("case", pattern, key=lambda e: 0)],
+            [Rule("case", pattern, key=event_key)],
             timestamp="ts",
-            max_out_of_orderness=HOLD_ALL,
+            max_out_of_orderness=HOLD_ALL if lag is None else lag,
             # Flink has no cap on partial matches; combinatorial cases can exceed the default
             max_partial_matches_per_key=UNCAPPED,
         )
     except (MalformedPatternError, TypeError, ValueError) as exc:
         return error_result(case_id, _describe(exc))
     matches: list[list[list[Any]]] = []
-    for event in case.get("events") or ():
-        for alert in engine.process(event):
+    timeouts: list[dict[str, Any]] = []
+    matches_after: list[int] = []
+    timeouts_after: list[int] = []
+
+    def collect(alerts: Iterable[Any], after: int) -> None:
+        for alert in alerts:
             matches.append(render_events(alert.events))
-    for alert in engine.flush():
-        matches.append(render_events(alert.events))
-    timeouts = [
-        {"timeout_ts": t.timeout_ts, "events": render_events(t.events)}
-        for t in engine.drain_timeouts()
-    ]
-    return {"id": case_id, "error": None, "matches": matches, "timeouts": timeouts}
+            matches_after.append(after)
+        for t in engine.drain_timeouts():
+            timeouts.append({"timeout_ts": t.timeout_ts, "events": render_events(t.events)})
+            timeouts_after.append(after)
+
+    for index, event in enumerate(events):
+        collect(engine.process(event), index + 1)
+    collect(engine.flush(), len(events))
+    result: Result = {"id": case_id, "error": None, "matches": matches, "timeouts": timeouts}
+    if lag is not None:
+        result["matches_after"] = matches_after
+        result["timeouts_after"] = timeouts_after
+    return result
 
 
 # -- comparing --------------------------------------------------------------------------------
@@ -417,6 +475,48 @@ def _multiset_minus(a: Sequence[Any], b: Sequence[Any]) -> list[Any]:
     return out
 
 
+def per_key(result: Mapping[str, Any], events: Iterable[Mapping[str, Any]]) -> Result:
+    """``result`` with its matches and timeouts grouped by key, keeping their order per key.
+
+    Within one watermark, Flink emits what its keys produce in the order its timers fire, an
+    order it does not define; per key the order is that of the key's own processing, and that
+    is what this keeps. ``events`` (the case's events) give each event id its key; a result
+    of a case whose events all share a key is returned as it is.
+    """
+    key_of: dict[str, Any] = {}
+    for event in events:
+        key_of[_render(event.get("id"))] = event_key(event)
+    if len({_render(k) for k in key_of.values()}) <= 1:
+        return dict(result)
+
+    def rank(match: Sequence[Any]) -> str:
+        for _, ids in match:
+            for i in ids:
+                return _render(key_of.get(_render(i)))
+        return ""
+
+    out = dict(result)
+    for items, is_timeout in (("matches", False), ("timeouts", True)):
+        after = f"{items}_after"
+        listed = list(result.get(items) or ())
+        positions = result.get(after)
+        ranks = [rank(item["events"] if is_timeout else item) for item in listed]
+        order = sorted(range(len(listed)), key=lambda i: ranks[i])
+        out[items] = [listed[i] for i in order]
+        if positions is not None and len(positions) == len(listed):
+            out[after] = [positions[i] for i in order]
+    return out
+
+
+def _with_positions(result: Mapping[str, Any], items: str, label: str) -> list[Any]:
+    """The matches or timeouts of ``result``, each as ``{"after": n, label: item}``."""
+    listed = list(result.get(items) or ())
+    positions = list(result.get(f"{items}_after") or ())
+    if len(positions) != len(listed):
+        return [{"after": "?", label: item} for item in listed]
+    return [{"after": p, label: item} for p, item in zip(positions, listed, strict=True)]
+
+
 def compare(
     ours: Mapping[str, Any],
     flinks: Mapping[str, Any],
@@ -428,7 +528,9 @@ def compare(
 
     Two rejected patterns are equal whatever their messages say. Matches and timeouts are
     compared in order; pass the case's ``events`` to compare them up to the order Flink leaves
-    to its priority queue instead (see :func:`canonical`).
+    to its priority queue instead (see :func:`canonical`). When both results say when their
+    matches and timeouts came out (``"matches_after"``, ``"timeouts_after"``), that is compared
+    too.
     """
     our_error, their_error = ours.get("error"), flinks.get("error")
     if our_error is not None or their_error is not None:
@@ -439,6 +541,22 @@ def compare(
         return [f"error: theirs {their_error!r}, ours ran without error"]
     if events is not None:
         ours, flinks = canonical(ours, events), canonical(flinks, events)
+    timed = all(
+        r.get("matches_after") is not None and r.get("timeouts_after") is not None
+        for r in (ours, flinks)
+    )
+    if timed:
+        return _diff_lists(
+            "matches",
+            _with_positions(ours, "matches", "match"),
+            _with_positions(flinks, "matches", "match"),
+            limit,
+        ) + _diff_lists(
+            "timeouts",
+            _with_positions(ours, "timeouts", "timeout"),
+            _with_positions(flinks, "timeouts", "timeout"),
+            limit,
+        )
     return _diff_lists(
         "matches", ours.get("matches") or [], flinks.get("matches") or [], limit
     ) + _diff_lists("timeouts", ours.get("timeouts") or [], flinks.get("timeouts") or [], limit)

@@ -30,8 +30,10 @@ import java.util.Map;
  * <p>The operator is wired the way Flink's {@code PatternStream} wires it (NFA compiled with
  * timeout handling because the process function is a {@link TimedOutPartialMatchHandler}; the
  * pattern's own after-match skip strategy; no comparator; no late-data tag) and driven through
- * Flink's keyed operator test harness: every event goes in with its timestamp under one key, then
- * a single watermark of {@code Long.MAX_VALUE} flushes the buffered events and all timers.
+ * Flink's keyed operator test harness: every event goes in with its timestamp under its key (one
+ * key for events without one), each followed by a bounded-out-of-orderness watermark when the
+ * case asks for them, then a final watermark of {@code Long.MAX_VALUE} flushes the buffered events
+ * and all timers.
  */
 final class CaseRunner {
 
@@ -42,13 +44,13 @@ final class CaseRunner {
 
     private CaseRunner() {}
 
-    /** Every event of a case has the same key. */
-    static final class SingleKey implements KeySelector<Event, Byte> {
+    /** The partition key of an event: its "key" as JSON text ("" for events without one). */
+    static final class EventKey implements KeySelector<Event, String> {
         private static final long serialVersionUID = 1L;
 
         @Override
-        public Byte getKey(Event value) {
-            return (byte) 0;
+        public String getKey(Event value) {
+            return value.key;
         }
     }
 
@@ -57,6 +59,10 @@ final class CaseRunner {
         final List<JsonNode> originalIds;
         final ArrayNode matches = NF.arrayNode();
         final ArrayNode timeouts = NF.arrayNode();
+        // How many input events had gone in when each match / timeout came out.
+        final ArrayNode matchesAfter = NF.arrayNode();
+        final ArrayNode timeoutsAfter = NF.arrayNode();
+        int eventsIn = 0;
 
         Sink(List<JsonNode> originalIds) {
             this.originalIds = originalIds;
@@ -81,6 +87,7 @@ final class CaseRunner {
                         "more than " + Limits.MAX_RESULTS + " matches");
             }
             matches.add(render(match));
+            matchesAfter.add(eventsIn);
         }
 
         void timeout(Map<String, List<Event>> match, long ts) {
@@ -93,6 +100,7 @@ final class CaseRunner {
             t.put("timeout_ts", ts);
             t.set("events", render(match));
             timeouts.add(t);
+            timeoutsAfter.add(eventsIn);
         }
     }
 
@@ -162,6 +170,7 @@ final class CaseRunner {
         // --- events -------------------------------------------------------------------------
         List<JsonNode> originalIds = new ArrayList<>();
         List<Event> events = new ArrayList<>();
+        Long lag;
         try {
             JsonNode evs = Json.required(c, "events");
             if (!evs.isArray()) {
@@ -173,6 +182,10 @@ final class CaseRunner {
                 originalIds.add(eid == null ? NF.numberNode(idx) : eid);
                 JsonNode kind = e.get("kind");
                 JsonNode value = e.get("value");
+                JsonNode key = e.get("key");
+                if (key != null && !key.isNull() && !key.isTextual() && !key.isIntegralNumber()) {
+                    throw new CaseFormatException("event key must be a string or an integer: " + e);
+                }
                 if (value != null && !value.isNull() && !value.isIntegralNumber()) {
                     throw new CaseFormatException("event value must be an integer: " + e);
                 }
@@ -181,8 +194,10 @@ final class CaseRunner {
                                 idx,
                                 Json.requiredLong(e, "ts"),
                                 kind == null || kind.isNull() ? null : kind.asText(),
-                                value == null || value.isNull() ? 0L : value.asLong()));
+                                value == null || value.isNull() ? 0L : value.asLong(),
+                                key == null || key.isNull() ? "" : key.toString()));
             }
+            lag = watermarkLag(c.get("watermarks"));
         } catch (CaseFormatException e) {
             return result(id, describe(e), null, null);
         }
@@ -203,10 +218,10 @@ final class CaseRunner {
 
         // --- run the operator ---------------------------------------------------------------
         Sink sink = new Sink(originalIds);
-        KeyedOneInputStreamOperatorTestHarness<Byte, Event, Object> harness = null;
+        KeyedOneInputStreamOperatorTestHarness<String, Event, Object> harness = null;
         Limits.startCase();
         try {
-            CepOperator<Event, Byte, Object> operator =
+            CepOperator<Event, String, Object> operator =
                     new CepOperator<>(
                             EVENT_SERIALIZER,
                             false, // event time
@@ -217,11 +232,24 @@ final class CaseRunner {
                             null);
             harness =
                     new KeyedOneInputStreamOperatorTestHarness<>(
-                            operator, new SingleKey(), BasicTypeInfo.BYTE_TYPE_INFO);
+                            operator, new EventKey(), BasicTypeInfo.STRING_TYPE_INFO);
             harness.open();
+            long maxTs = Long.MIN_VALUE;
+            long watermark = Long.MIN_VALUE;
             for (Event e : events) {
                 Limits.checkTime();
                 harness.processElement(new StreamRecord<>(e, e.ts));
+                sink.eventsIn++;
+                if (lag != null) {
+                    // a bounded-out-of-orderness watermark after every event, as Flink's
+                    // BoundedOutOfOrdernessWatermarks would emit it (max timestamp - lag - 1)
+                    maxTs = Math.max(maxTs, e.ts);
+                    long next = maxTs - lag - 1;
+                    if (maxTs > Long.MIN_VALUE + lag + 1 && next > watermark) {
+                        watermark = next;
+                        harness.processWatermark(new Watermark(watermark));
+                    }
+                }
             }
             harness.processWatermark(new Watermark(Long.MAX_VALUE));
         } catch (Throwable t) {
@@ -246,6 +274,29 @@ final class CaseRunner {
                 }
             }
         }
-        return result(id, null, sink.matches, sink.timeouts);
+        ObjectNode done = result(id, null, sink.matches, sink.timeouts);
+        if (lag != null) {
+            done.set("matches_after", sink.matchesAfter);
+            done.set("timeouts_after", sink.timeoutsAfter);
+        }
+        return done;
+    }
+
+    /**
+     * The out-of-orderness of a case's "watermarks" object, or null when the case has none (then
+     * the only watermark is the final one).
+     */
+    static Long watermarkLag(JsonNode w) {
+        if (w == null || w.isNull()) {
+            return null;
+        }
+        if (!w.isObject()) {
+            throw new CaseFormatException("watermarks must be an object: " + w);
+        }
+        long lag = Json.requiredLong(w, "out_of_orderness");
+        if (lag < 0) {
+            throw new CaseFormatException("watermarks.out_of_orderness must be >= 0: " + w);
+        }
+        return lag;
     }
 }

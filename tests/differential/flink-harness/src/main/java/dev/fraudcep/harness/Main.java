@@ -22,8 +22,11 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 
 /**
- * Entry point: reads JSON Lines cases (from the file named by the first argument, or stdin when
- * there is none or it is "-") and writes one JSON Lines result per case to stdout, in order.
+ * Entry point: reads JSON Lines cases (from the file named by the argument, or stdin when there
+ * is none or it is "-") and writes one JSON Lines result per case to stdout, in order.
+ *
+ * <p>Usage: {@code java -jar flink-cep-harness.jar [--max-matches=N] [--timeout-ms=MS]
+ * [cases.jsonl | -]}. The options override the limits of {@link Limits}.
  *
  * <p>Cases run one at a time on a worker thread. A case that overruns the time limit is normally
  * stopped cooperatively by {@link Limits}; if it does not stop within a grace period (e.g. a
@@ -44,10 +47,30 @@ public final class Main {
                         1 << 16);
         System.setOut(new PrintStream(new FileOutputStream(FileDescriptor.err), true));
 
+        String input = null;
+        try {
+            Limits.configure();
+            for (String arg : args) {
+                if (arg.startsWith("--max-matches=")) {
+                    Limits.setMaxResults(Limits.parse(arg.substring(14), "--max-matches"));
+                } else if (arg.startsWith("--timeout-ms=")) {
+                    Limits.setMaxMillis(Limits.parse(arg.substring(13), "--timeout-ms"));
+                } else if (arg.startsWith("--") || input != null) {
+                    throw new IllegalArgumentException("unexpected argument: " + arg);
+                } else {
+                    input = arg;
+                }
+            }
+        } catch (IllegalArgumentException e) {
+            System.err.println("flink-cep-harness: " + e.getMessage());
+            System.err.println(
+                    "usage: java -jar flink-cep-harness.jar [--max-matches=N] [--timeout-ms=MS]"
+                            + " [cases.jsonl | -]");
+            System.exit(2);
+            return;
+        }
         InputStream in =
-                (args.length == 0 || args[0].equals("-"))
-                        ? System.in
-                        : new FileInputStream(args[0]);
+                (input == null || input.equals("-")) ? System.in : new FileInputStream(input);
         ObjectMapper mapper = new ObjectMapper();
 
         ExecutorService worker = newWorker();
