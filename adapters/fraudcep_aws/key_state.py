@@ -1,18 +1,21 @@
 """Per-key engine state in DynamoDB, for detectors without a process of their own (Lambda).
 
-One table, three kinds of item, by the hash key ``pk``:
+One table, four kinds of item, by the hash key ``pk``:
 
 ``key#<canonical key>``
-    one key's engine: ``snapshot`` (B, :meth:`fraudcep.Engine.snapshot`), ``version`` (N,
-    +1 per save), ``offsets`` (M: ``"<topic>-<partition>"`` -> last input offset applied),
-    ``rules`` (S, digest of the rule file the snapshot was taken with), ``updated_at`` (N, ms)
-    and ``expires_at`` (N, epoch s; TTL). While the engine waits for event time (held events,
-    open windows), also ``timer_partition`` (S) and ``next_due`` (N): the sparse index
-    ``timers`` on them finds the keys a partition's event time has made due.
+    one key's state: ``state`` (B, the key's state: its engine key records and what the
+    detector keeps beside them, see :class:`StoredKey`), ``version`` (N, +1 per save),
+    ``offsets`` (M: ``"<topic>-<partition>"`` -> last input offset applied), ``rules`` (S,
+    digest of the rule file the records were written with), ``updated_at`` (N, ms) and
+    ``expires_at`` (N, epoch s; TTL). While the key waits for event time (held events, open
+    windows), also ``timer_partition`` (S) and ``next_due`` (N): the sparse index ``timers``
+    on them finds the keys a partition's event time has made due. Items written by earlier
+    releases hold ``snapshot`` (B, a whole :meth:`fraudcep.Engine.snapshot`, format 1 or 2)
+    instead of ``state``; they are read, and rewritten as ``state`` by the next save.
 ``partition#<topic>-<partition>``
     ``max_ts`` (N): the highest event time seen on the partition, which only grows.
 ``rules#<sha256>``
-    ``text`` (S): a rule file a snapshot may have been taken with, so that it can be restored
+    ``text`` (S): a rule file records may have been written with, so that they can be read
     after the rules changed.
 ``failure#<what failed>``
     the failure count of a record (``<topic>-<partition>/<offset>``) or of a key's stored
@@ -24,17 +27,30 @@ One table, three kinds of item, by the hash key ``pk``:
 A save is conditional on the version that was loaded (``attribute_not_exists(pk)`` for a new
 key), so two writers of one key cannot both win: the loser gets :class:`StateConflict`,
 reloads and redoes its work.
+
+The ``state`` attribute (:func:`encode_key_state`, :func:`decode_key_state`): ``FCEPLKS1``
+(8 bytes), flags (u8: 1 = keyed), a 16-byte BLAKE2b digest, then the MessagePack body
+(:class:`StoredKey`). The digest covers the item's key, its ``rules`` and ``offsets`` and the
+body, so a state cannot be moved to another key or paired with other offsets unnoticed; with
+a state key (``FRAUDCEP_STATE_KEY``) it is keyed, a MAC, and the engine key records inside
+carry their own. Decoding checks every type and range and raises
+:class:`~fraudcep.errors.SnapshotError` naming what is wrong.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final
+import hashlib
+import json
+import struct
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import Annotated, Any, Final
 
 import attrs
+import msgspec
 from botocore.exceptions import ClientError
 
-from fraudcep.errors import FraudcepError
+from fraudcep.errors import FraudcepError, SnapshotError
+from fraudcep.timeutil import MAX_TIMESTAMP, MIN_TIMESTAMP
 from fraudcep_aws.dynamodb import (
     MAX_BATCH_GET,
     Backoff,
@@ -47,15 +63,23 @@ from fraudcep_aws.dynamodb import (
 __all__ = [
     "FAILURE_TTL_S",
     "MAX_ITEM_BYTES",
+    "STATE_MAGIC",
     "STATE_TTL_S",
     "TIMERS_INDEX",
+    "HeldEvent",
     "KeyState",
     "KeyStateStore",
     "StateConflict",
     "StateError",
     "StateTooLarge",
+    "StoredKey",
+    "StoredRecord",
     "create_state_table",
+    "decode_key_state",
+    "encode_key_state",
     "item_size",
+    "key_text",
+    "record_key",
 ]
 
 STATE_TTL_S: Final = 7 * 86_400
@@ -109,6 +133,170 @@ def create_state_table(dynamodb_client: Any, name: str) -> None:
     )
 
 
+# -- the state attribute ----------------------------------------------------------------------
+
+STATE_MAGIC: Final = b"FCEPLKS1"
+_STATE_HEADER: Final = struct.Struct(">8sB16s")
+_KEYED: Final = 1
+_PERSON: Final = b"fraudcep-lambda1"  # BLAKE2b personalization: these digests are no others
+_MAX_KEY_TEXT: Final = 4096
+
+Time = Annotated[int, msgspec.Meta(ge=MIN_TIMESTAMP, le=MAX_TIMESTAMP)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=1 << 62)]
+Partition = Annotated[int, msgspec.Meta(ge=0, le=(1 << 31) - 1)]
+Offset = Annotated[int, msgspec.Meta(ge=0, le=(1 << 63) - 1)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=_MAX_KEY_TEXT)]
+
+
+class StoredRecord(msgspec.Struct, array_like=True, frozen=True):
+    """One engine key record (:meth:`fraudcep.Engine.export_key`) of the item's key."""
+
+    group: Name
+    """The key group (the key spec its rules share, ``"card_id"``)."""
+    key: Name
+    """The engine's key in that group, as JSON text (:func:`record_key` reads it)."""
+    record: bytes
+
+
+class HeldEvent(msgspec.Struct, array_like=True, frozen=True):
+    """A payment the key took that waits for its partition's event time to pass it: the
+    record's value as it came, and where it came from (None for one taken over from a
+    whole-engine snapshot, which did not keep that)."""
+
+    ts: Time
+    value: bytes
+    topic: str | None = None
+    partition: Partition | None = None
+    offset: Offset | None = None
+
+
+class StoredKey(msgspec.Struct, array_like=True, frozen=True):
+    """What the detector keeps of one key: its engine key records, the events it holds for
+    event time, its event-time clock and processing order, and when it is next due."""
+
+    watermark: Time | None
+    """The event time the key was last moved to: its records at or below it are late."""
+    order: Count
+    """The processing order of the engine that wrote the records (an engine that takes them
+    in numbers new matches after it)."""
+    due: Time | None
+    """The lowest watermark at which the key has something to do (a held event or a window
+    to close), None when it waits for nothing."""
+    records: list[StoredRecord]
+    held: list[HeldEvent]
+
+
+_ENCODE: Final = msgspec.msgpack.Encoder().encode
+_DECODE: Final = msgspec.msgpack.Decoder(StoredKey).decode
+
+
+def _digest(
+    body: bytes | memoryview,
+    key: str,
+    rules: str,
+    offsets: Mapping[str, int],
+    state_key: bytes | None,
+) -> bytes:
+    h = hashlib.blake2b(digest_size=16, key=state_key or b"", person=_PERSON)
+    context = json.dumps([key, rules, sorted(offsets.items())], separators=(",", ":"))
+    encoded = context.encode()
+    h.update(len(encoded).to_bytes(8, "big"))
+    h.update(encoded)
+    h.update(body)
+    return h.digest()
+
+
+def encode_key_state(
+    stored: StoredKey,
+    *,
+    key: str,
+    rules: str,
+    offsets: Mapping[str, int],
+    state_key: bytes | None = None,
+) -> bytes:
+    """The ``state`` attribute of key ``key`` (canonical) saved with ``rules`` and
+    ``offsets``: framed, digested over all of them, keyed with ``state_key`` if given."""
+    body = _ENCODE(stored)
+    digest = _digest(body, key, rules, offsets, state_key)
+    return _STATE_HEADER.pack(STATE_MAGIC, _KEYED if state_key else 0, digest) + body
+
+
+def decode_key_state(
+    data: bytes,
+    *,
+    key: str,
+    rules: str,
+    offsets: Mapping[str, int],
+    state_key: bytes | None = None,
+) -> StoredKey:
+    """The :class:`StoredKey` in ``data``, the ``state`` attribute of the item of ``key``
+    holding ``rules`` and ``offsets``; :class:`SnapshotError` if it is not one, is corrupt,
+    belongs to another item or was written with another state key (or with one when none is
+    given, or without one when one is)."""
+    if len(data) < _STATE_HEADER.size or data[:8] != STATE_MAGIC:
+        raise SnapshotError("the key's stored state is not a fraudcep key state (bad magic)")
+    flags = data[8]
+    if flags & ~_KEYED:
+        raise SnapshotError(f"the key's stored state has a corrupt header (flags {flags})")
+    keyed = bool(flags & _KEYED)
+    if keyed and not state_key:
+        raise SnapshotError(
+            "the key's stored state is authenticated with a state key, but none is given"
+        )
+    if state_key and not keyed:
+        raise SnapshotError(
+            "the key's stored state is not authenticated, but a state key is given: it was "
+            "written without the key, or by someone who does not hold it"
+        )
+    body = memoryview(data)[_STATE_HEADER.size :]
+    if _digest(body, key, rules, offsets, state_key) != data[9:25]:
+        raise SnapshotError(
+            "the key's stored state does not match its digest: it is corrupt, belongs to "
+            "another item" + (", or was written with another state key" if state_key else "")
+        )
+    try:
+        stored = _DECODE(body)
+    except (msgspec.MsgspecError, ValueError, TypeError, RecursionError) as exc:
+        raise SnapshotError(f"the key's stored state cannot be decoded: {str(exc)[:200]}") from None
+    pairs = set()
+    for r in stored.records:
+        pair = (r.group, r.key)
+        if pair in pairs:
+            raise SnapshotError(f"the key's stored state holds group {r.group!r:.80} key twice")
+        pairs.add(pair)
+        record_key(r.key)
+    return stored
+
+
+def record_key(text: str) -> Hashable:
+    """The engine key written as ``text`` in a :class:`StoredRecord` (a JSON string, number,
+    boolean or null; anything else is a :class:`SnapshotError`)."""
+    if text[:1] in ("[", "{"):
+        raise SnapshotError(f"a stored record's key is not a plain value: {text[:80]!r}")
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        raise SnapshotError(f"a stored record's key is not JSON: {text[:80]!r}") from None
+    if not isinstance(value, str | int | float | bool) and value is not None:
+        raise SnapshotError(f"a stored record's key is not a plain value: {text[:80]!r}")
+    return value
+
+
+def key_text(key: Any) -> str:
+    """An engine key as :class:`StoredRecord` keeps it (the inverse of :func:`record_key`)."""
+    if not isinstance(key, str | int | float | bool) and key is not None:
+        raise SnapshotError(
+            f"an engine key of type {type(key).__name__} cannot be kept in the state table"
+        )
+    try:
+        return json.dumps(key, allow_nan=False)
+    except ValueError:
+        raise SnapshotError(f"the engine key {key!r} cannot be kept in the state table") from None
+
+
+# -- the table --------------------------------------------------------------------------------
+
+
 @attrs.frozen
 class KeyState:
     """One key's stored state as loaded; ``version`` 0 means nothing is stored yet."""
@@ -116,14 +304,23 @@ class KeyState:
     key: str
     """The key in canonical form (:func:`fraudcep.engine.canonical_key`)."""
     version: int = 0
-    snapshot: bytes | None = None
+    state: bytes | None = None
+    """The ``state`` attribute (:func:`decode_key_state` reads it)."""
     offsets: Mapping[str, int] = attrs.Factory(dict)
     rules: str | None = None
+    snapshot: bytes | None = None
+    """A whole-engine snapshot, in an item written by an earlier release (read once: the next
+    save writes ``state`` instead)."""
 
     def applied(self, partition: str, offset: int) -> bool:
         """Whether the record at ``offset`` of ``partition`` is already in the state."""
         last = self.offsets.get(partition)
         return last is not None and offset <= last
+
+    @property
+    def empty(self) -> bool:
+        """Whether no engine state is stored (none yet, or it was given up)."""
+        return self.state is None and self.snapshot is None
 
 
 def item_size(item: Mapping[str, Any]) -> int:
@@ -178,7 +375,7 @@ class KeyStateStore:
         self,
         previous: KeyState,
         *,
-        snapshot: bytes,
+        state: bytes,
         offsets: Mapping[str, int],
         rules: str,
         due: tuple[str, int] | None,
@@ -187,9 +384,9 @@ class KeyStateStore:
         """Replace ``previous`` (as loaded) by the new state; :class:`StateConflict` if
         another writer saved the key since, :class:`StateTooLarge` if it does not fit.
 
-        ``due`` is ``(partition, watermark)`` while the engine waits for event time."""
+        ``due`` is ``(partition, watermark)`` while the key waits for event time."""
         item = self.state_item(
-            previous, snapshot=snapshot, offsets=offsets, rules=rules, due=due, now_ms=now_ms
+            previous, state=state, offsets=offsets, rules=rules, due=due, now_ms=now_ms
         )
         if previous.version:
             condition = "version = :expected"
@@ -210,13 +407,13 @@ class KeyStateStore:
                     f"{previous.version} was loaded"
                 ) from None
             raise
-        return KeyState(previous.key, previous.version + 1, snapshot, dict(offsets), rules)
+        return KeyState(previous.key, previous.version + 1, state, dict(offsets), rules)
 
     def state_item(
         self,
         previous: KeyState,
         *,
-        snapshot: bytes,
+        state: bytes,
         offsets: Mapping[str, int],
         rules: str,
         due: tuple[str, int] | None,
@@ -228,7 +425,7 @@ class KeyStateStore:
         item: dict[str, Any] = {
             "pk": {"S": _KEY + previous.key},
             "version": {"N": str(version)},
-            "snapshot": {"B": snapshot},
+            "state": {"B": state},
             "offsets": {"M": {tp: {"N": str(o)} for tp, o in offsets.items()}},
             "rules": {"S": rules},
             "updated_at": {"N": str(now_ms)},
@@ -241,13 +438,14 @@ class KeyStateStore:
         if size > MAX_ITEM_BYTES:
             raise StateTooLarge(
                 f"key {previous.key}: its state takes {size} bytes, over DynamoDB's item "
-                f"limit of {MAX_ITEM_BYTES} (snapshot {len(snapshot)} bytes); lower "
-                "max_partial_matches_per_key or shorten the rules' windows"
+                f"limit of {MAX_ITEM_BYTES} (state {len(state)} bytes); lower "
+                "max_partial_matches_per_key or shorten the rules' windows, or the "
+                "watermark lag (events held for event time are kept in the item)"
             )
         return item
 
     def due_keys(self, partition: str, watermark: int) -> list[str]:
-        """Keys of ``partition`` whose engines wait for a watermark <= ``watermark``.
+        """Keys of ``partition`` that wait for a watermark <= ``watermark``.
 
         The index is eventually consistent: a key may be listed that is no longer due (the
         caller checks its loaded state) or be missed until the next call."""
@@ -424,11 +622,13 @@ class KeyStateStore:
 
 def _state(key: str, item: Mapping[str, Any]) -> KeyState:
     offsets = {tp: int(v["N"]) for tp, v in item.get("offsets", {}).get("M", {}).items()}
+    state = item.get("state", {}).get("B")
     snapshot = item.get("snapshot", {}).get("B")
     return KeyState(
         key=key,
         version=int(item["version"]["N"]),
-        snapshot=bytes(snapshot) if snapshot is not None else None,
+        state=bytes(state) if state is not None else None,
         offsets=offsets,
         rules=item.get("rules", {}).get("S"),
+        snapshot=bytes(snapshot) if snapshot is not None and state is None else None,
     )

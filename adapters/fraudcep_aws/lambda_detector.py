@@ -1,38 +1,55 @@
 """A Lambda function that runs the fraud rules on the batches of a Kafka event source
-(Amazon MSK or self-managed Kafka), keeping each key's engine in DynamoDB.
+(Amazon MSK or self-managed Kafka), keeping each key's state in DynamoDB.
 
 A Lambda invocation has no memory of the previous one, so the state lives in the state
 table (:mod:`fraudcep_aws.key_state`), one item per key of ``FRAUDCEP_KEY_FIELD``
-(``user_id``). For each batch:
+(``user_id``): the key's engine key records (:meth:`fraudcep.Engine.export_key`, one per key
+group the key's payments touch: the user, each of the user's cards) and what the detector
+keeps beside them (held events, the key's clock). For each batch:
 
 1. records are decoded (:func:`fraudcep.payment.decode_payment`); a record that is not a
    valid payment, or not a readable record at all, is dead-lettered (below) and counts as
    done: retrying cannot fix it;
-2. the payments are grouped by key, and for every key (several at a time) the engine is
-   restored from its snapshot, takes the records whose offsets it has not applied yet (so a
-   batch delivered again changes nothing), and its event time is moved to its partition's
-   watermark (3.); its alerts are written to the alert table with
-   :meth:`~fraudcep_aws.dynamodb.AlertTable.put_if_absent` *before* the state is saved with a
-   save conditional on the version loaded. If another invocation saved the key in between,
-   the key is reloaded and redone (up to ``max_conflict_retries`` times); alert ids are
-   deterministic, so redoing never doubles an alert;
+2. the payments are grouped by key, and the keys are run many to an engine (up to
+   ``FRAUDCEP_WORKERS`` engines at a time, each in a thread of its own): each key's records
+   are imported into the engine (:meth:`~fraudcep.Engine.import_key`), it takes the key's
+   held events and the records whose offsets the key has not applied yet (so a batch
+   delivered again changes nothing), the engine is moved to the partition's watermark (3.),
+   and each key's state is exported again. A key's alerts are written to the alert table
+   with :meth:`~fraudcep_aws.dynamodb.AlertTable.put_if_absent` *before* its state is saved
+   with a save conditional on the version loaded. If another invocation saved the key in
+   between, the key is reloaded and redone alone (up to ``max_conflict_retries`` times);
+   alert ids are deterministic, so redoing never doubles an alert;
 3. event time: a partition's watermark is the highest event time seen on it (kept in the
    state table) minus ``FRAUDCEP_MAX_OUT_OF_ORDERNESS_MS`` minus 1 ms, as in the Kafka
-   runner. Keys of the batch are moved to it after their records; keys *not* in the batch
-   whose engines wait for event time (a held last event, a window to close, an absence to
-   confirm) are found through the state table's ``timers`` index and moved too. So a key's
-   alerts do not wait for its next payment, only for later payments of its partition. The
-   limitation left: a partition without new records does not move, so what its keys wait
-   for comes out with the partition's next batch.
+   runner. A record at or below its key's own clock (the watermark the key was last moved
+   to, raised by the key's records as they come, as an engine's would be) is late. The
+   engines never move their event time but to the partition's watermark, once every key has
+   taken its records; events above it wait, kept in the key's item (held events), and are
+   taken again first when the key is next run. Keys *not* in the batch that wait for event
+   time (a held event, a window to close, an absence to confirm) are found through the state
+   table's ``timers`` index and moved too. So a key's alerts do not wait for its next
+   payment, only for later payments of its partition. The limitation left: a partition
+   without new records does not move, so what its keys wait for comes out with the
+   partition's next batch.
 
 Rules: every rule's key must be a function of the key field (``card_id`` is, when each card
-belongs to one user), and a key's records must come from one partition, in offset order, as
-Kafka delivers them when producers key payments by user. Two invocations racing on the same
+belongs to one user; keys whose states would share an engine key anyway are run in different
+engines), and a key's records must come from one partition, in offset order, as Kafka
+delivers them when producers key payments by user. Two invocations racing on the same
 records (a retry of a timed-out invocation) are safe; a later batch of a partition must not
 overtake an earlier one that failed, which Lambda ensures by retrying a partition from its
 lowest failed offset before it moves on. A new rule file takes effect on each key when the
-key is next loaded: its snapshot is restored with the rules it was taken with (kept in the
-state table by digest), then brought in line with the new file as the Kafka runner does it.
+key is next loaded: its records are imported into an engine with the rules they were written
+with (kept in the state table by digest), which is then brought in line with the new file as
+the Kafka runner does it. Items written by earlier releases (a whole-engine snapshot per key,
+format 1 or 2) are read and rewritten as key records by the key's next save; they are not
+authenticated, so with a state key they are refused (see "Poison records").
+
+State key: with ``FRAUDCEP_STATE_KEY`` (a secret of at least 16 characters), the key records
+and the item's state carry a MAC (keyed BLAKE2b) over the key, its rules digest, its offsets
+and the state: an item written without the key, with another key, or changed by anyone who
+does not hold it is refused as a stored state that cannot be read.
 
 Tables: :func:`~fraudcep_aws.dynamodb.create_alerts_table`,
 :func:`~fraudcep_aws.key_state.create_state_table` and :func:`create_dead_letter_table`
@@ -52,24 +69,28 @@ batch at all raises :class:`~fraudcep_aws.msk_event.KafkaEventError`, and so doe
 error before the keys are processed (the state table cannot be read): Lambda retries it.
 
 Poison records. A failure that is not the tables' (DynamoDB, the network: those are
-retried as they are) but comes from the data -- processing a payment raises, an alert id or
-alert item cannot be made, the snapshot cannot be taken or does not fit in an item -- would
-come back on every redelivery, and Lambda resumes a partition from its lowest failed offset:
-the key's detection, and its partition, would stop for good. So the detector finds the
-cause. It tries the stored state alone (restored, snapshot, restored again and moved to the
-watermark), then the key's new records one at a time, each followed by those steps; the
-first that fails is the culprit (when none fails alone, the first record takes the blame,
-which still guarantees progress). The failure is counted in the state table under the
-culprit (``failure#<topic>-<partition>/<offset>`` or ``failure#key/<key>``, with the stage
-and exception type as its signature, conditional updates so that concurrent invocations
-count every failure once). Below ``FRAUDCEP_MAX_RECORD_FAILURES`` (3) failures in a row with
-one signature, the key fails as before (its records are reported, Lambda retries them). At
-the N-th, a culprit record is dead-lettered with reason ``processing_failed`` and a detail
-naming the stage, the exception and the count, and counts as applied: the key goes on with
-its other records in the same invocation. A stored state that fails N times is given up:
-the key starts afresh without its partial matches (an error log says so) and goes on. The
-same holds for a key moved by its partition's event time. Data is checked before anything
-is written, so a failing attempt writes no alert.
+retried as they are) but comes from the data -- the stored state cannot be read, processing
+a payment raises, an alert id or alert item cannot be made, the key's state cannot be
+exported or does not fit in an item -- would come back on every redelivery, and Lambda
+resumes a partition from its lowest failed offset: the key's detection, and its partition,
+would stop for good. So the detector finds the cause. A key of an engine in which anything
+failed is run again alone; if it fails alone, the detector tries its stored state alone
+(read, moved to the watermark, exported, read again and moved again), then the key with its
+first new record, its first two, and so on, each try followed by those steps; the record
+that makes the first failing try fail is the culprit (when none fails alone, the first
+record takes the blame, which still guarantees progress). The failure is counted in the
+state table under the culprit (``failure#<topic>-<partition>/<offset>`` or
+``failure#key/<key>``, with the stage -- ``restore``, ``process``, ``watermark``,
+``snapshot`` (the export), ``state_size``, ``alerts`` -- and exception type as its
+signature, conditional updates so that concurrent invocations count every failure once).
+Below ``FRAUDCEP_MAX_RECORD_FAILURES`` (3) failures in a row with one signature, the key
+fails as before (its records are reported, Lambda retries them). At the N-th, a culprit
+record is dead-lettered with reason ``processing_failed`` and a detail naming the stage, the
+exception and the count, and counts as applied: the key goes on with its other records in
+the same invocation. A stored state that fails N times is given up: the key starts afresh
+without its partial matches (an error log says so) and goes on. The same holds for a key
+moved by its partition's event time. Data is checked before anything is written, so a
+failing attempt writes no alert.
 
 Dead letters: one item per record in ``FRAUDCEP_DEAD_LETTER_TABLE``, written only if absent:
 id ``topic/partition/offset``, reason, detail, the raw key and value, TTL 14 days. Reasons:
@@ -87,8 +108,8 @@ packaged default rules), ``FRAUDCEP_KEY_FIELD`` (``user_id``), ``FRAUDCEP_TIMEST
 match the same alert id; ``none``: ids from the whole payment),
 ``FRAUDCEP_MAX_OUT_OF_ORDERNESS_MS`` (0), ``FRAUDCEP_ALERT_TTL_S`` (86400),
 ``FRAUDCEP_ON_FAILURE`` (``report``), ``FRAUDCEP_WORKERS`` (8),
-``FRAUDCEP_MAX_RECORD_BYTES`` (65536), ``FRAUDCEP_MAX_RECORD_FAILURES`` (3, at least 1).
-Rules are compiled once per container.
+``FRAUDCEP_MAX_RECORD_BYTES`` (65536), ``FRAUDCEP_MAX_RECORD_FAILURES`` (3, at least 1),
+``FRAUDCEP_STATE_KEY`` (none; secret, never logged). Rules are compiled once per container.
 """
 
 from __future__ import annotations
@@ -100,7 +121,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Final, Literal
 
@@ -108,11 +129,14 @@ import attrs
 from botocore.exceptions import BotoCoreError, ClientError
 
 from fraudcep.alert import Alert, ConditionFailure, LateEvent, Overflow, TimedOutMatch
+from fraudcep.codec import read_blob
 from fraudcep.engine import Engine, canonical_key
 from fraudcep.errors import ConfigurationError, EventError, FraudcepError, SnapshotError
 from fraudcep.payment import DEFAULT_MAX_BYTES, InvalidRecord, Reason, decode_payment
 from fraudcep.rules_catalog import DEFAULT_RULES_FILE
 from fraudcep.rulespec import RuleDefinition, apply_definitions, load_rules
+from fraudcep.state import key_group
+from fraudcep.timeutil import MIN_TIMESTAMP
 from fraudcep_aws.clients import client as make_client
 from fraudcep_aws.dynamodb import (
     ALERTS_TTL_S,
@@ -123,7 +147,19 @@ from fraudcep_aws.dynamodb import (
     error_code,
     wall_clock_ms,
 )
-from fraudcep_aws.key_state import KeyState, KeyStateStore, StateConflict, StateError
+from fraudcep_aws.key_state import (
+    HeldEvent,
+    KeyState,
+    KeyStateStore,
+    StateConflict,
+    StateError,
+    StoredKey,
+    StoredRecord,
+    decode_key_state,
+    encode_key_state,
+    key_text,
+    record_key,
+)
 from fraudcep_aws.msk_event import BadRecord, KafkaRecord, batch_response, parse_kafka_event
 
 __all__ = [
@@ -187,6 +223,14 @@ class DetectorConfig:
     """A record whose processing fails this many times in a row the same way is
     dead-lettered (reason ``processing_failed``); a key's stored state that does is given
     up. See "Poison records" in the module docstring."""
+    state_key: str | None = attrs.field(default=None, repr=False)
+    """A secret (at least 16 characters) that authenticates the keys' stored states; state
+    written without it, or with another, is refused. Never logged."""
+
+    @state_key.validator
+    def _check_state_key(self, _attribute: Any, value: str | None) -> None:
+        if value is not None and len(value) < 16:
+            raise ValueError("the state key must be at least 16 characters")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DetectorConfig:
@@ -231,6 +275,7 @@ class DetectorConfig:
                 workers=number("FRAUDCEP_WORKERS", 8),
                 max_record_bytes=number("FRAUDCEP_MAX_RECORD_BYTES", DEFAULT_MAX_BYTES),
                 max_record_failures=number("FRAUDCEP_MAX_RECORD_FAILURES", 3),
+                state_key=env.get("FRAUDCEP_STATE_KEY") or None,
             )
         except ValueError as exc:  # attrs validators
             raise ConfigurationError(f"detector configuration: {exc}") from None
@@ -416,15 +461,18 @@ class _Item:
     payment: dict[str, Any]
 
 
+_Job = tuple[str, list[_Item], KeyState]
+"""A key, its records in the batch and its state as loaded."""
+
+
 @attrs.define(eq=False)
 class _Outputs:
-    """An engine's side outputs during one key's work."""
+    """An engine's side outputs (late events cannot happen: engines here never move their
+    event time but to the partition's watermark, after taking every event)."""
 
     late: list[LateEvent] = attrs.Factory(list)
     errors: list[ConditionFailure] = attrs.Factory(list)
     overflows: list[Overflow] = attrs.Factory(list)
-    refused: list[tuple[KafkaRecord, str]] = attrs.Factory(list)
-    """Records the engine could not read (a rule's key field missing, say)."""
 
     def options(self) -> dict[str, Any]:
         return {
@@ -471,11 +519,65 @@ class _Tally:
 class _NewState:
     """A key's state to be saved (see :meth:`KeyStateStore.save`)."""
 
-    snapshot: bytes
+    state: bytes
     offsets: Mapping[str, int]
     rules: str
     due: tuple[str, int] | None
     now_ms: int
+
+
+@attrs.define(eq=False)
+class _Held:
+    """An event the key holds for event time: as stored, and decoded."""
+
+    stored: HeldEvent
+    payment: dict[str, Any]
+
+
+@attrs.define(eq=False)
+class _Start:
+    """A key's state as read from its item, ready for an engine with the current rules:
+    its key records ``(group, key, record)``, held events, clock, processing order and next
+    due time (see :class:`~fraudcep_aws.key_state.StoredKey`)."""
+
+    records: list[tuple[str, Hashable, bytes]] = attrs.Factory(list)
+    held: list[_Held] = attrs.Factory(list)
+    watermark: int | None = None
+    order: int = 0
+    due: int | None = None
+    migrated: bool = False
+    """Read from an item of an earlier release (or another rule file): it must be saved."""
+
+
+@attrs.define(eq=False)
+class _Work:
+    """One key's work in an engine shared with other keys."""
+
+    key: str
+    state: KeyState
+    """As loaded (the save is conditional on its version)."""
+    start: _Start
+    new: list[_Item]
+    """Records to apply, in offset order."""
+    skipped: list[_Item]
+    """Records dead-lettered as poison: marked applied, never processed."""
+    partition: str
+    """The partition whose ``timers`` index lists the key while it waits."""
+    pairs: dict[tuple[str, Hashable], None]
+    """Every ``(group, key)`` of the engine the key's state may hold (in a stable order)."""
+
+
+@attrs.define(eq=False)
+class _Outcome:
+    """What one key's work came to in the engine, before anything is written."""
+
+    alerts: list[Alert]
+    refused: list[tuple[KafkaRecord | None, str]]
+    """Records (or held events) the engine could not read, and why."""
+    late: list[tuple[KafkaRecord, str]]
+    errors: list[ConditionFailure]
+    overflows: list[Overflow]
+    save: _NewState
 
 
 class _StageFailure(Exception):
@@ -501,6 +603,10 @@ _TRANSIENT: Final = (
     TableError,
     DetectorError,
 )
+_MAX_ENGINE_EVENTS: Final = 100_000
+"""Events (new and held) one engine takes at most: keys beyond it go to another engine, far
+below the engine's ``max_buffered_events``."""
+_MIN_TS: Final = MIN_TIMESTAMP
 
 
 @attrs.define(eq=False)
@@ -519,6 +625,9 @@ class Detector:
     _pool: ThreadPoolExecutor | None = attrs.field(default=None, init=False, repr=False)
     _rules_stored: bool = attrs.field(default=False, init=False, repr=False)
     _old_rules: dict[str, tuple[RuleDefinition, ...]] = attrs.field(
+        factory=dict, init=False, repr=False
+    )
+    _keyers_of: dict[str, list[tuple[str, Callable[[Any], Hashable]]]] = attrs.field(
         factory=dict, init=False, repr=False
     )
 
@@ -576,21 +685,32 @@ class Detector:
         stored = self.state.partition_max_ts(batch_max)
         watermarks = {tp: max(ts, stored.get(tp, ts)) - lag for tp, ts in batch_max.items()}
         states = self.state.load_many(work)
-        pool = self._executor()
-        futures = {
-            key: pool.submit(self._run_key, key, items, states[key], watermarks)
+        targets = {
+            key: min(watermarks[i.record.partition_key] for i in items)
             for key, items in work.items()
         }
+        pool = self._executor()
+        futures = [
+            (chunk, pool.submit(self._run_chunk, chunk, watermark))
+            for watermark, chunk in self._chunks(
+                [(key, work[key], states[key]) for key in work], targets
+            )
+        ]
         totals = _KeyResult()
         failed_keys: dict[str, str] = {}
         failed_partitions: set[str] = set()
-        for key, future in futures.items():
+        for chunk, future in futures:
             try:
-                totals = _add(totals, future.result())
-            except Exception as exc:
-                failed_keys[key] = f"{type(exc).__name__}: {exc}"
-                log.error("key %s failed: %s", key, failed_keys[key], exc_info=exc)
-                for item in work[key]:
+                outcomes = future.result()
+            except Exception as exc:  # the chunk as a whole (not one of its keys) failed
+                outcomes = [exc] * len(chunk)
+            for (key, items, _), outcome in zip(chunk, outcomes, strict=True):
+                if isinstance(outcome, _KeyResult):
+                    totals = _add(totals, outcome)
+                    continue
+                failed_keys[key] = f"{type(outcome).__name__}: {outcome}"
+                log.error("key %s failed: %s", key, failed_keys[key], exc_info=outcome)
+                for item in items:
                     failures.append((item.record.partition_key, item.record.offset))
                     failed_partitions.add(item.record.partition_key)
 
@@ -639,17 +759,243 @@ class Detector:
             )
         return payment, key, ts
 
-    # -- one key --------------------------------------------------------------------------
+    def _chunks(self, jobs: list[_Job], targets: Mapping[str, int]) -> list[tuple[int, list[_Job]]]:
+        """The keys split into the engines that run them: keys moved to the same watermark
+        share engines, up to ``workers`` of them, so that their tables are written to
+        ``workers`` at a time."""
+        by_target: dict[int, list[_Job]] = {}
+        for job in jobs:
+            by_target.setdefault(targets[job[0]], []).append(job)
+        chunks: list[tuple[int, list[_Job]]] = []
+        for watermark, same in by_target.items():
+            size = -(-len(same) // self.config.workers)
+            chunks += [(watermark, same[i : i + size]) for i in range(0, len(same), size)]
+        return chunks
+
+    # -- keys, many to an engine ----------------------------------------------------------
+
+    def _run_chunk(self, jobs: list[_Job], watermark: int) -> list[_KeyResult | Exception]:
+        """Run keys in shared engines: each key's records are applied, all are moved to
+        ``watermark`` at once, each key's state is exported and saved. A key the shared
+        engine cannot take (its stored state cannot be read), every key of an engine in which
+        something failed, and a key whose save lost to another writer, is run alone
+        (:meth:`_run_key`), where failures are traced and counted."""
+        results: list[_KeyResult | Exception | None] = [None] * len(jobs)
+        alone: list[tuple[int, _Tally | None]] = []
+        ready: list[tuple[int, _Work]] = []
+        for index, (key, items, state) in enumerate(jobs):
+            new = [i for i in items if not state.applied(i.record.partition_key, i.record.offset)]
+            if not new:
+                results[index] = _KeyResult()
+                continue
+            try:
+                start = self._start(state)
+            except Exception:  # run alone: it is traced and counted there
+                alone.append((index, None))
+                continue
+            ready.append((index, self._work(key, state, start, new, [])))
+        for group in _engines(ready):
+            try:
+                outcomes = self._compute([w for _, w in group], watermark)
+            except Exception:
+                alone += [(index, None) for index, _ in group]
+                continue
+            for (index, w), outcome in zip(group, outcomes, strict=True):
+                tally = _Tally()
+                try:
+                    tally.dead += self._commit(w, outcome, tally)
+                    tally.applied += len(w.new)
+                    results[index] = tally.result()
+                except StateConflict:
+                    tally.conflicts += 1
+                    self._count_conflict()
+                    alone.append((index, tally))
+                except Exception as exc:
+                    results[index] = exc
+        for index, spent in alone:
+            key, items, state = jobs[index]
+            try:
+                if spent is not None:  # lost a conflict: reload, one conflict spent
+                    state = self.state.load(key)
+                results[index] = self._run_key(
+                    key, items, state, watermark, spent, conflicts=spent is not None
+                )
+            except Exception as exc:
+                results[index] = exc
+        return [r if r is not None else DetectorError("not run") for r in results]
+
+    def _work(
+        self,
+        key: str,
+        state: KeyState,
+        start: _Start,
+        new: list[_Item],
+        skipped: list[_Item],
+        partition: str | None = None,
+    ) -> _Work:
+        pairs: dict[tuple[str, Hashable], None] = {}
+        for group, engine_key, _ in start.records:
+            pairs[(group, engine_key)] = None
+        keyers = self._keyers()
+        for payment in [*(h.payment for h in start.held), *(i.payment for i in new)]:
+            for group, read in keyers:
+                try:
+                    engine_key = read(payment)
+                    pairs[(group, engine_key)] = None
+                except (EventError, TypeError):  # the engine refuses it: a dead letter
+                    continue
+        if partition is None:
+            last = [*new, *skipped]
+            partition = last[-1].record.partition_key if last else ""
+        return _Work(key, state, start, new, skipped, partition, pairs)
+
+    def _compute(self, works: Sequence[_Work], watermark: int) -> list[_Outcome]:
+        """Run ``works`` in one engine: import each key's records, feed its held events and
+        its new records (deciding lateness against the key's own clock), move the engine to
+        ``watermark``, export each key's state and check it fits. Nothing is written; any
+        failure of the data is a :class:`_StageFailure` of the whole engine."""
+        outputs = _Outputs()
+        stage = "restore"
+        try:
+            engine = self._new_engine(outputs)
+            groups_of = {r: g for g, ids in engine.key_groups().items() for r in ids}
+            owner: dict[tuple[str, Hashable], int] = {}
+            for index, w in enumerate(works):
+                for pair in w.pairs:
+                    if owner.setdefault(pair, index) != index:
+                        raise DetectorError(f"two keys of one engine share {pair!r:.100}")
+            _raise_processing_order(engine, max(w.start.order for w in works))
+            for w in works:
+                for group, engine_key, record in w.start.records:
+                    engine.import_key(group, engine_key, record)
+            stage = "process"
+            lag = self.config.max_out_of_orderness_ms + 1
+            ts_field = self.config.timestamp_field
+            alerts: list[Alert] = []
+            kept: list[list[HeldEvent]] = []
+            clocks: list[int] = []
+            refused: list[list[tuple[KafkaRecord | None, str]]] = []
+            late: list[list[tuple[KafkaRecord, str]]] = []
+            for w in works:
+                mine: list[HeldEvent] = []
+                no: list[tuple[KafkaRecord | None, str]] = []
+                for h in w.start.held:
+                    try:
+                        alerts += engine.process(h.payment)
+                    except EventError as exc:  # the rules changed since it was taken
+                        no.append((_held_record(h.stored), str(exc)))
+                        continue
+                    mine.append(h.stored)
+                clock = _MIN_TS if w.start.watermark is None else w.start.watermark
+                too_late: list[tuple[KafkaRecord, str]] = []
+                for i in w.new:
+                    ts: int = i.payment[ts_field]
+                    if ts <= clock:
+                        too_late.append(
+                            (i.record, f"event time {ts} <= watermark {clock} of key {w.key}")
+                        )
+                        continue
+                    try:
+                        alerts += engine.process(i.payment)
+                    except EventError as exc:  # refused before it changed anything
+                        no.append((i.record, str(exc)))
+                        continue
+                    clock = max(clock, ts - lag)
+                    r = i.record
+                    mine.append(HeldEvent(ts, r.value or b"", r.topic, r.partition, r.offset))
+                kept.append(mine)
+                clocks.append(max(clock, watermark))
+                refused.append(no)
+                late.append(too_late)
+            stage = "watermark"
+            alerts += engine.advance_watermark(watermark)
+            mine_alerts: list[list[Alert]] = [[] for _ in works]
+            for alert in alerts:
+                mine_alerts[owner[(groups_of[alert.rule_id], alert.key)]].append(alert)
+            stage = "snapshot"
+            order = _processing_order(engine)
+            deadlines = _deadlines(engine)
+            digest = self.rules.digest
+            outcomes = []
+            for index, w in enumerate(works):
+                records = []
+                for group, engine_key in w.pairs:
+                    exported = engine.export_key(group, engine_key)
+                    if exported is not None:
+                        records.append(StoredRecord(group, key_text(engine_key), exported))
+                held = [h for h in kept[index] if h.ts > watermark]
+                due = min(
+                    [h.ts for h in held] + [d for p in w.pairs if (d := deadlines(p)) is not None],
+                    default=None,
+                )
+                clock = clocks[index]
+                stored = StoredKey(clock if clock > _MIN_TS else None, order, due, records, held)
+                offsets = dict(w.state.offsets)
+                for i in [*w.new, *w.skipped]:
+                    tp = i.record.partition_key
+                    offsets[tp] = max(offsets.get(tp, -1), i.record.offset)
+                blob = encode_key_state(
+                    stored, key=w.key, rules=digest, offsets=offsets, state_key=self._state_key
+                )
+                save = _NewState(
+                    state=blob,
+                    offsets=offsets,
+                    rules=digest,
+                    due=(w.partition, due) if due is not None else None,
+                    now_ms=self.clock(),
+                )
+                stage = "state_size"
+                self._check_fits(w.state, save)
+                stage = "snapshot"
+                outcomes.append(
+                    _Outcome(mine_alerts[index], refused[index], late[index], [], [], save)
+                )
+            for failure in outputs.errors:
+                index = owner.get((groups_of.get(failure.rule_id, ""), failure.key), 0)
+                outcomes[index].errors.append(failure)
+            for overflow in outputs.overflows:
+                index = owner.get((groups_of.get(overflow.rule_id or "", ""), overflow.key), 0)
+                outcomes[index].overflows.append(overflow)
+            stage = "alerts"
+            for alert in alerts:
+                alert_item(alert, now_ms=0)
+        except _TRANSIENT:
+            raise
+        except Exception as exc:
+            raise _StageFailure(stage, exc) from exc
+        return outcomes
+
+    def _commit(self, work: _Work, outcome: _Outcome, tally: _Tally) -> int:
+        """Write what ``work`` came to: dead letters, alerts (if absent), then the state,
+        conditional on the version loaded (:class:`StateConflict` if another writer saved
+        the key since). Returns how many records were dead-lettered."""
+        dead = self._side_outputs(work.key, outcome)
+        tally.emitted += len(outcome.alerts)
+        tally.written += self.alerts.put_if_absent(outcome.alerts, source=ALERT_SOURCE)
+        self._store(work.state, outcome.save)
+        return dead
+
+    # -- one key alone --------------------------------------------------------------------
 
     def _run_key(
-        self, key: str, items: list[_Item], state: KeyState, watermarks: Mapping[str, int]
+        self,
+        key: str,
+        items: list[_Item],
+        state: KeyState,
+        watermark: int,
+        tally: _Tally | None = None,
+        *,
+        conflicts: bool = False,
     ) -> _KeyResult:
-        """Apply the key's records not applied yet; see "Poison records" in the module
-        docstring for what happens when that fails for another reason than the tables."""
-        tally = _Tally()
+        """Apply the key's records not applied yet, in an engine of its own; see "Poison
+        records" in the module docstring for what happens when that fails for another
+        reason than the tables. ``conflicts``: one of the key's conflict retries is spent."""
+        tally = tally or _Tally()
         poisoned: list[_Item] = []  # dead-lettered now: marked applied, never processed
         fresh = False  # the stored state failed too often: start the key from empty state
-        conflicts_left = self.config.max_conflict_retries
+        conflicts_left = self.config.max_conflict_retries - (1 if conflicts else 0)
+        if conflicts_left < 0:
+            raise DetectorError(f"key {key}: another writer saved it first; giving up")
         for _ in range(len(items) + self.config.max_conflict_retries + 3):
             done = {(i.record.partition_key, i.record.offset) for i in poisoned}
             new = [
@@ -663,8 +1009,7 @@ class Detector:
             ]
             if not new and not skipped:
                 return tally.result()
-            watermark = min(watermarks[i.record.partition_key] for i in [*new, *skipped])
-            base = attrs.evolve(state, snapshot=None, rules=None) if fresh else state
+            base = attrs.evolve(state, state=None, snapshot=None, rules=None) if fresh else state
             try:
                 dead = self._attempt(key, base, new, skipped, watermark, tally)
             except StateConflict:
@@ -708,52 +1053,14 @@ class Detector:
         """One try at applying ``new`` (and marking ``skipped`` applied) to ``state``;
         returns how many records were dead-lettered (refused, late).
 
-        Everything that depends on the records' data (processing, the watermark, the
-        snapshot and its size, the alert items) is done before anything is written, and a
-        failure there is a :class:`_StageFailure`; then dead letters, alerts and the state
-        are written (failures there are the tables' and propagate as they are)."""
-        outputs = _Outputs()
-        stage = "restore"
-        try:
-            engine = self._engine(state, outputs)
-            stage = "process"
-            alerts: list[Alert] = []
-            for i in new:
-                try:
-                    alerts += engine.process(i.payment)
-                except EventError as exc:  # refused before it changed anything
-                    outputs.refused.append((i.record, str(exc)))
-            stage = "watermark"
-            alerts += engine.advance_watermark(watermark)
-            stage = "snapshot"
-            snapshot = engine.snapshot()
-            offsets = dict(state.offsets)
-            for i in [*new, *skipped]:
-                tp = i.record.partition_key
-                offsets[tp] = max(offsets.get(tp, -1), i.record.offset)
-            last = (new[-1] if new else skipped[-1]).record.partition_key
-            due = engine.next_due
-            save = _NewState(
-                snapshot=snapshot,
-                offsets=offsets,
-                rules=self.rules.digest,
-                due=(last, due) if due is not None else None,
-                now_ms=self.clock(),
-            )
-            stage = "state_size"
-            self._check_fits(state, save)
-            stage = "alerts"
-            for alert in alerts:
-                alert_item(alert, now_ms=0)
-        except _TRANSIENT:
-            raise
-        except Exception as exc:
-            raise _StageFailure(stage, exc) from exc
-        dead = self._side_outputs(key, new, outputs)
-        tally.emitted += len(alerts)
-        tally.written += self.alerts.put_if_absent(alerts, source=ALERT_SOURCE)
-        self._store(state, save)
-        return dead
+        Everything that depends on the records' data (reading the stored state, processing,
+        the watermark, the export and its size, the alert items) is done before anything is
+        written, and a failure there is a :class:`_StageFailure`; then dead letters, alerts
+        and the state are written (failures there are the tables' and propagate as they
+        are)."""
+        work = self._work(key, state, self._start_or_fail(state), new, skipped)
+        (outcome,) = self._compute([work], watermark)
+        return self._commit(work, outcome, tally)
 
     def _on_failure(
         self, key: str, state: KeyState, new: list[_Item], watermark: int, failure: _StageFailure
@@ -804,60 +1111,29 @@ class Detector:
         self, key: str, state: KeyState, new: list[_Item], watermark: int, failure: _StageFailure
     ) -> tuple[str, _Item | None, BaseException]:
         """What makes the key fail: ``(stage, record, error)``, with record None when the
-        stored state fails on its own (restored, moved to the watermark, snapshot). Else
-        the records are tried one at a time, each followed by the alerts check, a snapshot
-        and its size, and a restore of that snapshot moved to the watermark: the first that
-        fails is the culprit. When none does alone, the first record takes the blame, so
-        that the key still gets past it in at most ``max_record_failures`` tries."""
-        rules = [d.rule for d in self.rules.definitions]
+        stored state fails on its own (read, moved to the watermark, exported, read again and
+        moved again). Else the key is tried with its first record, its first two, ...; each
+        try's state is read back and moved to the watermark again: the record that makes the
+        first failing try fail is the culprit. When none does alone, the first record takes
+        the blame, so that the key still gets past it in at most ``max_record_failures``
+        tries."""
 
-        def probe(engine: Engine) -> None:
-            """Snapshot, its size, a restore of it moved to the watermark."""
-            stage = "snapshot"
-            try:
-                blob = engine.snapshot()
-                stage = "state_size"
-                self.state.state_item(
-                    state, snapshot=blob, offsets=state.offsets, rules="", due=None, now_ms=0
-                )
-                stage = "restore"
-                again = self._new_engine(blob, rules)
-                stage = "watermark"
-                for alert in again.advance_watermark(watermark):
-                    alert_item(alert, now_ms=0)
-                stage = "snapshot"
-                again.snapshot()
-            except _TRANSIENT:
-                raise
-            except Exception as exc:
-                raise _StageFailure(stage, exc) from exc
+        def probe(records: list[_Item]) -> None:
+            work = self._work(key, state, self._start_or_fail(state), records, [])
+            (outcome,) = self._compute([work], watermark)
+            save = outcome.save
+            again = attrs.evolve(
+                state, state=save.state, snapshot=None, offsets=save.offsets, rules=save.rules
+            )
+            self._compute([self._work(key, again, self._start_or_fail(again), [], [])], watermark)
 
         try:
-            engine = self._engine(state, _Outputs())
-        except _TRANSIENT:
-            raise
-        except Exception as exc:
-            return "restore", None, exc
-        try:
-            probe(engine)
+            probe([])
         except _StageFailure as alone:
             return alone.stage, None, alone.error
-        for item in new:
-            stage = "process"
+        for n, item in enumerate(new, 1):
             try:
-                try:
-                    alerts = engine.process(item.payment)
-                except EventError:
-                    continue  # refused: a dead letter of its own, not a failure
-                stage = "alerts"
-                for alert in alerts:
-                    alert_item(alert, now_ms=0)
-            except _TRANSIENT:
-                raise
-            except Exception as exc:
-                return stage, item, exc
-            try:
-                probe(engine)
+                probe(new[:n])
             except _StageFailure as with_it:
                 return with_it.stage, item, with_it.error
         if not new:
@@ -868,7 +1144,7 @@ class Detector:
         """Raise :class:`StateTooLarge` if ``new`` would not fit in the state table."""
         self.state.state_item(
             state,
-            snapshot=new.snapshot,
+            state=new.state,
             offsets=new.offsets,
             rules=new.rules,
             due=new.due,
@@ -879,39 +1155,93 @@ class Detector:
         """Save ``new`` over ``state`` (as loaded); :class:`StateConflict` if it changed."""
         self.state.save(
             state,
-            snapshot=new.snapshot,
+            state=new.state,
             offsets=new.offsets,
             rules=new.rules,
             due=new.due,
             now_ms=new.now_ms,
         )
 
-    def _new_engine(self, snapshot: bytes, rules: list[Any]) -> Engine:
-        return Engine.restore(snapshot, rules, **self._engine_options(_Outputs()))
+    # -- keys moved by their partition's event time ---------------------------------------
 
     def _advance_due(self, watermarks: Mapping[str, int], skip: set[str]) -> tuple[int, _KeyResult]:
         """Move the keys outside the batch that wait for their partition's event time."""
-        futures: dict[str, Future[_KeyResult]] = {}
+        futures: list[tuple[list[str], Future[list[_KeyResult | Exception]]]] = []
+        taken: set[str] = set(skip)
         for tp, watermark in watermarks.items():
             try:
-                due = self.state.due_keys(tp, watermark)
+                due = [
+                    k for k in dict.fromkeys(self.state.due_keys(tp, watermark)) if k not in taken
+                ]
+                states = self.state.load_many(due)
             except Exception:  # they stay due: the next batch moves them
-                log.warning("could not list the due keys of %s", tp, exc_info=True)
+                log.warning("could not list or load the due keys of %s", tp, exc_info=True)
                 continue
-            for key in due:
-                if key not in skip and key not in futures:
-                    futures[key] = self._executor().submit(self._advance_key, key, tp, watermark)
+            taken.update(due)
+            jobs: list[_Job] = [(key, [], states[key]) for key in due]
+            for _, chunk in self._chunks(jobs, dict.fromkeys(due, watermark)):
+                keys = [key for key, _, _ in chunk]
+                future = self._executor().submit(self._advance_chunk, chunk, tp, watermark)
+                futures.append((keys, future))
         totals = _KeyResult()
         moved = 0
-        for key, future in futures.items():
+        for keys, future in futures:
             try:
-                result = future.result()
-            except Exception:  # it stays due: the next batch of its partition retries
-                log.warning("could not move the event time of key %s", key, exc_info=True)
-                continue
-            moved += 1
-            totals = _add(totals, result)
+                outcomes = future.result()
+            except Exception as exc:
+                outcomes = [exc] * len(keys)
+            for key, outcome in zip(keys, outcomes, strict=True):
+                if isinstance(outcome, _KeyResult):
+                    moved += 1
+                    totals = _add(totals, outcome)
+                else:  # it stays due: the next batch of its partition retries
+                    log.warning("could not move the event time of key %s", key, exc_info=outcome)
         return moved, totals
+
+    def _advance_chunk(
+        self, jobs: list[_Job], partition: str, watermark: int
+    ) -> list[_KeyResult | Exception]:
+        """Move due keys to ``watermark`` in shared engines, as :meth:`_run_chunk`; a key
+        that fails or loses a conflict there is moved alone (:meth:`_advance_key`)."""
+        results: list[_KeyResult | Exception | None] = [None] * len(jobs)
+        ready: list[tuple[int, _Work]] = []
+        alone: list[int] = []
+        for index, (key, _, state) in enumerate(jobs):
+            if state.empty:
+                results[index] = _KeyResult()
+                continue
+            try:
+                start = self._start(state)
+            except Exception:
+                alone.append(index)
+                continue
+            if not _is_due(start, state, self.rules.digest, watermark):
+                results[index] = _KeyResult()  # the index was behind
+                continue
+            ready.append((index, self._work(key, state, start, [], [], partition)))
+        for group in _engines(ready):
+            try:
+                outcomes = self._compute([w for _, w in group], watermark)
+            except Exception:
+                alone += [index for index, _ in group]
+                continue
+            for (index, w), outcome in zip(group, outcomes, strict=True):
+                tally = _Tally()
+                try:
+                    self._commit(w, outcome, tally)
+                    results[index] = tally.result()
+                except StateConflict:
+                    tally.conflicts += 1
+                    self._count_conflict()
+                    alone.append(index)
+                except Exception as exc:
+                    results[index] = exc
+        for index in alone:
+            try:
+                results[index] = self._advance_key(jobs[index][0], partition, watermark)
+            except Exception as exc:
+                results[index] = exc
+        return [r if r is not None else DetectorError("not run") for r in results]
 
     def _advance_key(self, key: str, partition: str, watermark: int) -> _KeyResult:
         """Move a key's event time to ``watermark``. A stored state that fails there for
@@ -920,52 +1250,25 @@ class Detector:
         tally = _Tally()
         for _ in range(self.config.max_conflict_retries + 1):
             state = self.state.load(key)
-            if state.snapshot is None:
+            if state.empty:
                 break
-            outputs = _Outputs()
-            stage = "restore"
             try:
-                engine = self._engine(state, outputs)
-                due = engine.next_due
-                if (due is None or due > watermark) and state.rules == self.rules.digest:
+                start = self._start_or_fail(state)
+                if not _is_due(start, state, self.rules.digest, watermark):
                     break  # the index was behind
-                stage = "watermark"
-                alerts = engine.advance_watermark(watermark)
-                stage = "snapshot"
-                snapshot = engine.snapshot()
-                due = engine.next_due
-                save = _NewState(
-                    snapshot=snapshot,
-                    offsets=state.offsets,
-                    rules=self.rules.digest,
-                    due=(partition, due) if due is not None else None,
-                    now_ms=self.clock(),
-                )
-                stage = "state_size"
-                self._check_fits(state, save)
-                stage = "alerts"
-                for alert in alerts:
-                    alert_item(alert, now_ms=0)
-            except _TRANSIENT:
-                raise
-            except Exception as exc:
-                if not self._state_given_up(key, stage, exc):
-                    raise
-                engine = self._engine(attrs.evolve(state, snapshot=None, rules=None), outputs)
-                alerts, due = [], engine.next_due
-                save = _NewState(
-                    snapshot=engine.snapshot(),
-                    offsets=state.offsets,
-                    rules=self.rules.digest,
-                    due=(partition, due) if due is not None else None,
-                    now_ms=self.clock(),
-                )
+                work = self._work(key, state, start, [], [], partition)
+                (outcome,) = self._compute([work], watermark)
+            except _StageFailure as failure:
+                if not self._state_given_up(key, failure.stage, failure.error):
+                    raise DetectorError(
+                        f"key {key}: {failure.stage} failed: {type(failure.error).__name__}: "
+                        f"{failure.error}"
+                    ) from failure.error
+                work = self._work(key, state, _Start(), [], [], partition)
+                (outcome,) = self._compute([work], watermark)
                 tally.resets += 1
-            self._side_outputs(key, [], outputs)
-            tally.emitted += len(alerts)
-            tally.written += self.alerts.put_if_absent(alerts, source=ALERT_SOURCE)
             try:
-                self._store(state, save)
+                self._commit(work, outcome, tally)
             except StateConflict:
                 tally.conflicts += 1
                 self._count_conflict()
@@ -1003,51 +1306,181 @@ class Detector:
         self.state.clear_failures(what)
         return True
 
+    # -- engines and stored states --------------------------------------------------------
+
+    @property
+    def _state_key(self) -> bytes | None:
+        """The state key as bytes, as the engine takes it (a key over 64 bytes is hashed)."""
+        key = self.config.state_key
+        if not key:
+            return None
+        raw = key.encode()
+        return raw if len(raw) <= 64 else hashlib.sha512(raw).digest()
+
     def _engine_options(self, outputs: _Outputs) -> dict[str, Any]:
         return {
             "timestamp": self.config.timestamp_field,
             "event_id": self.config.event_id_field,
             "max_out_of_orderness": self.config.max_out_of_orderness_ms,
+            "auto_watermark": False,  # moved only to the partition's watermark
+            "state_key": self.config.state_key,
             **outputs.options(),
         }
 
-    def _engine(self, state: KeyState, outputs: _Outputs) -> Engine:
-        options = self._engine_options(outputs)
-        current = self.rules
-        if state.snapshot is None:
-            engine = Engine([], **options)
-            apply_definitions(engine, current.definitions)
-            return engine
-        if state.rules == current.digest:
-            return Engine.restore(state.snapshot, [d.rule for d in current.definitions], **options)
-        old = self._rules_of(state.rules)
-        engine = Engine.restore(state.snapshot, [d.rule for d in old], **options)
-        apply_definitions(engine, current.definitions)
+    def _new_engine(
+        self, outputs: _Outputs, definitions: Sequence[RuleDefinition] | None = None
+    ) -> Engine:
+        """An empty engine with ``definitions`` (default: the current rules)."""
+        engine = Engine([], **self._engine_options(outputs))
+        apply_definitions(engine, self.rules.definitions if definitions is None else definitions)
         return engine
 
-    def _side_outputs(self, key: str, items: list[_Item], outputs: _Outputs) -> int:
+    def _keyers(self) -> list[tuple[str, Callable[[Any], Hashable]]]:
+        """The key group and key function of each key group of the current rules."""
+        with self._lock:
+            cached = self._keyers_of.get(self.rules.digest)
+        if cached is None:
+            cached = list(
+                {
+                    key_group(d.rule): d.rule.key_function()
+                    for d in self.rules.definitions
+                    if d.enabled
+                }.items()
+            )
+            with self._lock:
+                self._keyers_of[self.rules.digest] = cached
+        return cached
+
+    def _start_or_fail(self, state: KeyState) -> _Start:
+        """:meth:`_start`, a failure of the data being a :class:`_StageFailure`."""
+        try:
+            return self._start(state)
+        except _TRANSIENT:
+            raise
+        except Exception as exc:
+            raise _StageFailure("restore", exc) from exc
+
+    def _start(self, state: KeyState) -> _Start:
+        """The key's stored state, read, checked and brought to the current rules."""
+        if state.empty:
+            return _Start()
+        if state.state is None:
+            return self._migrate(state)
+        stored = decode_key_state(
+            state.state,
+            key=state.key,
+            rules=state.rules or "",
+            offsets=state.offsets,
+            state_key=self._state_key,
+        )
+        start = _Start(
+            records=[(r.group, record_key(r.key), r.record) for r in stored.records],
+            held=[_Held(h, self._held_payment(h)) for h in stored.held],
+            watermark=stored.watermark,
+            order=stored.order,
+            due=stored.due,
+        )
+        if state.rules != self.rules.digest:
+            return self._convert(start, state.rules)
+        return start
+
+    def _held_payment(self, held: HeldEvent) -> dict[str, Any]:
+        try:
+            payment = decode_payment(held.value, max_bytes=self.config.max_record_bytes)
+        except InvalidRecord as exc:
+            raise SnapshotError(f"a held event cannot be read: {exc.detail}") from None
+        if payment.get(self.config.timestamp_field) != held.ts:
+            raise SnapshotError("a held event's time is not the one stored with it")
+        return payment
+
+    def _convert(self, start: _Start, digest: str | None) -> _Start:
+        """``start`` (records of the rule file ``digest``) brought to the current rules, as
+        the Kafka runner changes a running engine's rules."""
+        engine = self._new_engine(_Outputs(), self._rules_of(digest))
+        _raise_processing_order(engine, start.order)
+        for group, engine_key, record in start.records:
+            engine.import_key(group, engine_key, record)
+        self._to_current_rules(engine)
+        return self._start_of(engine, [(g, k) for g, k, _ in start.records], start)
+
+    def _migrate(self, state: KeyState) -> _Start:
+        """The whole-engine snapshot of an item written by an earlier release, as records."""
+        assert state.snapshot is not None
+        if self._state_key:
+            raise SnapshotError(
+                "the key's stored state is a whole-engine snapshot of an earlier release, "
+                "which is not authenticated: refused while a state key is set"
+            )
+        old = self._rules_of(state.rules)
+        options = {**self._engine_options(_Outputs()), "state_key": None}
+        engine = Engine.restore(state.snapshot, [d.rule for d in old], **options)
+        self._to_current_rules(engine)
+        body = read_blob(engine.snapshot()).body
+        part = body.engine
+        events = part.events
+        held = []
+        for b in sorted(part.buffer, key=lambda b: (b.ts, b.seq)):
+            payment = events[b.event]
+            value = json.dumps(payment, separators=(",", ":"), ensure_ascii=False).encode()
+            stored = HeldEvent(b.ts, value)
+            held.append(_Held(stored, self._held_payment(stored)))
+        watermark = None if part.watermark == MIN_TIMESTAMP else part.watermark
+        start = _Start(held=held, watermark=watermark, order=part.order)
+        return self._start_of(engine, [(s.group, s.key) for s in body.records], start)
+
+    def _to_current_rules(self, engine: Engine) -> None:
+        """Bring ``engine``'s rules to the current rule file, each at the version an engine
+        made from the file has (so that the records it exports can be read by one): a rule
+        whose version differs after the change (replaced, so it holds nothing) is made
+        anew."""
+        current = self.rules.definitions
+        apply_definitions(engine, current)
+        versions = engine.rule_versions()
+        stale = [d.id for d in current if versions.get(d.id) != (d.version or 1)]
+        for rule_id in stale:
+            engine.remove_rule(rule_id)
+        if stale:
+            apply_definitions(engine, current)
+
+    def _start_of(self, engine: Engine, pairs: list[tuple[str, Hashable]], start: _Start) -> _Start:
+        """The records of ``pairs`` in ``engine`` (which runs the current rules), with the
+        held events, clock and order of ``start``."""
+        groups = engine.key_groups()
+        deadlines = _deadlines(engine)
+        records = []
+        due = min((h.stored.ts for h in start.held), default=None)
+        for group, engine_key in dict.fromkeys(pairs):
+            if group not in groups:
+                continue  # no rule is keyed by it any more
+            record = engine.export_key(group, engine_key)
+            if record is not None:
+                records.append((group, engine_key, record))
+                deadline = deadlines((group, engine_key))
+                if deadline is not None:
+                    due = deadline if due is None else min(due, deadline)
+        order = max(start.order, _processing_order(engine))
+        return _Start(records, start.held, start.watermark, order, due, migrated=True)
+
+    def _side_outputs(self, key: str, outcome: _Outcome) -> int:
         """Dead-letter refused and late records (raises if that fails: the key is then
         retried), log the rest; returns how many records were dead-lettered."""
-        origin = {id(i.payment): i.record for i in items}
         dead = 0
-        for refused, error in outputs.refused:
+        for refused, error in outcome.refused:
+            if refused is None:
+                log.warning("a held event of key %s is refused by the rules now: %s", key, error)
+                continue
             if not self._dead_letter(DeadLetter.of_record(refused, "bad_event", error)):
                 raise DetectorError(f"key {key}: could not dead-letter record {refused.where}")
             dead += 1
-        for late in outputs.late:
-            record = origin.get(id(late.event))
-            detail = f"event time {late.timestamp} <= watermark {late.watermark} of key {key}"
-            if record is None:
-                log.warning("late event of key %s: %s", key, detail)
-                continue
+        for record, detail in outcome.late:
             if not self._dead_letter(DeadLetter.of_record(record, "late", detail)):
                 raise DetectorError(f"key {key}: could not dead-letter late record {record.where}")
             dead += 1
-        for failure in outputs.errors:
+        for failure in outcome.errors:
             log.warning(
                 "rule %s: condition raised for key %s: %s", failure.rule_id, key, failure.error
             )
-        for overflow in outputs.overflows:
+        for overflow in outcome.overflows:
             log.warning(
                 "state cap overflow (%s) for key %s, rule %s: dropped %d",
                 overflow.kind,
@@ -1118,6 +1551,103 @@ class Detector:
         if pool is not None:
             pool.shutdown(wait=True)
         self.alerts.close()
+
+
+def _engines(works: list[tuple[int, _Work]]) -> list[list[tuple[int, _Work]]]:
+    """``works`` split into engines: keys whose states could hold the same engine key (a
+    card used by two users, against the rules' assumption) go to different engines, and an
+    engine takes at most :data:`_MAX_ENGINE_EVENTS` events."""
+    members: list[list[tuple[int, _Work]]] = []
+    taken: list[set[tuple[str, Hashable]]] = []
+    sizes: list[int] = []
+    for entry in works:
+        w = entry[1]
+        size = len(w.new) + len(w.start.held)
+        at = next(
+            (
+                i
+                for i in range(len(members))
+                if sizes[i] + size <= _MAX_ENGINE_EVENTS and taken[i].isdisjoint(w.pairs)
+            ),
+            None,
+        )
+        if at is None:
+            at = len(members)
+            members.append([])
+            taken.append(set())
+            sizes.append(0)
+        members[at].append(entry)
+        taken[at].update(w.pairs)
+        sizes[at] += size
+    return members
+
+
+def _is_due(start: _Start, state: KeyState, digest: str, watermark: int) -> bool:
+    """Whether moving the key to ``watermark`` changes its item (for a key the ``timers``
+    index lists: the index may be behind)."""
+    if start.migrated or state.rules != digest:
+        return True
+    return start.due is not None and start.due <= watermark
+
+
+def _held_record(held: HeldEvent) -> KafkaRecord | None:
+    """The record a held event came from, as far as it is known (for its dead letter)."""
+    if held.topic is None or held.partition is None or held.offset is None:
+        return None
+    return KafkaRecord(
+        partition_key=f"{held.topic}-{held.partition}",
+        topic=held.topic,
+        partition=held.partition,
+        offset=held.offset,
+        timestamp=None,
+        key=None,
+        value=held.value,
+    )
+
+
+# -- what the engine does not offer yet -------------------------------------------------------
+#
+# Two things a runtime that moves key records between engines needs, for which
+# fraudcep.Engine has no public call yet; these read its state (fraudcep.state.EngineState)
+# and are the only code here that does:
+#
+# - Processing order. The engine numbers runs and matched events by a clock of its own
+#   (EngineState.order), and a key's runs are compared by it (skip strategies prune the runs
+#   that started before a match's last event). Engine.import_key does not move that clock, so
+#   an engine whose clock is behind the engine that wrote a record would number the key's new
+#   runs below its old ones and prune the wrong runs. The detector keeps the writer's clock in
+#   the item and moves the engine's clock to it before importing.
+# - A key's next timer: the timers index needs each key's next due time, and Engine.next_due
+#   is the engine's, not a key's.
+
+
+def _processing_order(engine: Engine) -> int:
+    """The engine's processing-order clock (see above)."""
+    return int(engine._state.order)
+
+
+def _raise_processing_order(engine: Engine, order: int) -> None:
+    """Move the engine's processing-order clock to at least ``order`` (see above)."""
+    state = engine._state
+    if state.order < order:
+        state.order = order
+
+
+def _deadlines(engine: Engine) -> Callable[[tuple[str, Hashable]], int | None]:
+    """A function of ``(group, key)``: the earliest live timer of that key in ``engine``
+    (see above), None when it has none."""
+    groups = engine._state.groups()
+
+    def deadline(pair: tuple[str, Hashable]) -> int | None:
+        group, key = pair
+        found = None
+        for rs in groups.get(group, ()):
+            ks = rs.keys.get(key)
+            if ks is not None and ks.deadline is not None:
+                found = ks.deadline if found is None else min(found, ks.deadline)
+        return found
+
+    return deadline
 
 
 def _add(a: _KeyResult, b: _KeyResult) -> _KeyResult:
