@@ -140,6 +140,7 @@ _STATE_HEADER: Final = struct.Struct(">8sB16s")
 _KEYED: Final = 1
 _PERSON: Final = b"fraudcep-lambda1"  # BLAKE2b personalization: these digests are no others
 _MAX_KEY_TEXT: Final = 4096
+_PLAIN: Final = frozenset('"\\')  # what a JSON string needs escaped, beside control characters
 
 Time = Annotated[int, msgspec.Meta(ge=MIN_TIMESTAMP, le=MAX_TIMESTAMP)]
 Count = Annotated[int, msgspec.Meta(ge=0, le=1 << 62)]
@@ -198,10 +199,9 @@ def _digest(
     state_key: bytes | None,
 ) -> bytes:
     h = hashlib.blake2b(digest_size=16, key=state_key or b"", person=_PERSON)
-    context = json.dumps([key, rules, sorted(offsets.items())], separators=(",", ":"))
-    encoded = context.encode()
-    h.update(len(encoded).to_bytes(8, "big"))
-    h.update(encoded)
+    context = _ENCODE((key, rules, sorted(offsets.items())))
+    h.update(len(context).to_bytes(8, "big"))
+    h.update(context)
     h.update(body)
     return h.digest()
 
@@ -271,6 +271,11 @@ def decode_key_state(
 def record_key(text: str) -> Hashable:
     """The engine key written as ``text`` in a :class:`StoredRecord` (a JSON string, number,
     boolean or null; anything else is a :class:`SnapshotError`)."""
+    inner = text[1:-1]
+    if len(text) > 1 and text[0] == text[-1] == '"' and _PLAIN.isdisjoint(inner):
+        if inner.isprintable():
+            return inner  # a string without escapes: what user and card ids are
+        raise SnapshotError(f"a stored record's key is not JSON: {text[:80]!r}")
     if text[:1] in ("[", "{"):
         raise SnapshotError(f"a stored record's key is not a plain value: {text[:80]!r}")
     try:
@@ -284,6 +289,8 @@ def record_key(text: str) -> Hashable:
 
 def key_text(key: Any) -> str:
     """An engine key as :class:`StoredRecord` keeps it (the inverse of :func:`record_key`)."""
+    if type(key) is str and key.isascii() and key.isprintable() and _PLAIN.isdisjoint(key):
+        return f'"{key}"'
     if not isinstance(key, str | int | float | bool) and key is not None:
         raise SnapshotError(
             f"an engine key of type {type(key).__name__} cannot be kept in the state table"
@@ -380,14 +387,17 @@ class KeyStateStore:
         rules: str,
         due: tuple[str, int] | None,
         now_ms: int,
+        item: dict[str, Any] | None = None,
     ) -> KeyState:
         """Replace ``previous`` (as loaded) by the new state; :class:`StateConflict` if
         another writer saved the key since, :class:`StateTooLarge` if it does not fit.
 
-        ``due`` is ``(partition, watermark)`` while the key waits for event time."""
-        item = self.state_item(
-            previous, state=state, offsets=offsets, rules=rules, due=due, now_ms=now_ms
-        )
+        ``due`` is ``(partition, watermark)`` while the key waits for event time. ``item``:
+        the item :meth:`state_item` made of the same arguments (checked already)."""
+        if item is None:
+            item = self.state_item(
+                previous, state=state, offsets=offsets, rules=rules, due=due, now_ms=now_ms
+            )
         if previous.version:
             condition = "version = :expected"
             values: dict[str, Any] = {":expected": {"N": str(previous.version)}}
@@ -434,7 +444,12 @@ class KeyStateStore:
         if due is not None:
             item["timer_partition"] = {"S": due[0]}
             item["next_due"] = {"N": str(due[1])}
-        size = item_size(item)
+        # a bound first (the attributes beside the state and the offsets are numbers and
+        # short names): the exact count only for items that might not fit
+        bound = len(state) + len(previous.key.encode()) + len(rules.encode()) + 512
+        bound += sum(len(tp.encode()) + 32 for tp in offsets)
+        bound += len(due[0].encode()) if due else 0
+        size = bound if bound <= MAX_ITEM_BYTES else item_size(item)
         if size > MAX_ITEM_BYTES:
             raise StateTooLarge(
                 f"key {previous.key}: its state takes {size} bytes, over DynamoDB's item "

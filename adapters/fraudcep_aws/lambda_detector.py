@@ -515,7 +515,7 @@ class _Tally:
         )
 
 
-@attrs.frozen
+@attrs.define
 class _NewState:
     """A key's state to be saved (see :meth:`KeyStateStore.save`)."""
 
@@ -524,6 +524,8 @@ class _NewState:
     rules: str
     due: tuple[str, int] | None
     now_ms: int
+    item: dict[str, Any] | None = None
+    """The item, once :meth:`Detector._check_fits` has made it."""
 
 
 @attrs.define(eq=False)
@@ -1141,8 +1143,9 @@ class Detector:
         return failure.stage, new[0], failure.error
 
     def _check_fits(self, state: KeyState, new: _NewState) -> None:
-        """Raise :class:`StateTooLarge` if ``new`` would not fit in the state table."""
-        self.state.state_item(
+        """Raise :class:`StateTooLarge` if ``new`` would not fit in the state table (the item
+        made is kept for the save)."""
+        new.item = self.state.state_item(
             state,
             state=new.state,
             offsets=new.offsets,
@@ -1160,6 +1163,7 @@ class Detector:
             rules=new.rules,
             due=new.due,
             now_ms=new.now_ms,
+            item=new.item,
         )
 
     # -- keys moved by their partition's event time ---------------------------------------
