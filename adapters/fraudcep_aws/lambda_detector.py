@@ -958,6 +958,10 @@ class Detector:
             for overflow in outputs.overflows:
                 index = owner.get((groups_of.get(overflow.rule_id or "", ""), overflow.key), 0)
                 outcomes[index].overflows.append(overflow)
+            for event in outputs.late:  # cannot happen: the engine moves only at the end
+                log.error(
+                    "an engine found an event late (%d <= %d)", event.timestamp, event.watermark
+                )
             stage = "alerts"
             for alert in alerts:
                 alert_item(alert, now_ms=0)
