@@ -667,9 +667,10 @@ def decode_key_record(
     rules: Mapping[str, RuleState],
     *,
     state_key: bytes | None = None,
-) -> tuple[dict[str, KeyState], dict[str, int]]:
+) -> tuple[dict[str, KeyState], dict[str, int], int]:
     """A standalone record (:func:`encode_key_record`) of a key of one key group, whose rules
-    in force ``rules`` maps by id: the key's state per rule id, and each rule's timer tie."""
+    in force ``rules`` maps by id: the key's state per rule id, each rule's timer tie, and the
+    highest processing order in it (an engine taking the key over must be past it)."""
     if not isinstance(data, bytes):
         data = bytes(data)
     if len(data) < _RECORD_HEADER.size or data[:8] != RECORD_MAGIC:
@@ -688,7 +689,7 @@ def decode_key_record(
 
 def _key_states(
     record: _KeyRecord, rules: Mapping[str, RuleState], where: object
-) -> tuple[dict[str, KeyState], dict[str, int]]:
+) -> tuple[dict[str, KeyState], dict[str, int], int]:
     """The key states a record holds, each checked (indices, rules in force, timers).
 
     Written as one function over local variables: it runs once per key on every restore."""
@@ -749,7 +750,17 @@ def _key_states(
         states[rule_id] = ks
     if not states:
         raise SnapshotError(f"{where} holds no rule's state")
-    return states, ties
+    return states, ties, _latest_order(record)
+
+
+def _latest_order(record: _KeyRecord) -> int:
+    """The highest processing order the record's runs and matched events carry."""
+    latest = max((n.seq for n in record.nodes), default=0)
+    for entry in record.rules:
+        for run in (*entry.partial, *entry.completed):
+            if run.order != NOT_STARTED and run.order > latest:
+                latest = run.order
+    return latest
 
 
 # -- compaction --------------------------------------------------------------------------------
@@ -836,7 +847,7 @@ def _restore_state(
         rules_of_group = by_id.get(group)
         if rules_of_group is None:
             raise SnapshotError(f"{where} belongs to no rule in force")
-        key_states, key_ties = _key_states(record, rules_of_group, where)
+        key_states, key_ties, _ = _key_states(record, rules_of_group, where)
         for rule_id, ks in key_states.items():
             rs = rules_of_group[rule_id]
             rs.keys[key] = ks

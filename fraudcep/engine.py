@@ -503,10 +503,14 @@ class Engine:
         self._check_not_feeding()
         rules = self._group(group)
         states: dict[str, KeyState] = {}
+        state = self._state
         if record is not None:
             by_id = self._group_rules[group]
-            states, _ = decode_key_record(record, by_id, state_key=self._state_key)
-        state = self._state
+            states, _, latest = decode_key_record(record, by_id, state_key=self._state_key)
+            # runs are ordered by processing order: the key's new runs must come after its
+            # old ones, whichever engine numbered those
+            if latest > state.order:
+                state.order = latest
         for rs in rules:
             ks = states.get(rs.rule.id)
             rs.timers.pop(key, None)
@@ -520,6 +524,23 @@ class Engine:
                 state.timer_tie += 1
                 rs.timers[key] = state.timer_tie
                 heapq.heappush(state.timers, (ks.deadline, state.timer_tie, rs, key))
+
+    def key_due(self, group: str, key: Hashable) -> int | None:
+        """The earliest event time at which one of ``key``'s windows in ``group`` closes (its
+        next timer), None when it has none: what a runtime keeping records per key indexes to
+        wake the key when its partition's watermark passes."""
+        due = None
+        for rs in self._group(group):
+            ks = rs.keys.get(key)
+            if ks is not None and ks.deadline is not None and (due is None or ks.deadline < due):
+                due = ks.deadline
+        return due
+
+    @property
+    def processing_order(self) -> int:
+        """The clock that numbers processed events (and orders partial matches by their
+        start); :meth:`import_key` moves it past a record's."""
+        return self._state.order
 
     def _group(self, group: str) -> list[RuleState]:
         rules = self._groups.get(group)

@@ -336,3 +336,37 @@ def test_compacting_a_chain_gives_a_base_that_later_deltas_follow() -> None:
     )
     with pytest.raises(SnapshotError, match="does not follow"):
         compact(base, deltas[1:], state_key=b"k")
+
+
+def test_an_engine_taking_a_key_over_numbers_its_runs_after_the_records() -> None:
+    """Skip strategies compare runs by processing order: an engine that imports a key whose
+    runs another engine numbered must number the key's new runs after them (the default
+    rules, seven payments over 2000 by one user: (p1,p2,p3) and (p4,p5,p6), as one engine)."""
+    from fraudcep.rulespec import load_rules
+    from fraudcep.rules_catalog import DEFAULT_RULES_FILE
+
+    rules = [d.rule for d in load_rules(Path(DEFAULT_RULES_FILE).read_text())]
+    payments = [
+        {"payment_id": f"p{i}", "user_id": "u", "card_id": f"c{i}", "merchant": "m",
+         "country": "DE", "amount": 5000, "currency": "EUR", "status": "approved",
+         "ts": 1_000 * i}
+        for i in range(1, 8)
+    ]  # fmt: skip
+
+    def matched(alerts: list[Any]) -> list[tuple[str, ...]]:
+        return [tuple(e["payment_id"] for evs in a.events.values() for e in evs) for a in alerts]
+
+    one = Engine(rules, timestamp="ts")
+    whole = matched(one.process_many(payments) + one.flush())
+    first = Engine(rules, timestamp="ts")
+    head = first.process_many(payments[:4])
+    first.advance_watermark(payments[3]["ts"])
+    group = next(g for g, ids in first.key_groups().items() if "high-value-3-in-5m" in ids)
+    second = Engine(rules, timestamp="ts")
+    for g in first.key_groups():
+        second.import_key(g, "u", first.export_key(g, "u"))
+    assert second.processing_order >= first.processing_order - 1
+    assert second.key_due(group, "u") == first.key_due(group, "u")
+    second.advance_watermark(payments[3]["ts"])
+    tail = second.process_many(payments[4:]) + second.flush()
+    assert matched(head) + matched(tail) == whole

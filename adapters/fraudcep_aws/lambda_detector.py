@@ -866,7 +866,6 @@ class Detector:
                 for pair in w.pairs:
                     if owner.setdefault(pair, index) != index:
                         raise DetectorError(f"two keys of one engine share {pair!r:.100}")
-            _raise_processing_order(engine, max(w.start.order for w in works))
             for w in works:
                 for group, engine_key, record in w.start.records:
                     engine.import_key(group, engine_key, record)
@@ -915,7 +914,7 @@ class Detector:
             for alert in alerts:
                 mine_alerts[owner[(groups_of[alert.rule_id], alert.key)]].append(alert)
             stage = "snapshot"
-            order = _processing_order(engine)
+            order = engine.processing_order
             deadlines = _deadlines(engine)
             digest = self.rules.digest
             outcomes = []
@@ -1405,7 +1404,6 @@ class Detector:
         """``start`` (records of the rule file ``digest``) brought to the current rules, as
         the Kafka runner changes a running engine's rules."""
         engine = self._new_engine(_Outputs(), self._rules_of(digest))
-        _raise_processing_order(engine, start.order)
         for group, engine_key, record in start.records:
             engine.import_key(group, engine_key, record)
         self._to_current_rules(engine)
@@ -1466,7 +1464,7 @@ class Detector:
                 deadline = deadlines((group, engine_key))
                 if deadline is not None:
                     due = deadline if due is None else min(due, deadline)
-        order = max(start.order, _processing_order(engine))
+        order = max(start.order, engine.processing_order)
         return _Start(records, start.held, start.watermark, order, due, migrated=True)
 
     def _side_outputs(self, key: str, outcome: _Outcome) -> int:
@@ -1613,49 +1611,9 @@ def _held_record(held: HeldEvent) -> KafkaRecord | None:
     )
 
 
-# -- what the engine does not offer yet -------------------------------------------------------
-#
-# Two things a runtime that moves key records between engines needs, for which
-# fraudcep.Engine has no public call yet; these read its state (fraudcep.state.EngineState)
-# and are the only code here that does:
-#
-# - Processing order. The engine numbers runs and matched events by a clock of its own
-#   (EngineState.order), and a key's runs are compared by it (skip strategies prune the runs
-#   that started before a match's last event). Engine.import_key does not move that clock, so
-#   an engine whose clock is behind the engine that wrote a record would number the key's new
-#   runs below its old ones and prune the wrong runs. The detector keeps the writer's clock in
-#   the item and moves the engine's clock to it before importing.
-# - A key's next timer: the timers index needs each key's next due time, and Engine.next_due
-#   is the engine's, not a key's.
-
-
-def _processing_order(engine: Engine) -> int:
-    """The engine's processing-order clock (see above)."""
-    return int(engine._state.order)
-
-
-def _raise_processing_order(engine: Engine, order: int) -> None:
-    """Move the engine's processing-order clock to at least ``order`` (see above)."""
-    state = engine._state
-    if state.order < order:
-        state.order = order
-
-
 def _deadlines(engine: Engine) -> Callable[[tuple[str, Hashable]], int | None]:
-    """A function of ``(group, key)``: the earliest live timer of that key in ``engine``
-    (see above), None when it has none."""
-    groups = engine._state.groups()
-
-    def deadline(pair: tuple[str, Hashable]) -> int | None:
-        group, key = pair
-        found = None
-        for rs in groups.get(group, ()):
-            ks = rs.keys.get(key)
-            if ks is not None and ks.deadline is not None:
-                found = ks.deadline if found is None else min(found, ks.deadline)
-        return found
-
-    return deadline
+    """A function of ``(group, key)``: the key's next timer in ``engine`` (None: none)."""
+    return lambda pair: engine.key_due(*pair)
 
 
 def _add(a: _KeyResult, b: _KeyResult) -> _KeyResult:
