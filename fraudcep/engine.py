@@ -5,7 +5,9 @@ their timestamp, then fed in timestamp order (equal timestamps in arrival order)
 each rule keeping one :class:`~fraudcep.nfa.KeyState` per key. Time is advanced per key before
 the key sees an event of a later timestamp, and timers fire at the watermark for keys whose
 windows expire, so timeouts, pending ``not_followed_by`` matches and skip-held matches come out
-exactly when Flink would emit them.
+when their windows close. Flink sets timers for fewer windows (none for PREVIOUS_AND_CURRENT
+ones), so for such windows it can emit later, and then sometimes another match: see
+``docs/semantics.md``, deliberate difference (a).
 """
 
 from __future__ import annotations
