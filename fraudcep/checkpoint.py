@@ -1,12 +1,26 @@
 """Checkpoints: one input partition's engine state at an input offset, as bytes.
 
 A checkpoint holds an engine snapshot, the rules it was taken with and the input offset it
-covers (every record below ``offset`` is in the state, none at or above it). The runner
-writes a checkpoint *before* the Kafka transaction that references it in the committed
-offset's metadata; a checkpoint no commit references is an orphan and is pruned later.
-Stores only need to put, get and delete whole objects, so a directory and an S3 prefix
-fit the same :class:`CheckpointStore` protocol (the stores themselves live in the adapters:
-the core does no I/O). See ``docs/kafka.md``.
+covers (every record below ``offset`` is in the state, none at or above it). Its snapshot is
+either **full** or a **delta** (``Engine.snapshot_delta()``: the keys changed since the
+checkpoint before it), so a partition's checkpoints form chains: a full checkpoint (the
+*base*) and the deltas after it, each delta naming its ``parent`` (the checkpoint it
+follows) and its ``base``. A full checkpoint that :func:`fraudcep.codec.compact` made of a
+chain names as its ``parent`` the last checkpoint it merges: it holds that one's state at
+that one's offset, so the deltas after that one follow it too, and a chain walked back from
+a delta stops there (:func:`load_chain`).
+
+The runner writes a checkpoint *before* the Kafka transaction that references it in the
+committed offset's metadata; a checkpoint no commit references is an orphan and is pruned
+later. Stores only need to put, get and delete whole objects, so a directory and an S3
+prefix fit the same :class:`CheckpointStore` protocol (the stores themselves live in the
+adapters: the core does no I/O). See ``docs/kafka.md``.
+
+Layout, format 2: ``FCEPCKPT`` (8 bytes), format version (u16, 2), flags (u8: 1 = keyed),
+metadata length (u32), digest (32 bytes), JSON metadata, snapshot. The digest is BLAKE2b-256
+over everything else, header included; with a state key (``FRAUDCEP_STATE_KEY``) it is keyed,
+a MAC: a checkpoint written without the key is refused, and so is an unkeyed one when a key
+is given. Format 1 (no flags, SHA-256, no chain fields: a full checkpoint) is still read.
 """
 
 from __future__ import annotations
@@ -16,6 +30,7 @@ import json
 import re
 import struct
 import uuid
+from collections.abc import Collection
 from typing import Any, Final, Protocol
 
 import attrs
@@ -24,8 +39,14 @@ from fraudcep.errors import FraudcepError
 from fraudcep.plugins import load_plugin
 
 MAGIC = b"FCEPCKPT"
-FORMAT_VERSION = 1
-_HEADER = struct.Struct(">8sHI32s")  # magic, version, meta length, sha256 (see _digest)
+FORMAT_VERSION = 2
+"""The format written; versions 1 and 2 are read."""
+_PREFIX = struct.Struct(">8sH")  # magic, version: how every format starts
+_HEADER_V1 = struct.Struct(">8sHI32s")  # magic, version, meta length, SHA-256
+_HEADER = struct.Struct(">8sHBI32s")  # magic, version, flags, meta length, BLAKE2b-256
+_KEYED = 1
+FULL: Final = "full"
+DELTA: Final = "delta"
 ID_PATTERN = re.compile(r"([0-9]{20})-([0-9a-f]{12})")
 """A checkpoint id (use ``fullmatch``): the offset it was made for, 20 digits, and a random
 part."""
@@ -43,7 +64,10 @@ MAX_RULES_CHARS: Final = 16 * 1024 * 1024
 MAX_METADATA_BYTES: Final = 12 * MAX_RULES_CHARS + 4096
 """Of the JSON metadata: the rule file is most of it, and JSON escapes a character outside
 ASCII in up to 12 bytes."""
-METADATA_FIELDS: Final = ("group", "topic", "partition", "offset", "checkpoint_id", "rules")
+MAX_CHAIN: Final = 10_000
+"""Deltas :func:`load_chain` follows at most from a checkpoint to its base."""
+METADATA_FIELDS_V1: Final = ("group", "topic", "partition", "offset", "checkpoint_id", "rules")
+METADATA_FIELDS: Final = (*METADATA_FIELDS_V1, "kind", "parent", "base")
 # Strings and the brackets outside them: enough to measure nesting without parsing.
 _JSON_TOKEN = re.compile(r'"(?:[^"\\]++|\\.)*+"|[\[\]{}]', re.DOTALL)
 
@@ -54,25 +78,38 @@ class CheckpointError(FraudcepError):
 
 @attrs.frozen
 class Checkpoint:
-    """One partition's engine state at an input offset."""
+    """One partition's engine state at an input offset: a full snapshot or a delta."""
 
     group: str
     topic: str
     partition: int
     offset: int
-    """The next input offset to process: every record below it is in ``snapshot``."""
+    """The next input offset to process: every record below it is in the state."""
     snapshot: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
     rules: str
     """The rule file (YAML) the snapshot was taken with: restore needs the same rules."""
     checkpoint_id: str = attrs.Factory(lambda self: new_id(self.offset), takes_self=True)
+    kind: str = FULL
+    """:data:`FULL` or :data:`DELTA` (the snapshot is ``snapshot_delta()``'s)."""
+    parent: str | None = None
+    """A delta: the checkpoint it follows. A full checkpoint made by compacting a chain: the
+    last checkpoint it merges (whose state and offset it has). Otherwise None."""
+    base: str | None = None
+    """A delta: the full checkpoint its chain starts from. A full checkpoint: None."""
 
-    def to_bytes(self) -> bytes:
-        """The checkpoint as stored; :class:`CheckpointError` if a field is one that
-        :meth:`from_bytes` would refuse (nothing unreadable is ever written)."""
+    @property
+    def stands_for(self) -> str:
+        """The checkpoint whose state this one holds: itself, or, for a compacted base, the
+        last checkpoint it merges. A chain walked back from a delta ends there."""
+        return self.parent if self.kind == FULL and self.parent else self.checkpoint_id
+
+    def to_bytes(self, *, state_key: str | bytes | None = None) -> bytes:
+        """The checkpoint as stored (authenticated with ``state_key`` if given);
+        :class:`CheckpointError` if a field is one that :meth:`from_bytes` would refuse
+        (nothing unreadable is ever written)."""
         check_metadata(self.metadata(), source="checkpoint")
         meta = json.dumps(self.metadata(), separators=(",", ":")).encode()
-        digest = _digest(len(meta), meta + self.snapshot)
-        return _HEADER.pack(MAGIC, FORMAT_VERSION, len(meta), digest) + meta + self.snapshot
+        return frame(meta, self.snapshot, state_key=state_key)
 
     def metadata(self) -> dict[str, Any]:
         """The fields stored as the checkpoint's JSON metadata."""
@@ -83,25 +120,64 @@ class Checkpoint:
             "offset": self.offset,
             "checkpoint_id": self.checkpoint_id,
             "rules": self.rules,
+            "kind": self.kind,
+            "parent": self.parent,
+            "base": self.base,
         }
 
     @classmethod
-    def from_bytes(cls, blob: bytes, *, source: str = "checkpoint") -> Checkpoint:
+    def from_bytes(
+        cls, blob: bytes, *, source: str = "checkpoint", state_key: str | bytes | None = None
+    ) -> Checkpoint:
         """The checkpoint in ``blob``; :class:`CheckpointError` naming ``source`` (and the
-        field, for bad metadata) when it is not a whole, valid checkpoint."""
-        if len(blob) < _HEADER.size:
-            raise CheckpointError(f"{source}: truncated ({len(blob)} bytes)")
-        magic, version, meta_len, digest = _HEADER.unpack_from(blob)
+        field, for bad metadata) when it is not a whole, valid checkpoint, or not
+        authenticated with ``state_key`` (when one is given; none may be given for one
+        that is)."""
+        view = memoryview(blob)
+        if len(view) < _PREFIX.size:
+            raise CheckpointError(f"{source}: truncated ({len(view)} bytes)")
+        magic, version = _PREFIX.unpack_from(view)
         if magic != MAGIC:
             raise CheckpointError(f"{source}: not a fraudcep checkpoint")
-        if version != FORMAT_VERSION:
+        key = mac_key(state_key)
+        if version == 1:
+            if len(view) < _HEADER_V1.size:
+                raise CheckpointError(f"{source}: truncated ({len(view)} bytes)")
+            _, _, meta_len, digest = _HEADER_V1.unpack_from(view)
+            body = view[_HEADER_V1.size :]
+            if len(body) < meta_len or _digest_v1(meta_len, body) != digest:
+                raise CheckpointError(f"{source}: checksum mismatch (corrupt or truncated)")
+            if key is not None:
+                raise CheckpointError(
+                    f"{source}: a format-1 checkpoint is not authenticated, but a state key "
+                    "was given: refused, since anyone could have written it"
+                )
+        elif version == FORMAT_VERSION:
+            if len(view) < _HEADER.size:
+                raise CheckpointError(f"{source}: truncated ({len(view)} bytes)")
+            _, _, flags, meta_len, digest = _HEADER.unpack_from(view)
+            if flags & ~_KEYED:
+                raise CheckpointError(f"{source}: corrupt header (flags {flags})")
+            if flags & _KEYED and key is None:
+                raise CheckpointError(
+                    f"{source}: authenticated with a state key (FRAUDCEP_STATE_KEY), none was given"
+                )
+            if key is not None and not flags & _KEYED:
+                raise CheckpointError(
+                    f"{source}: not authenticated, but a state key was given: refused, since "
+                    "anyone could have written it"
+                )
+            body = view[_HEADER.size :]
+            if len(body) < meta_len or _digest(flags, meta_len, body, key) != digest:
+                raise CheckpointError(
+                    f"{source}: checksum mismatch (corrupt or truncated"
+                    + (", or written with another state key)" if key else ")")
+                )
+        else:
             raise CheckpointError(
-                f"{source}: format version {version}, this fraudcep reads {FORMAT_VERSION}"
+                f"{source}: format version {version}, this fraudcep reads 1 and {FORMAT_VERSION}"
             )
-        body = blob[_HEADER.size :]
-        if len(body) < meta_len or _digest(meta_len, body) != digest:
-            raise CheckpointError(f"{source}: checksum mismatch (corrupt or truncated)")
-        meta = read_metadata(bytes(body[:meta_len]), source=source)
+        meta = read_metadata(bytes(body[:meta_len]), source=source, version=version)
         return cls(
             group=meta["group"],
             topic=meta["topic"],
@@ -110,11 +186,49 @@ class Checkpoint:
             snapshot=bytes(body[meta_len:]),
             rules=meta["rules"],
             checkpoint_id=meta["checkpoint_id"],
+            kind=meta.get("kind", FULL),
+            parent=meta.get("parent"),
+            base=meta.get("base"),
         )
 
 
-def read_metadata(meta: bytes, *, source: str = "checkpoint") -> dict[str, Any]:
-    """The checkpoint metadata in ``meta`` (UTF-8 JSON), checked by :func:`check_metadata`.
+def frame(
+    meta: bytes,
+    snapshot: bytes,
+    *,
+    state_key: str | bytes | None = None,
+    version: int = FORMAT_VERSION,
+) -> bytes:
+    """A checkpoint's bytes: header and digest around the JSON ``meta`` and ``snapshot``,
+    checked by nobody (:meth:`Checkpoint.to_bytes` checks the metadata first). ``version``
+    1 writes the old format (no state key), for tests of reading it."""
+    if version == 1:
+        if state_key:
+            raise CheckpointError("format 1 has no state key")
+        header = _HEADER_V1.pack(MAGIC, 1, len(meta), _digest_v1(len(meta), meta + snapshot))
+        return header + meta + snapshot
+    key = mac_key(state_key)
+    flags = _KEYED if key is not None else 0
+    mac = _mac(flags, len(meta), key)
+    mac.update(meta)
+    mac.update(snapshot)
+    return _HEADER.pack(MAGIC, FORMAT_VERSION, flags, len(meta), mac.digest()) + meta + snapshot
+
+
+def mac_key(state_key: str | bytes | None) -> bytes | None:
+    """The BLAKE2b key of a state key, as the engine takes it: text as UTF-8, and a key of
+    more than 64 bytes hashed to 64 (None or empty: no key)."""
+    if state_key is None or state_key in (b"", ""):
+        return None
+    value = state_key.encode() if isinstance(state_key, str) else bytes(state_key)
+    return value if len(value) <= 64 else hashlib.sha512(value).digest()
+
+
+def read_metadata(
+    meta: bytes, *, source: str = "checkpoint", version: int = FORMAT_VERSION
+) -> dict[str, Any]:
+    """The checkpoint metadata in ``meta`` (UTF-8 JSON), checked by :func:`check_metadata`
+    (the fields of format ``version``).
 
     Anything else is a :class:`CheckpointError` naming ``source``: bytes that are not UTF-8
     or not JSON, nesting (the metadata is one flat object; nesting is measured before
@@ -137,20 +251,25 @@ def read_metadata(meta: bytes, *, source: str = "checkpoint") -> dict[str, Any]:
         data = json.loads(text, parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as exc:
         raise CheckpointError(f"{source}: bad metadata: not JSON ({exc})") from None
-    check_metadata(data, source=source)
+    check_metadata(data, source=source, version=version)
     return dict(data)
 
 
-def check_metadata(meta: Any, *, source: str = "checkpoint") -> None:
+def check_metadata(meta: Any, *, source: str = "checkpoint", version: int = FORMAT_VERSION) -> None:
     """Raise :class:`CheckpointError` naming the first field of ``meta`` that is missing,
     unknown, of the wrong type (a boolean is no integer, a float no partition) or out of
-    range; see the ``MAX_*`` limits of this module."""
+    range; see the ``MAX_*`` limits of this module. Format 2's chain fields: ``kind`` is
+    ``"full"`` or ``"delta"``; ``parent`` and ``base`` are null or ids made for an offset no
+    later than the checkpoint's own (other than its own id); a delta has both, its base no
+    later than its parent; a full checkpoint has no base, and a parent (it was compacted)
+    only at its own offset."""
     if not isinstance(meta, dict):
         raise CheckpointError(f"{source}: bad metadata: {_kind(meta)}, not an object")
-    for name in METADATA_FIELDS:
+    names = METADATA_FIELDS_V1 if version == 1 else METADATA_FIELDS
+    for name in names:
         if name not in meta:
             raise CheckpointError(f"{source}: bad metadata: field {name!r} is missing")
-    unknown = sorted(str(k) for k in meta if k not in METADATA_FIELDS)
+    unknown = sorted(str(k) for k in meta if k not in names)
     if unknown:
         raise CheckpointError(f"{source}: bad metadata: unknown field(s) {', '.join(unknown)}")
 
@@ -179,10 +298,11 @@ def check_metadata(meta: Any, *, source: str = "checkpoint") -> None:
     m = ID_PATTERN.fullmatch(checkpoint_id)
     if m is None:
         raise bad("checkpoint_id", f"is {checkpoint_id[:80]!r}, not a checkpoint id")
-    if int(m.group(1)) != meta["offset"]:
+    offset = meta["offset"]
+    if int(m.group(1)) != offset:
         raise bad(
             "checkpoint_id",
-            f"is {checkpoint_id!r}, made for offset {int(m.group(1))}, not {meta['offset']}",
+            f"is {checkpoint_id!r}, made for offset {int(m.group(1))}, not {offset}",
         )
     rules = meta["rules"]
     if not isinstance(rules, str):
@@ -193,6 +313,42 @@ def check_metadata(meta: Any, *, source: str = "checkpoint") -> None:
         rules.encode("utf-8")
     except UnicodeEncodeError:
         raise bad("rules", "holds an unpaired surrogate (not text)") from None
+    if version == 1:
+        return
+    kind = meta["kind"]
+    if kind not in (FULL, DELTA) or not isinstance(kind, str):
+        shown = repr(kind[:80]) if isinstance(kind, str) else _kind(kind)
+        raise bad("kind", f"is {shown}: expected 'full' or 'delta'")
+    links: dict[str, int] = {}
+    for name in ("parent", "base"):
+        value = meta[name]
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise bad(name, f"is {_kind(value)}, not a string or null")
+        link = ID_PATTERN.fullmatch(value)
+        if link is None:
+            raise bad(name, f"is {value[:80]!r}, not a checkpoint id")
+        if value == checkpoint_id:
+            raise bad(name, "names the checkpoint itself")
+        links[name] = int(link.group(1))
+        if links[name] > offset:
+            raise bad(name, f"is {value!r}, made for offset {links[name]}, after {offset}")
+    if kind == DELTA:
+        for name in ("parent", "base"):
+            if name not in links:
+                raise bad(name, "is null, but a delta follows a checkpoint of its chain")
+        if links["base"] > links["parent"]:
+            raise bad("base", f"is made for offset {links['base']}, after its parent's")
+    else:
+        if "base" in links:
+            raise bad("base", "is set, but a full checkpoint starts its own chain")
+        if "parent" in links and links["parent"] != offset:
+            raise bad(
+                "parent",
+                f"is made for offset {links['parent']}: a compacted checkpoint has its "
+                f"parent's offset ({offset})",
+            )
 
 
 def _kind(value: Any) -> str:
@@ -231,10 +387,25 @@ def _nesting(text: str) -> int:
     return deepest
 
 
-def _digest(meta_len: int, body: bytes) -> bytes:
-    """SHA-256 over the header fields before it (the metadata length included) and the body."""
-    prefix = _HEADER.pack(MAGIC, FORMAT_VERSION, meta_len, b"")[: _HEADER.size - 32]
-    return hashlib.sha256(prefix + body).digest()
+def _digest_v1(meta_len: int, body: bytes | memoryview) -> bytes:
+    """Format 1: SHA-256 over the header fields before it and the body."""
+    prefix = _HEADER_V1.pack(MAGIC, 1, meta_len, b"")[: _HEADER_V1.size - 32]
+    digest = hashlib.sha256(prefix)
+    digest.update(body)
+    return digest.digest()
+
+
+def _mac(flags: int, meta_len: int, key: bytes | None) -> Any:
+    prefix = _HEADER.pack(MAGIC, FORMAT_VERSION, flags, meta_len, b"")[: _HEADER.size - 32]
+    return hashlib.blake2b(prefix, digest_size=32, key=key or b"")
+
+
+def _digest(flags: int, meta_len: int, body: memoryview, key: bytes | None) -> bytes:
+    """Format 2: BLAKE2b-256 (keyed with the state key, if any) over the header fields before
+    it and the body."""
+    mac = _mac(flags, meta_len, key)
+    mac.update(body)
+    return bytes(mac.digest())
 
 
 def new_id(offset: int) -> str:
@@ -258,19 +429,103 @@ def check_name(kind: str, name: str) -> str:
 
 
 class CheckpointStore(Protocol):
-    """Where checkpoints live. Writes must be atomic: a reader sees all of one or nothing."""
+    """Where checkpoints live. Writes must be atomic: a reader sees all of one or nothing.
 
-    def save(self, checkpoint: Checkpoint) -> None:
-        """Store ``checkpoint`` durably before returning."""
+    A failure of the store itself (a disk, the network, permissions) is an :class:`OSError`;
+    a checkpoint that is missing, damaged or not what was asked for is a
+    :class:`CheckpointError`."""
 
-    def load(self, group: str, topic: str, partition: int, checkpoint_id: str) -> Checkpoint:
-        """The checkpoint with that id; :class:`CheckpointError` when it is missing."""
+    def save(self, checkpoint: Checkpoint, *, state_key: str | bytes | None = None) -> None:
+        """Store ``checkpoint`` (authenticated with ``state_key``) durably before returning."""
 
-    def prune(self, group: str, topic: str, partition: int, before_offset: int) -> int:
-        """Delete the partition's checkpoints made for offsets below ``before_offset``."""
+    def load(
+        self,
+        group: str,
+        topic: str,
+        partition: int,
+        checkpoint_id: str,
+        *,
+        state_key: str | bytes | None = None,
+    ) -> Checkpoint:
+        """The checkpoint with that id, checked with ``state_key``; :class:`CheckpointError`
+        when it is missing or is not that partition's checkpoint of that id."""
+
+    def prune(
+        self,
+        group: str,
+        topic: str,
+        partition: int,
+        before_offset: int,
+        *,
+        also: Collection[str] = (),
+    ) -> int:
+        """Delete the partition's checkpoints made for offsets below ``before_offset`` and
+        those whose ids are in ``also``; returns how many went."""
 
     def describe(self) -> str:
         """Where the store keeps checkpoints, for logs."""
+
+
+def load_chain(
+    store: CheckpointStore,
+    group: str,
+    topic: str,
+    partition: int,
+    checkpoint_id: str,
+    *,
+    state_key: str | bytes | None = None,
+    max_length: int = MAX_CHAIN,
+) -> list[Checkpoint]:
+    """The checkpoints a restore of ``checkpoint_id`` takes, base first: the checkpoint
+    itself if it is full; for a delta its base, then the deltas from the one after the
+    checkpoint the base stands for (:attr:`Checkpoint.stands_for`) to ``checkpoint_id``,
+    found by following ``parent`` back. ``Engine.restore(chain[0].snapshot, rules,
+    deltas=[c.snapshot for c in chain[1:]])`` with the rules of ``chain[-1]`` rebuilds the
+    state (it checks again, by the snapshots' own ids, that each delta follows the one
+    before it).
+
+    A checkpoint of the chain that is missing, unreadable or does not fit (a base that is a
+    delta, a full checkpoint among the deltas, a walk that passes its base, a cycle, more
+    than ``max_length`` deltas) is a :class:`CheckpointError`; a failing store an
+    :class:`OSError`."""
+    where = f"checkpoint {checkpoint_id}"
+
+    def load(one: str) -> Checkpoint:
+        return store.load(group, topic, partition, one, state_key=state_key)
+
+    top = load(checkpoint_id)
+    if top.kind == FULL:
+        return [top]
+    assert top.base is not None and top.parent is not None  # checked with the metadata
+    base = load(top.base)
+    if base.kind != FULL:
+        raise CheckpointError(f"{where}: its base {top.base} is a delta, not a full checkpoint")
+    stop = base.stands_for
+    floor = id_offset(stop)
+    deltas = [top]
+    seen = {checkpoint_id}
+    parent = top.parent
+    while parent != stop:
+        if len(deltas) >= max_length:
+            raise CheckpointError(f"{where}: its chain is longer than {max_length} deltas")
+        if id_offset(parent) < floor:
+            raise CheckpointError(
+                f"{where}: its chain passes offset {floor} without reaching {stop}, the "
+                f"checkpoint its base {top.base} holds"
+            )
+        if parent in seen:
+            raise CheckpointError(f"{where}: its chain comes back to {parent}")
+        link = load(parent)
+        if link.kind != DELTA:
+            raise CheckpointError(
+                f"{where}: {parent} in its chain is a full checkpoint, not a delta (its base "
+                f"is {top.base})"
+            )
+        seen.add(parent)
+        deltas.append(link)
+        assert link.parent is not None
+        parent = link.parent
+    return [base, *reversed(deltas)]
 
 
 STORES_GROUP = "fraudcep.checkpoint_stores"

@@ -1,9 +1,12 @@
 """The S3 checkpoint store against moto's server: the same behaviour as the directory store
-(the shared tests run on both), its object layout, and clear errors for bad locations."""
+(the shared tests run on both: chains of deltas, state keys, pruning by offset and by id),
+its object layout, a chain compacted in a worker process that opens the store again from its
+location, and clear errors for bad locations."""
 
 from __future__ import annotations
 
 import hashlib
+import pickle
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,9 +16,19 @@ import attrs
 import pytest
 from aws_server import client, unique
 
-from fraudcep.checkpoint import Checkpoint, CheckpointError, new_id, open_checkpoint_store
+from fraudcep import Engine
+from fraudcep.checkpoint import (
+    DELTA,
+    Checkpoint,
+    CheckpointError,
+    load_chain,
+    new_id,
+    open_checkpoint_store,
+)
+from fraudcep.rules_catalog import default_rule_definitions
+from fraudcep.rulespec import dump_rules, load_rules
 from fraudcep_aws.s3_checkpoints import S3CheckpointStore, open_s3_store
-from fraudcep_kafka.checkpoints import CheckpointStore, DirectoryCheckpointStore
+from fraudcep_kafka.checkpoints import CheckpointStore, CheckpointWork, DirectoryCheckpointStore
 
 pytestmark = pytest.mark.aws
 
@@ -142,7 +155,114 @@ def test_names_that_are_not_names_are_refused(
         backend.store.load(group, topic, 0, checkpoint_id)
 
 
+RULES = dump_rules(default_rule_definitions())
+KEY = "a state key for the s3 tests"
+
+
+def _rules() -> list[Any]:
+    return [d.rule for d in load_rules(RULES)]
+
+
+def _pay(n: int) -> dict[str, Any]:
+    user = f"u{n % 40}"
+    return {"payment_id": f"p{n}", "user_id": user, "card_id": user, "merchant": "m1",
+            "country": "DE", "amount": 2500.0 if n % 3 else 20.0, "currency": "EUR",
+            "status": "approved", "ts": 1_700_000_000_000 + n * 1_000}  # fmt: skip
+
+
+def _chain(store: CheckpointStore, state_key: str | None = None) -> tuple[Engine, list[Checkpoint]]:
+    """An engine and its chain in ``store``: a base and three deltas."""
+    engine = Engine(_rules(), timestamp="ts", event_id="payment_id", state_key=state_key)
+    engine.process_many(_pay(n) for n in range(100))
+    chain = [Checkpoint(GROUP, TOPIC, 0, 100, engine.snapshot(), RULES)]
+    for k in range(3):
+        engine.process_many(_pay(n) for n in range(100 + 30 * k, 130 + 30 * k))
+        chain.append(Checkpoint(
+            GROUP, TOPIC, 0, 130 + 30 * k, engine.snapshot_delta(), RULES, kind=DELTA,
+            parent=chain[-1].checkpoint_id, base=chain[0].checkpoint_id,
+        ))  # fmt: skip
+    for checkpoint in chain:
+        store.save(checkpoint, state_key=state_key)
+    return engine, chain
+
+
+def _same(engine: Engine, chain: list[Checkpoint], state_key: str | None = None) -> None:
+    restored = Engine.restore(
+        chain[0].snapshot, _rules(), deltas=[c.snapshot for c in chain[1:]],
+        timestamp="ts", event_id="payment_id", state_key=state_key,
+    )  # fmt: skip
+    more = [_pay(n) for n in range(190, 400)]
+    want = [a.alert_id for a in engine.process_many(more)] + [a.alert_id for a in engine.flush()]
+    got = [a.alert_id for a in restored.process_many(more)]
+    assert want and got + [a.alert_id for a in restored.flush()] == want
+
+
+def test_a_chain_of_deltas_loads_back_to_its_state(backend: Backend) -> None:
+    engine, chain = _chain(backend.store, state_key=KEY)
+    loaded = load_chain(backend.store, GROUP, TOPIC, 0, chain[-1].checkpoint_id, state_key=KEY)
+    assert loaded == chain
+    _same(engine, loaded, state_key=KEY)
+    with pytest.raises(CheckpointError, match="none was given"):
+        load_chain(backend.store, GROUP, TOPIC, 0, chain[-1].checkpoint_id)
+
+
+def test_a_damaged_delta_breaks_its_chain(backend: Backend) -> None:
+    _, chain = _chain(backend.store)
+    damaged = bytearray(chain[2].to_bytes())
+    damaged[-3] ^= 0x01
+    backend.put_raw(0, f"{chain[2].checkpoint_id}.ckpt", bytes(damaged))
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        load_chain(backend.store, GROUP, TOPIC, 0, chain[-1].checkpoint_id)
+
+
+def test_prune_also_deletes_the_checkpoints_named(backend: Backend) -> None:
+    _, chain = _chain(backend.store)
+    merged = [c.checkpoint_id for c in chain[:2]]
+    assert backend.store.prune(GROUP, TOPIC, 0, 0, also=merged) == 2
+    for one in chain[2:]:
+        assert backend.store.load(GROUP, TOPIC, 0, one.checkpoint_id) == one
+    with pytest.raises(CheckpointError, match="missing"):
+        backend.store.load(GROUP, TOPIC, 0, merged[1])
+    with pytest.raises(CheckpointError, match="not a checkpoint id"):
+        backend.store.prune(GROUP, TOPIC, 0, 0, also=["x/../../y"])
+
+
 # -- S3 only ----------------------------------------------------------------------------------
+
+
+def test_a_chain_on_s3_is_compacted_in_a_worker_process(aws_endpoint: str, bucket: str) -> None:
+    """The store travels to the compaction process as its location (pickled without its
+    client), which saves the compacted base to the same prefix."""
+    store = _s3_store(aws_endpoint, bucket, unique("chain"))
+    again = pickle.loads(pickle.dumps(store))
+    assert isinstance(again, S3CheckpointStore) and again.location == store.location
+    assert again.client is not store.client
+    engine, chain = _chain(store, state_key=KEY)
+    work = CheckpointWork(store, state_key=KEY)
+    try:
+        assert work.processes
+        done = work.compact(GROUP, TOPIC, 0, [c.checkpoint_id for c in chain]).result(120)
+    finally:
+        work.close()
+    compacted = store.load(GROUP, TOPIC, 0, done.checkpoint_id, state_key=KEY)
+    assert compacted.stands_for == chain[-1].checkpoint_id
+    assert compacted.offset == chain[-1].offset
+    # a delta after it names it as its base; the chain then stops where it stands
+    engine.process_many(_pay(n) for n in range(190, 200))
+    after = Checkpoint(GROUP, TOPIC, 0, 200, engine.snapshot_delta(), RULES, kind=DELTA,
+                       parent=chain[-1].checkpoint_id, base=done.checkpoint_id)  # fmt: skip
+    store.save(after, state_key=KEY)
+    store.prune(GROUP, TOPIC, 0, compacted.offset, also=[chain[-1].checkpoint_id])
+    loaded = load_chain(store, GROUP, TOPIC, 0, after.checkpoint_id, state_key=KEY)
+    assert [c.checkpoint_id for c in loaded] == [done.checkpoint_id, after.checkpoint_id]
+    restored = Engine.restore(
+        loaded[0].snapshot, _rules(), deltas=[loaded[1].snapshot], timestamp="ts",
+        event_id="payment_id", state_key=KEY,
+    )  # fmt: skip
+    more = [_pay(n) for n in range(200, 400)]
+    want = [a.alert_id for a in engine.process_many(more)] + [a.alert_id for a in engine.flush()]
+    got = [a.alert_id for a in restored.process_many(more)] + [a.alert_id for a in restored.flush()]
+    assert want and got == want
 
 
 def test_objects_are_laid_out_like_the_directory_store(aws_endpoint: str, bucket: str) -> None:

@@ -6,9 +6,7 @@ metadata checks (a store's content can be written by anyone who can write the st
 
 from __future__ import annotations
 
-import hashlib
 import json
-import struct
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fraudcep.checkpoint import (
-    FORMAT_VERSION,
-    MAGIC,
     MAX_OFFSET,
     MAX_PARTITION,
     METADATA_FIELDS,
     Checkpoint,
     CheckpointError,
+    frame,
     id_offset,
     new_id,
 )
@@ -40,14 +37,19 @@ def valid_meta(offset: int = 42, partition: int = 3) -> dict[str, Any]:
         "offset": offset,
         "checkpoint_id": new_id(offset),
         "rules": "- id: r\n  key: user_id\n",
+        "kind": "full",
+        "parent": None,
+        "base": None,
     }
+
+
+def delta_meta(offset: int = 42) -> dict[str, Any]:
+    return {**valid_meta(offset), "kind": "delta", "parent": new_id(40), "base": new_id(30)}
 
 
 def blob_of(meta: bytes, snapshot: bytes = SNAPSHOT) -> bytes:
     """A checkpoint file around ``meta`` with a valid header and checksum."""
-    prefix = struct.pack(">8sHI", MAGIC, FORMAT_VERSION, len(meta))
-    digest = hashlib.sha256(prefix + meta + snapshot).digest()
-    return prefix + digest + meta + snapshot
+    return frame(meta, snapshot)
 
 
 def json_bytes(meta: Any) -> bytes:
@@ -69,16 +71,77 @@ def assert_valid(checkpoint: Checkpoint) -> None:
     assert id_offset(checkpoint.checkpoint_id) == checkpoint.offset
     assert isinstance(checkpoint.rules, str)
     checkpoint.rules.encode("utf-8")
+    assert checkpoint.kind in ("full", "delta")
+    for link in (checkpoint.parent, checkpoint.base):
+        assert link is None or id_offset(link) <= checkpoint.offset
+    if checkpoint.kind == "delta":
+        assert checkpoint.parent is not None and checkpoint.base is not None
+        assert id_offset(checkpoint.base) <= id_offset(checkpoint.parent)
+    else:
+        assert checkpoint.base is None
     assert checkpoint.snapshot == SNAPSHOT
     # what was read can be written and read back as it was
     assert Checkpoint.from_bytes(checkpoint.to_bytes()) == checkpoint
 
 
-def test_valid_metadata_reads_back() -> None:
-    meta = valid_meta()
+@pytest.mark.parametrize("meta", [valid_meta(), delta_meta(),
+                                  {**valid_meta(), "parent": new_id(42)}])  # fmt: skip
+def test_valid_metadata_reads_back(meta: dict[str, Any]) -> None:
     checkpoint = Checkpoint.from_bytes(blob_of(json_bytes(meta)))
     assert_valid(checkpoint)
     assert checkpoint.metadata() == meta
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"kind": "incremental"}, "'kind' is 'incremental': expected 'full' or 'delta'"),
+        ({"kind": 2}, "'kind' is an integer: expected"),
+        ({"kind": None}, "'kind' is null: expected"),
+        ({"parent": None}, "'parent' is null, but a delta follows"),
+        ({"base": None}, "'base' is null, but a delta follows"),
+        ({"parent": 7}, "'parent' is an integer, not a string or null"),
+        ({"base": "../x"}, "'base' is '../x', not a checkpoint id"),
+        ({"parent": new_id(43)}, "made for offset 43, after 42"),
+        ({"base": new_id(41)}, "'base' is made for offset 41, after its parent's"),
+    ],
+)
+def test_bad_chain_fields_of_a_delta_are_named(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(CheckpointError, match=r"^c\.ckpt: bad metadata") as info:
+        Checkpoint.from_bytes(blob_of(json_bytes({**delta_meta(), **changes})), source="c.ckpt")
+    assert message in str(info.value)
+
+
+def test_a_checkpoint_naming_itself_is_refused() -> None:
+    meta = delta_meta()
+    meta["parent"] = meta["checkpoint_id"]
+    with pytest.raises(CheckpointError, match="'parent' names the checkpoint itself"):
+        Checkpoint.from_bytes(blob_of(json_bytes(meta)))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"base": new_id(10)}, "'base' is set, but a full checkpoint starts its own chain"),
+        ({"parent": new_id(40)}, "a compacted checkpoint has its parent's offset"),
+    ],
+)
+def test_bad_chain_fields_of_a_full_checkpoint_are_named(
+    changes: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(CheckpointError, match="bad metadata") as info:
+        Checkpoint.from_bytes(blob_of(json_bytes({**valid_meta(), **changes})))
+    assert message in str(info.value)
+
+
+def test_format_1_metadata_has_no_chain_fields() -> None:
+    v1 = {k: v for k, v in valid_meta().items() if k not in ("kind", "parent", "base")}
+    checkpoint = Checkpoint.from_bytes(frame(json_bytes(v1), SNAPSHOT, version=1))
+    assert (checkpoint.kind, checkpoint.parent, checkpoint.base) == ("full", None, None)
+    with pytest.raises(CheckpointError, match="unknown field"):
+        Checkpoint.from_bytes(frame(json_bytes(valid_meta()), SNAPSHOT, version=1))
+    with pytest.raises(CheckpointError, match="field 'kind' is missing"):
+        Checkpoint.from_bytes(blob_of(json_bytes(v1)))
 
 
 @pytest.mark.parametrize(
@@ -159,6 +222,8 @@ def test_a_checkpoint_that_could_not_be_read_back_is_not_written() -> None:
         {"group": 1},
         {"rules": "\ud800"},
         {"checkpoint_id": new_id(1)},
+        {"kind": "delta"},
+        {"base": new_id(1)},
     ):
         bad = Checkpoint(**{**good.metadata(), "snapshot": SNAPSHOT, **changes})
         with pytest.raises(CheckpointError, match="bad metadata"):

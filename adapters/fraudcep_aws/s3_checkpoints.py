@@ -4,7 +4,13 @@ adapters share.
 The store keeps one object per checkpoint, ``<prefix>/<group>/<topic>/<partition>/<id>.ckpt``,
 the layout of the directory store. A PutObject is atomic (a reader sees the whole object or
 none), so a save is one request; ``Content-MD5`` makes S3 refuse a body damaged on the way.
-Reads check the checkpoint's own SHA-256 and that it is the partition and id asked for.
+Reads check the checkpoint's own digest (a MAC with a state key) and that it is the
+partition and id asked for. Pruning lists the partition's objects and deletes those below the
+offset, and those named, in batches of :data:`MAX_DELETE`.
+
+The store pickles as its location alone (the client is made anew from it where it is
+unpickled): the runner sends it to the process that compacts checkpoint chains, which then
+reaches S3 with the URL's options and that process's environment (the runner's).
 
 Only a checkpoint that is not there (``NoSuchKey``), damaged or another partition's is a
 :class:`~fraudcep.checkpoint.CheckpointError`. Any other failure (no such bucket, access
@@ -21,7 +27,7 @@ import base64
 import hashlib
 import ipaddress
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
@@ -164,13 +170,16 @@ class S3CheckpointStore:
     def _where(self, key: str) -> str:
         return f"s3://{self.location.bucket}/{key}"
 
-    def save(self, checkpoint: Checkpoint) -> None:
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_reopen, (self.location,))
+
+    def save(self, checkpoint: Checkpoint, *, state_key: str | bytes | None = None) -> None:
         id_offset(checkpoint.checkpoint_id)  # an id, never a path
         key = (
             self._dir(checkpoint.group, checkpoint.topic, checkpoint.partition)
             + f"/{checkpoint.checkpoint_id}.ckpt"
         )
-        body = checkpoint.to_bytes()
+        body = checkpoint.to_bytes(state_key=state_key)
         self._call(
             f"saving {self._where(key)}",
             lambda: self.client.put_object(
@@ -182,7 +191,15 @@ class S3CheckpointStore:
             ),
         )
 
-    def load(self, group: str, topic: str, partition: int, checkpoint_id: str) -> Checkpoint:
+    def load(
+        self,
+        group: str,
+        topic: str,
+        partition: int,
+        checkpoint_id: str,
+        *,
+        state_key: str | bytes | None = None,
+    ) -> Checkpoint:
         id_offset(checkpoint_id)  # refuses anything that is not an id (no path tricks)
         key = self._dir(group, topic, partition) + f"/{checkpoint_id}.ckpt"
         where = self._where(key)
@@ -193,7 +210,7 @@ class S3CheckpointStore:
             if s3_error_code(exc) in _MISSING:
                 raise CheckpointError(f"checkpoint {where} is missing") from None
             raise OSError(f"reading {where}: {exc}") from None
-        checkpoint = Checkpoint.from_bytes(blob, source=where)
+        checkpoint = Checkpoint.from_bytes(blob, source=where, state_key=state_key)
         found = (checkpoint.group, checkpoint.topic, checkpoint.partition)
         if found != (group, topic, partition) or checkpoint.checkpoint_id != checkpoint_id:
             raise CheckpointError(
@@ -203,8 +220,19 @@ class S3CheckpointStore:
             )
         return checkpoint
 
-    def prune(self, group: str, topic: str, partition: int, before_offset: int) -> int:
+    def prune(
+        self,
+        group: str,
+        topic: str,
+        partition: int,
+        before_offset: int,
+        *,
+        also: Collection[str] = (),
+    ) -> int:
         directory = self._dir(group, topic, partition) + "/"
+        for one in also:
+            id_offset(one)  # ids, never keys of other objects
+        named = set(also)
         bucket = self.location.bucket
         doomed: list[str] = []
 
@@ -213,8 +241,13 @@ class S3CheckpointStore:
             for page in paginator.paginate(Bucket=bucket, Prefix=directory):
                 for obj in page.get("Contents", ()):
                     name = obj["Key"][len(directory) :]
-                    m = ID_PATTERN.fullmatch(name.removesuffix(".ckpt"))
-                    if name.endswith(".ckpt") and m and int(m.group(1)) < before_offset:
+                    stem = name.removesuffix(".ckpt")
+                    m = ID_PATTERN.fullmatch(stem)
+                    if (
+                        name.endswith(".ckpt")
+                        and m
+                        and (int(m.group(1)) < before_offset or stem in named)
+                    ):
                         doomed.append(obj["Key"])
 
         self._call(f"listing {self._where(directory)}", listing)
@@ -248,6 +281,15 @@ class S3CheckpointStore:
 
 
 _PARAMETERS: Final = ("endpoint_url", "region")
+
+
+def _reopen(location: S3Url) -> S3CheckpointStore:
+    """The store at ``location`` with a client of its own (unpickling)."""
+    try:
+        s3 = location.client()
+    except (BotoCoreError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint location {location.describe()}: {exc}") from None
+    return S3CheckpointStore(location, s3)
 
 
 def open_s3_store(location: str) -> S3CheckpointStore:
