@@ -83,6 +83,8 @@ class Job:
             "idle-timeout": "1s",
             "commit-interval": "50ms",
             "checkpoint-interval": "1s",
+            # chains stay short: tests see compactions, and restores of compacted bases
+            "compact-after-deltas": "3",
             "session-timeout": "6s",
             "log-format": "json",
         }
@@ -101,10 +103,12 @@ class Job:
 
 @attrs.define
 class RunnerProcess:
-    """One ``fraudcep run`` process with its log file."""
+    """One ``fraudcep run`` process with its log file (which later runners with the same
+    instance name append to: :meth:`log_lines` reads this runner's lines only)."""
 
     process: subprocess.Popen[bytes]
     log_path: Path
+    log_start: int = 0
 
     @classmethod
     def start(cls, args: Sequence[str], log_path: Path) -> RunnerProcess:
@@ -113,6 +117,7 @@ class RunnerProcess:
         place, so a SIGTERM sent at any moment (even while the interpreter is starting) is a
         stop request, never the default action."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        start = log_path.stat().st_size if log_path.exists() else 0
         with log_path.open("ab") as log, _sigterm_blocked():
             process = subprocess.Popen(
                 [sys.executable, "-m", "fraudcep_cli", *args],
@@ -122,11 +127,14 @@ class RunnerProcess:
                 cwd=REPO,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
-        return cls(process, log_path)
+        return cls(process, log_path, start)
 
     def log_lines(self) -> list[dict[str, Any]]:
         lines = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
+        with self.log_path.open("rb") as f:
+            f.seek(self.log_start)
+            text = f.read().decode(errors="replace")
+        for line in text.splitlines():
             try:
                 lines.append(json.loads(line))
             except ValueError:
@@ -159,7 +167,10 @@ class RunnerProcess:
             return self.process.wait()
 
     def tail(self, n: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        with self.log_path.open("rb") as f:
+            f.seek(self.log_start)
+            text = f.read().decode(errors="replace")
+        return "\n".join(text.splitlines()[-n:])
 
 
 class Supervisor:
@@ -307,6 +318,25 @@ def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -
             f"the committed offsets of {group}",
         )
         return {tp.partition: tp.offset for tp in got}
+    finally:
+        consumer.close()
+
+
+def committed_references(
+    bootstrap: str, group: str, topic: str, partitions: int
+) -> dict[int, tuple[int, str | None]]:
+    """Each partition's committed offset and the checkpoint id its metadata names."""
+    from fraudcep_kafka.runner import parse_reference
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        got = retrying(
+            lambda: consumer.committed(
+                [TopicPartition(topic, p) for p in range(partitions)], timeout=10
+            ),
+            f"the committed offsets of {group}",
+        )
+        return {tp.partition: (tp.offset, parse_reference(tp.metadata)) for tp in got}
     finally:
         consumer.close()
 

@@ -150,3 +150,5 @@ def test_sinks_exactly_once_across_kill_9(job: Job, aws: dict[str, str]) -> None
     assert sorted(payment_ids) == sorted(p["payment_id"] for p in payments)
     restored = [x for r in lives[1:] for x in r.log_lines() if x.get("msg") == "partition restored"]
     assert restored, "the restarts restored checkpoints from S3"
+    assert any(x["deltas"] > 0 for x in restored), "chains of deltas, from S3"
+    assert any(x.get("msg") == "checkpoint chain compacted" for r in lives for x in r.log_lines())

@@ -155,6 +155,27 @@ def test_kill_9_ten_times_loses_and_repeats_no_alert(job: Job) -> None:
     restored = [x for r in lives[1:] for x in r.log_lines() if x.get("msg") == "partition restored"]
     assert len(restored) >= 4 * 10
     assert sum(x["replay"] for x in restored) > 0
+    # ... of delta chains (checkpoints every 300 ms, compacted after three deltas)
+    assert sum(x["deltas"] > 0 for x in restored) >= 10
+    assert _logged(lives, "compacting checkpoints")
+
+
+def _logged(runners: list[RunnerProcess], message: str) -> list[dict[str, Any]]:
+    return [x for r in runners for x in r.log_lines() if x.get("msg") == message]
+
+
+def _whole_log(job: Job, instance: str, message: str) -> list[dict[str, Any]]:
+    """The lines logging ``message`` of every runner named ``instance`` so far."""
+    lines = (job.workdir / f"{instance}.log").read_text(errors="replace").splitlines()
+    return [x for x in map(_json_or_none, lines) if x is not None and x.get("msg") == message]
+
+
+def _json_or_none(line: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def test_broker_restart_mid_run(tmp_path: Path) -> None:
@@ -184,6 +205,7 @@ def test_broker_restart_mid_run(tmp_path: Path) -> None:
     assert set(supervisor.exits) <= {4}, supervisor.exits  # only the deliberate exit
     assert len(expected) > 10
     assert sorted(got) == expected
+    assert _whole_log(job, "r1", "checkpoint chain compacted")  # delta chains, compacted
 
 
 def test_rebalance_second_runner_joins_then_leaves(job: Job) -> None:
@@ -222,6 +244,11 @@ def test_rebalance_second_runner_joins_then_leaves(job: Job) -> None:
     owners = [x["partitions"] for x in first.log_lines() if x.get("msg") == "partitions assigned"]
     assert owners[0] == [0, 1, 2, 3] and owners[-1] == [0, 1, 2, 3]
     assert any(len(o) < 4 for o in owners), "the first runner gave partitions away"
+    # the partitions moved with delta chains, which both runners compacted
+    restored = _logged([first, second], "partition restored")
+    assert any(x["deltas"] > 0 for x in restored)
+    assert _logged([first], "checkpoint chain compacted")
+    assert _logged([second], "checkpoint chain compacted")
 
 
 @settings(max_examples=1, deadline=None, database=None,

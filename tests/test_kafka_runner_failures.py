@@ -198,7 +198,7 @@ def test_a_record_whose_processing_raises_is_dead_lettered_after_three_failures(
 def test_a_record_that_breaks_the_checkpoint_is_found_and_dead_lettered(
     job: Job, monkeypatch: pytest.MonkeyPatch, in_process: Callable[[Runner], InProcess]
 ) -> None:
-    real_process, real_snapshot = Engine.process, Engine.snapshot
+    real_process, real_snapshot, real_delta = Engine.process, Engine.snapshot, Engine.snapshot_delta
 
     def process(self: Engine, event: Any) -> Any:
         if isinstance(event, dict) and event.get("payment_id") == POISON:
@@ -210,8 +210,14 @@ def test_a_record_that_breaks_the_checkpoint_is_found_and_dead_lettered(
             raise RecursionError("injected: maximum recursion depth exceeded")
         return real_snapshot(self)
 
+    def snapshot_delta(self: Engine) -> bytes:
+        if self.__dict__.get("holds_poison"):
+            raise RecursionError("injected: maximum recursion depth exceeded")
+        return real_delta(self)
+
     monkeypatch.setattr(Engine, "process", process)
     monkeypatch.setattr(Engine, "snapshot", snapshot)
+    monkeypatch.setattr(Engine, "snapshot_delta", snapshot_delta)
     poison = pay(0, T + 5_000, 10.0, payment_id=POISON)
     first = burst(1, T, poison)
     send(job, first)
@@ -266,12 +272,12 @@ class _FailingStore(DirectoryCheckpointStore):
 
     failures: int | None = None
 
-    def save(self, checkpoint: Checkpoint) -> None:
+    def save(self, checkpoint: Checkpoint, *, state_key: str | bytes | None = None) -> None:
         if self.failures is None or self.failures > 0:
             if self.failures is not None:
                 self.failures -= 1
             raise OSError("injected: the store is down")
-        super().save(checkpoint)
+        super().save(checkpoint, state_key=state_key)
 
 
 def test_a_checkpoint_store_that_keeps_failing_ends_the_runner_with_exit_code_5(

@@ -25,6 +25,7 @@ import attrs
 import pytest
 
 from fraudcep import Alert, ConfigurationError, Engine
+from fraudcep.checkpoint import frame
 from fraudcep.rulespec import RuleDefinition, load_rules
 from fraudcep_cli.main import build_parser
 from fraudcep_kafka.checkpoints import (
@@ -316,6 +317,36 @@ def test_optional_text_options_keep_real_names() -> None:
     assert config.rules == "/etc/fraudcep/rules.yaml"
 
 
+def test_the_state_key_is_a_secret(tmp_path: Path) -> None:
+    secret = "0123456789abcdef-do-not-show"
+    config = from_sources({}, environ={"FRAUDCEP_STATE_KEY": secret})
+    assert config.state_key == secret
+    assert secret not in repr(config)
+    assert from_sources({}, environ={"FRAUDCEP_STATE_KEY": "off"}).state_key is None
+    with pytest.raises(ConfigurationError, match="at least 16 characters") as short:
+        from_sources({}, environ={"FRAUDCEP_STATE_KEY": "short-secret"})
+    assert "short-secret" not in str(short.value)
+    path = write_toml(tmp_path, "state_key = 12345678901234567890\n")
+    with pytest.raises(ConfigurationError, match="expected text, got int") as typed:
+        from_sources({}, environ={}, config_file=path)
+    assert "12345678901234567890" not in str(typed.value)
+
+
+def test_checkpoint_chain_options_and_their_defaults() -> None:
+    config = from_sources({}, environ={})
+    assert (config.checkpoint_pause_goal, config.compact_after_deltas) == (10, 100)
+    assert (config.compact_after_percent, config.compaction) == (50, "process")
+    env = {"FRAUDCEP_CHECKPOINT_PAUSE_GOAL": "0", "FRAUDCEP_COMPACT_AFTER_DELTAS": "0",
+           "FRAUDCEP_COMPACT_AFTER_PERCENT": "200", "FRAUDCEP_COMPACTION": "Thread"}  # fmt: skip
+    config = from_sources({}, environ=env)
+    assert (config.checkpoint_pause_goal, config.compact_after_deltas) == (0, 0)
+    assert (config.compact_after_percent, config.compaction) == (200, "thread")
+    with pytest.raises(ConfigurationError, match="FRAUDCEP_COMPACT_AFTER_DELTAS"):
+        from_sources({}, environ={"FRAUDCEP_COMPACT_AFTER_DELTAS": "-1"})
+    with pytest.raises(ConfigurationError, match="expected one of process, thread"):
+        from_sources({}, environ={"FRAUDCEP_COMPACTION": "fork"})
+
+
 def test_instance_id_defaults_to_the_host_name_and_names_the_transaction() -> None:
     config = from_sources({"group_id": "fraud-prod"}, environ={})
     assert config.instance_id == socket.gethostname()
@@ -440,14 +471,23 @@ def test_wrong_version_is_refused_naming_it() -> None:
         Checkpoint.from_bytes(bytes(blob))
 
 
-def test_valid_checksum_but_incomplete_metadata_is_refused() -> None:
+@pytest.mark.parametrize("version", [1, FORMAT_VERSION])
+def test_valid_checksum_but_incomplete_metadata_is_refused(version: int) -> None:
     meta = json.dumps({"group": "g", "topic": "t", "partition": 0, "offset": 1}).encode()
-    snapshot = b"state"
-    prefix = struct.pack(">8sHI", MAGIC, FORMAT_VERSION, len(meta))
-    digest = hashlib.sha256(prefix + meta + snapshot).digest()  # the length is covered too
-    blob = prefix + digest + meta + snapshot
     with pytest.raises(CheckpointError, match="bad metadata"):
-        Checkpoint.from_bytes(blob)
+        Checkpoint.from_bytes(frame(meta, b"state", version=version))
+
+
+def test_a_format_1_checkpoint_is_still_read_as_a_full_one() -> None:
+    checkpoint = make_checkpoint(offset=9)
+    meta = {k: v for k, v in checkpoint.metadata().items() if k not in ("kind", "parent", "base")}
+    prefix = struct.pack(">8sHI", MAGIC, 1, len(json.dumps(meta).encode()))
+    body = json.dumps(meta).encode() + checkpoint.snapshot
+    blob = prefix + hashlib.sha256(prefix + body).digest() + body  # as format 1 wrote it
+    assert Checkpoint.from_bytes(blob) == checkpoint
+    assert Checkpoint.from_bytes(frame(json.dumps(meta).encode(), checkpoint.snapshot, version=1))
+    with pytest.raises(CheckpointError, match="format-1 checkpoint is not authenticated"):
+        Checkpoint.from_bytes(blob, state_key="k" * 16)
 
 
 def test_ids_are_unique_and_sort_by_offset() -> None:

@@ -125,6 +125,20 @@ def _url_list(value: Any) -> tuple[str, ...]:
     return tuple(urls)
 
 
+def _state_key(value: Any) -> str | None:
+    """A secret: its errors never show the value."""
+    if value is False:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"expected text, got {type(value).__name__}")
+    text = value.strip()
+    if text.lower() in {"", "none", "off"}:
+        return None
+    if len(text) < 16:
+        raise ValueError("a state key must be at least 16 characters")
+    return text
+
+
 def _default_instance() -> str:
     return socket.gethostname() or "fraudcep"
 
@@ -140,6 +154,9 @@ class Option:
     metavar: str | None = None
     repeatable: bool = False
     """A flag that may be given several times (its values add up)."""
+    secret: bool = False
+    """Never shown in logs or errors (a state key): its converter's errors do not hold the
+    value, and the configuration's repr leaves it out."""
 
     @property
     def flag(self) -> str:
@@ -253,6 +270,48 @@ OPTIONS: tuple[Option, ...] = (
         "how often each partition's engine state is checkpointed; after a crash at most "
         "this much input is re-read",
         "DURATION",
+    ),
+    Option(
+        "checkpoint_pause_goal",
+        _non_negative(_duration),
+        10,
+        "a checkpoint is a delta of the keys changed since the last one, taken on the loop: "
+        "take it before the interval once it would hold the loop up this long (estimated "
+        "from the measured cost per record taken); 0: only at the interval",
+        "DURATION",
+    ),
+    Option(
+        "compact_after_deltas",
+        _non_negative(_integer),
+        100,
+        "merge a partition's chain of delta checkpoints into a new full one (in a worker "
+        "process) once it holds this many deltas (0: never for their number)",
+        "N",
+    ),
+    Option(
+        "compact_after_percent",
+        _non_negative(_integer),
+        50,
+        "... or once its deltas hold more than this percentage of the full checkpoint's "
+        "bytes (and at least 1 MiB; 0: never for their size)",
+        "PERCENT",
+    ),
+    Option(
+        "compaction",
+        _choice("process", "thread"),
+        "process",
+        "where chains are compacted: a worker process (the loop never waits for it), or a "
+        "thread of the runner (the codec then holds the interpreter: small state only)",
+    ),
+    Option(
+        "state_key",
+        _state_key,
+        None,
+        "a secret of at least 16 characters that authenticates checkpoints and the "
+        "snapshots in them (keyed BLAKE2b): state written without it is refused; best "
+        "given in the environment (FRAUDCEP_STATE_KEY)",
+        "SECRET",
+        secret=True,
     ),
     Option(
         "idle_timeout",
@@ -383,6 +442,11 @@ class RunnerConfig:
     commit_interval: int = _BY_NAME["commit_interval"].default
     alert_commit_delay: int = _BY_NAME["alert_commit_delay"].default
     checkpoint_interval: int = _BY_NAME["checkpoint_interval"].default
+    checkpoint_pause_goal: int = _BY_NAME["checkpoint_pause_goal"].default
+    compact_after_deltas: int = _BY_NAME["compact_after_deltas"].default
+    compact_after_percent: int = _BY_NAME["compact_after_percent"].default
+    compaction: str = _BY_NAME["compaction"].default
+    state_key: str | None = attrs.field(default=None, repr=False)
     idle_timeout: int = _BY_NAME["idle_timeout"].default
     max_out_of_orderness: int = _BY_NAME["max_out_of_orderness"].default
     timestamp_field: str = _BY_NAME["timestamp_field"].default

@@ -13,6 +13,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 LATENCY_BUCKETS = (
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
 )  # fmt: skip
+PAUSE_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+    10.0, 30.0,
+)  # fmt: skip
 
 
 class RunnerMetrics:
@@ -94,12 +98,37 @@ class RunnerMetrics:
             registry=r,
         )  # fmt: skip
         self.checkpoint_time = Histogram(
-            "fraudcep_checkpoint_seconds", "time to snapshot and store one partition's state",
+            "fraudcep_checkpoint_seconds",
+            "from taking one partition's checkpoint to its being saved (off the loop)",
             buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
+        self.checkpoint_pause = Histogram(
+            "fraudcep_checkpoint_pause_seconds",
+            "time the loop stops for one checkpoint: the snapshot or delta, the sinks' "
+            "checkpoint writes, handing it to the store",
+            buckets=PAUSE_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.checkpoint_pause_max = Gauge(
+            "fraudcep_checkpoint_pause_max_seconds",
+            "the longest checkpoint pause of the loop since the runner started", registry=r,
+        )  # fmt: skip
+        self.checkpoints = Counter(
+            "fraudcep_checkpoints", "checkpoints taken (full, delta) and made by compaction "
+            "(compacted)", ["kind"], registry=r,
+        )  # fmt: skip
         self.checkpoint_bytes = Gauge(
-            "fraudcep_checkpoint_bytes", "size of the partition's latest checkpoint",
+            "fraudcep_checkpoint_bytes", "snapshot size of the partition's latest checkpoint",
             ["partition"], registry=r,
+        )  # fmt: skip
+        self.chain_deltas = Gauge(
+            "fraudcep_checkpoint_chain_deltas",
+            "deltas after the full checkpoint the partition's next delta builds on",
+            ["partition"], registry=r,
+        )  # fmt: skip
+        self.compaction_time = Histogram(
+            "fraudcep_compaction_seconds",
+            "time to merge a chain into a new full checkpoint and save it (worker process)",
+            buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.record_failures = Counter(
             "fraudcep_record_failures",
@@ -108,7 +137,7 @@ class RunnerMetrics:
         )  # fmt: skip
         self.checkpoint_failures = Counter(
             "fraudcep_checkpoint_failures",
-            "failures to snapshot, save or move on a partition's state (rewound, retried)",
+            "failures to snapshot, save, compact or move on a partition's state (retried)",
             ["stage"], registry=r,
         )  # fmt: skip
         self._server: Any = None
