@@ -22,8 +22,9 @@ from typing import Any
 import pytest
 import yaml
 
+from fraudcep.runtime.options import ENV_PREFIX
 from fraudcep_cli.main import build_parser
-from fraudcep_kafka.config import ENV_PREFIX, OPTIONS, from_sources
+from fraudcep_kafka.config import OPTIONS, from_sources
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"

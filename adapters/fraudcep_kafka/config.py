@@ -3,95 +3,35 @@
 Every option has one name. It is ``--name-with-dashes`` on the command line,
 ``FRAUDCEP_NAME_IN_CAPITALS`` in the environment and ``name_with_underscores`` in the TOML
 config file; a flag beats the environment, which beats the file, which beats the default.
-Durations accept ``250ms``, ``10s``, ``5m``, ``1h`` (a bare number is milliseconds).
+Durations accept ``250ms``, ``10s``, ``5m``, ``1h`` (a bare number is milliseconds). The
+options every runtime shares (event fields, disorder, state bounds, failures, the state key)
+and the converters come from the core's runtime kit (:mod:`fraudcep.runtime.options`), so the
+Lambda handlers read the same names with the same syntax.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import socket
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 from fraudcep import ConfigurationError
-from fraudcep.rulespec import parse_duration
-
-ENV_PREFIX = "FRAUDCEP_"
-_ZERO = re.compile(r"^0+\s*(ms|s|m|h|d)$")
-
-
-def _duration(value: Any) -> int:
-    if isinstance(value, bool | float):
-        raise ValueError(f"expected a duration such as 250ms, 10s or 5m, got {value!r}")
-    if isinstance(value, int):
-        return value
-    text = str(value).strip()
-    if text.isdigit():
-        return int(text)
-    if _ZERO.match(text):
-        return 0  # options that must be positive say so themselves
-    return parse_duration(text)
-
-
-def _integer(value: Any) -> int:
-    if isinstance(value, bool | float):
-        raise ValueError(f"expected an integer, got {value!r}")
-    return int(value)
-
-
-def _boolean(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in {"1", "true", "yes", "on"}:
-        return True
-    if text in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError(f"expected true or false, got {value!r}")
-
-
-def _optional_text(value: Any) -> str | None:
-    if value is False:
-        return None
-    if isinstance(value, bool | int | float):
-        raise ValueError(f"expected text, got {value!r}")
-    text = str(value).strip()
-    return None if text.lower() in {"", "none", "off"} else text
-
-
-def _choice(*options: str) -> Callable[[Any], str]:
-    def convert(value: Any) -> str:
-        text = str(value).strip().lower()
-        if text not in options:
-            raise ValueError(f"expected one of {', '.join(options)}, got {value!r}")
-        return text
-
-    return convert
-
-
-def _positive(convert: Callable[[Any], int]) -> Callable[[Any], int]:
-    def check(value: Any) -> int:
-        number = convert(value)
-        if number <= 0:
-            raise ValueError(f"must be > 0, got {value!r}")
-        return number
-
-    return check
-
-
-def _non_negative(convert: Callable[[Any], int]) -> Callable[[Any], int]:
-    def check(value: Any) -> int:
-        number = convert(value)
-        if number < 0:
-            raise ValueError(f"must be >= 0, got {value!r}")
-        return number
-
-    return check
+from fraudcep.runtime.options import (
+    ENGINE_OPTIONS,
+    Option,
+    boolean,
+    choice,
+    duration,
+    integer,
+    non_negative,
+    optional_text,
+    positive,
+)
 
 
 def _kafka_properties(value: Any) -> dict[str, str]:
@@ -125,47 +65,11 @@ def _url_list(value: Any) -> tuple[str, ...]:
     return tuple(urls)
 
 
-def _state_key(value: Any) -> str | None:
-    """A secret: its errors never show the value."""
-    if value is False:
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"expected text, got {type(value).__name__}")
-    text = value.strip()
-    if text.lower() in {"", "none", "off"}:
-        return None
-    if len(text) < 16:
-        raise ValueError("a state key must be at least 16 characters")
-    return text
-
-
 def _default_instance() -> str:
     return socket.gethostname() or "fraudcep"
 
 
-@attrs.frozen
-class Option:
-    """One configuration option: its name, converter, default and help text."""
-
-    name: str
-    convert: Callable[[Any], Any]
-    default: Any
-    help: str
-    metavar: str | None = None
-    repeatable: bool = False
-    """A flag that may be given several times (its values add up)."""
-    secret: bool = False
-    """Never shown in logs or errors (a state key): its converter's errors do not hold the
-    value, and the configuration's repr leaves it out."""
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    @property
-    def env(self) -> str:
-        return ENV_PREFIX + self.name.upper()
-
+_ENGINE = {o.name: o for o in ENGINE_OPTIONS}
 
 OPTIONS: tuple[Option, ...] = (
     Option("bootstrap", str, "127.0.0.1:9092", "Kafka bootstrap servers (host:port,...)"),
@@ -180,7 +84,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "static_membership",
-        _boolean,
+        boolean,
         True,
         "join the group as a static member (group.instance.id = instance id): a runner that "
         "restarts within the session timeout gets its partitions back without a rebalance; "
@@ -189,7 +93,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "session_timeout",
-        _positive(_duration),
+        positive(duration),
         10_000,
         "how long the group waits for a silent runner before moving its partitions",
         "DURATION",
@@ -205,14 +109,14 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "rules_topic",
-        _optional_text,
+        optional_text,
         "fraud.rules",
         "compacted topic of live rule changes (key: rule id, value: the rule as YAML or "
         "JSON, empty: back to the rules file); 'off' to disable",
     ),
     Option(
         "rules",
-        _optional_text,
+        optional_text,
         None,
         "rule file (YAML or JSON, see docs/rules.md); default: the packaged default rules "
         "(fraudcep/default_rules.yaml)",
@@ -239,7 +143,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "missing_checkpoint",
-        _choice("fail", "reset"),
+        choice("fail", "reset"),
         "fail",
         "when the checkpoint a committed offset names is gone: 'fail' (stop, the default) "
         "or 'reset' (continue from the committed offset with empty state, losing partial "
@@ -247,7 +151,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "commit_interval",
-        _positive(_duration),
+        positive(duration),
         100,
         "how often offsets (and dead letters) are committed (one Kafka transaction); "
         "a transaction holding alerts is committed sooner, see --alert-commit-delay",
@@ -255,7 +159,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "alert_commit_delay",
-        _non_negative(_duration),
+        non_negative(duration),
         0,
         "how long a transaction holding alerts may wait for more before it is committed "
         "(at most --commit-interval): 0 commits right after the batch that produced them, "
@@ -265,7 +169,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "checkpoint_interval",
-        _positive(_duration),
+        positive(duration),
         10_000,
         "how often each partition's engine state is checkpointed; after a crash at most "
         "this much input is re-read",
@@ -273,7 +177,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "checkpoint_pause_goal",
-        _non_negative(_duration),
+        non_negative(duration),
         10,
         "a checkpoint is a delta of the keys changed since the last one, taken on the loop: "
         "take it before the interval once it would hold the loop up this long (estimated "
@@ -282,7 +186,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "compact_after_deltas",
-        _non_negative(_integer),
+        non_negative(integer),
         100,
         "merge a partition's chain of delta checkpoints into a new full one (in a worker "
         "process) once it holds this many deltas (0: never for their number)",
@@ -290,7 +194,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "compact_after_percent",
-        _non_negative(_integer),
+        non_negative(integer),
         50,
         "... or once its deltas hold more than this percentage of the full checkpoint's "
         "bytes (and at least 1 MiB; 0: never for their size)",
@@ -298,92 +202,45 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "compaction",
-        _choice("process", "thread"),
+        choice("process", "thread"),
         "process",
         "where chains are compacted: a worker process (the loop never waits for it), or a "
         "thread of the runner (the codec then holds the interpreter: small state only)",
     ),
-    Option(
-        "state_key",
-        _state_key,
-        None,
-        "a secret of at least 16 characters that authenticates checkpoints and the "
-        "snapshots in them (keyed BLAKE2b): state written without it is refused; best "
-        "given in the environment (FRAUDCEP_STATE_KEY)",
-        "SECRET",
-        secret=True,
-    ),
+    _ENGINE["state_key"],
     Option(
         "idle_timeout",
-        _positive(_duration),
+        positive(duration),
         5_000,
         "a partition without records for this long lets its event time follow the wall "
         "clock, so its last matches and window timeouts are not held back",
         "DURATION",
     ),
-    Option(
-        "max_out_of_orderness",
-        _non_negative(_duration),
-        0,
-        "bounded disorder of event time within a partition (watermark = max ts - this - 1ms)",
-        "DURATION",
-    ),
-    Option("timestamp_field", str, "ts", "field holding the event time (epoch ms)"),
-    Option(
-        "event_id_field",
-        _optional_text,
-        "payment_id",
-        "field that identifies an event in alert ids ('off': the whole event)",
-    ),
-    Option(
-        "max_record_bytes",
-        _positive(_integer),
-        64 * 1024,
-        "larger records are dead-lettered unread",
-        "BYTES",
-    ),
-    Option(
-        "max_record_failures",
-        _positive(_integer),
-        3,
-        "a record whose processing fails this many times in a row the same way (the runner "
-        "rewinds after each) is dead-lettered with reason processing_failed and skipped",
-        "N",
-    ),
+    _ENGINE["max_out_of_orderness"],
+    _ENGINE["timestamp_field"],
+    _ENGINE["event_id_field"],
+    _ENGINE["max_record_bytes"],
+    _ENGINE["max_record_failures"],
     Option(
         "max_checkpoint_failures",
-        _positive(_integer),
+        positive(integer),
         5,
         "failures in a row to checkpoint a partition (snapshot or store; retried with "
         "back-off) before the runner exits with code 5 for its supervisor to restart it",
         "N",
     ),
-    Option(
-        "max_partial_matches_per_key",
-        _positive(_integer),
-        10_000,
-        "per rule and key; more are dropped and counted",
-        "N",
-    ),
-    Option(
-        "max_buffered_events",
-        _positive(_integer),
-        1_000_000,
-        "per partition, events held for the watermark; beyond it the watermark is forced on",
-        "N",
-    ),
-    Option(
-        "batch_size", _positive(_integer), 2_000, "records taken from the consumer at once", "N"
-    ),
+    _ENGINE["max_partial_matches_per_key"],
+    _ENGINE["max_buffered_events"],
+    Option("batch_size", positive(integer), 2_000, "records taken from the consumer at once", "N"),
     Option(
         "auto_offset_reset",
-        _choice("earliest", "latest"),
+        choice("earliest", "latest"),
         "earliest",
         "where a partition without committed offset starts",
     ),
     Option(
         "transaction_timeout",
-        _positive(_duration),
+        positive(duration),
         30_000,
         "Kafka transaction timeout: how long a dead runner's open transaction can block "
         "readers when no runner with its instance id comes back",
@@ -391,25 +248,23 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "create_topics",
-        _boolean,
+        boolean,
         True,
         "create the alerts, dead-letter and rules topics when missing",
         "BOOL",
     ),
     Option(
-        "topic_partitions", _positive(_integer), 4, "partitions of topics the runner creates", "N"
+        "topic_partitions", positive(integer), 4, "partitions of topics the runner creates", "N"
     ),
     Option(
         "metrics_address",
-        _optional_text,
+        optional_text,
         "127.0.0.1:9108",
         "host:port of the Prometheus metrics endpoint ('off' to disable; port 0 picks one)",
         "HOST:PORT",
     ),
-    Option("log_format", _choice("json", "text"), "json", "log lines as JSON objects or text"),
-    Option(
-        "log_level", _choice("debug", "info", "warning", "error"), "info", "lowest level logged"
-    ),
+    Option("log_format", choice("json", "text"), "json", "log lines as JSON objects or text"),
+    Option("log_level", choice("debug", "info", "warning", "error"), "info", "lowest level logged"),
     Option(
         "kafka_config",
         _kafka_properties,

@@ -154,8 +154,15 @@ class Option:
 
 
 def _state_key(value: Any) -> str | None:
-    text = optional_text(value)
-    if text is not None and len(text) < 16:
+    """A secret: its errors never show the value."""
+    if value is False:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"expected text, got {type(value).__name__}")
+    text = value.strip()
+    if text.lower() in {"", "none", "off"}:
+        return None
+    if len(text) < 16:
         raise ValueError("a state key must be at least 16 characters")
     return text
 
