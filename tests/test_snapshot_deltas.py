@@ -342,8 +342,8 @@ def test_an_engine_taking_a_key_over_numbers_its_runs_after_the_records() -> Non
     """Skip strategies compare runs by processing order: an engine that imports a key whose
     runs another engine numbered must number the key's new runs after them (the default
     rules, seven payments over 2000 by one user: (p1,p2,p3) and (p4,p5,p6), as one engine)."""
-    from fraudcep.rulespec import load_rules
     from fraudcep.rules_catalog import DEFAULT_RULES_FILE
+    from fraudcep.rulespec import load_rules
 
     rules = [d.rule for d in load_rules(Path(DEFAULT_RULES_FILE).read_text())]
     payments = [
