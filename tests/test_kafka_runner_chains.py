@@ -443,3 +443,25 @@ def _stream() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     first = [pay(0, 0, 2500.0), pay(1, 1_000, 2600.0)]
     rest = [pay(2, 2_000, 2700.0), pay(3, 2_500, 10.0), pay(4, 900_000, 10.0)]
     return first, rest
+
+
+def test_a_backlog_of_new_keys_is_taken_in_short_deltas_and_exactly(
+    job: Job, in_process: Callable[[Runner], InProcess]
+) -> None:
+    """With a tiny pause goal every partition's records are taken in slices, held back while
+    its checkpoint is written, and checkpointed in many small deltas: the alerts are still
+    exactly the reference's."""
+    payments, _ = PaymentGenerator(
+        seed=47, users=6_000, rate=150.0, scenarios_per_10k=12.0
+    ).generate(20_000)
+    produce(job.bootstrap, job.input_topic, payment_records(payments))
+    runner = in_process(Runner(config(job, checkpoint_pause_goal=1, checkpoint_interval=60_000)))
+    wait_caught_up(job)
+    want = expected(job)
+    wait_alerts(job, want)
+    assert runner.stop() == EXIT_OK
+    assert sorted(alert_ids(job.bootstrap, job.alerts_topic)) == want
+    assert len(want) > 10
+    deltas = runner.sample("fraudcep_checkpoints_total", kind="delta")
+    assert deltas >= 20, deltas  # only at shutdown without the goal (a one-minute interval)
+    assert runner.sample("fraudcep_records_processed_total") == len(payments)

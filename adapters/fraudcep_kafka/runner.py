@@ -102,9 +102,12 @@ EXIT_STUCK = 4
 DELTA_COST_PRIOR_S = 20e-6
 """What a delta checkpoint is taken to cost per record taken since the previous checkpoint,
 until the runner has measured one (the P1 shape measured 15-30 µs per changed key)."""
-_EARLY_SPACING = 5
+_EARLY_SPACING = 1
 """A checkpoint taken before the interval (to keep pauses short) waits at least this many
-times the previous pause after the previous checkpoint: at most a fifth of the loop's time."""
+times the previous pause after the previous checkpoint (and _EARLY_MIN_S): should a delta
+cost much more than its records explain, such checkpoints take at most half the loop's time.
+A larger factor bounds that share further but lets more records pile up between deltas
+while new keys pour in, and so lengthens the pauses it was meant to shorten."""
 _EARLY_MIN_S = 0.05
 _COMMIT_RETRY_S = 0.002  # a commit waiting for a checkpoint's save looks again this soon
 _COMPACT_MIN_BYTES = 1 << 20
@@ -233,6 +236,8 @@ class _Partition:
     sinks: list[PartitionSink] | None = None
     """Open once the offset the state starts from is known (see ``fraudcep.sink``)."""
     payment_sinks: list[PartitionSink] = attrs.Factory(list)
+    held: list[Any] = attrs.Factory(list)
+    """Records fetched and not taken yet (see ``Runner._must_wait``)."""
 
     @property
     def replaying(self) -> bool:
@@ -552,7 +557,7 @@ class Runner:
             # A full batch means more is waiting: catching up, throughput matters more
             # than the latency of single alerts, so they wait for the commit interval.
             self._backlogged = len(messages) >= c.batch_size
-            if messages:
+            if messages or any(st.held for st in self._partitions.values()):
                 try:
                     self._take(messages)
                 except _RecordFailed as failure:
@@ -561,6 +566,8 @@ class Runner:
                     self._sink_failed(exc)
                 except _Rewind as rewind:
                     self._abort_and_rewind(rewind.reason)
+                except _StateFailed as failure:
+                    self._state_failed(failure)
             now = time.monotonic()
             self._checkpoint_work(now)
             if self._reader is not None and now >= next_rules:
@@ -613,10 +620,54 @@ class Runner:
                 log.warning("consumer error", extra=fields(error=err.str(), code=err.code()))
                 continue
             by_partition[msg.partition()].append(msg)
+        for number, waiting in list(self._partitions.items()):
+            if waiting.held:
+                by_partition[number][:0] = waiting.held
+                waiting.held = []
         for number, records in by_partition.items():
             st = self._partitions.get(number)
-            if st is not None:  # else revoked since it was fetched
-                self._feed(st, records)
+            if st is None:  # revoked since it was fetched
+                continue
+            size = self._chunk_size()
+            for start in range(0, len(records), size):
+                if self._must_wait(st, min(size, len(records) - start)):
+                    st.held = records[start:]
+                    break
+                self._feed(st, records[start : start + size])
+                if start + size < len(records):
+                    self._between_chunks(st)
+
+    def _must_wait(self, st: _Partition, records: int) -> bool:
+        """Whether the partition's next ``records`` wait: its checkpoint under way is not
+        committed yet, and its next delta would have more changes with them than
+        ``checkpoint_pause_goal`` allows. Taking them now would make that delta, and the
+        loop's pause for it, longer; the other partitions go on meanwhile."""
+        goal = self.config.checkpoint_pause_goal / 1000
+        return (
+            goal > 0
+            and st.pending is not None
+            and not st.replaying
+            and st.records_since > 0
+            and (st.records_since + records) * self._delta_cost > goal
+        )
+
+    def _chunk_size(self) -> int:
+        """How many records of a partition to take before looking whether it is due for a
+        checkpoint: about what a delta of ``checkpoint_pause_goal`` covers, so that a large
+        batch (a backlog, a restart) does not make the next delta longer than that."""
+        goal = self.config.checkpoint_pause_goal / 1000
+        if goal <= 0:
+            return self.config.batch_size
+        return max(100, int(goal / self._delta_cost))
+
+    def _between_chunks(self, st: _Partition) -> None:
+        """Within a batch: note a finished save and take a checkpoint that is due. A failure
+        of the partition's state ends the batch (:class:`_StateFailed`, see the loop)."""
+        if st.position is None or st.replaying:
+            return
+        self._collect(st)
+        if st.pending is None and self._checkpoint_due(st, time.monotonic()):
+            self._take_checkpoint(st)
 
     def _feed(self, st: _Partition, records: list[Any]) -> None:
         """Decode and process a partition's records one at a time, in offset order.
@@ -1045,8 +1096,20 @@ class Runner:
         pause = time.perf_counter() - started
         st.early_after = st.last_checkpoint + max(_EARLY_MIN_S, _EARLY_SPACING * pause)
         if not full and records > 0:
-            self._delta_cost = 0.7 * self._delta_cost + 0.3 * (snapshot_s / records)
+            # quick to rise, slow to fall: a delta that cost more than expected (a loaded
+            # machine, keys with more state) shortens the next ones at once
+            sample = snapshot_s / records
+            weight = 0.5 if sample > self._delta_cost else 0.1
+            self._delta_cost += weight * (sample - self._delta_cost)
         self.metrics.checkpoint_pause.observe(pause)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "checkpoint taken",
+                extra=fields(partition=st.number, checkpoint=checkpoint.checkpoint_id,
+                             kind=checkpoint.kind, records=records, bytes=len(snapshot),
+                             snapshot_ms=round(snapshot_s * 1000, 2),
+                             pause_ms=round(pause * 1000, 2)),
+            )  # fmt: skip
         if pause > self._longest_pause:
             self._longest_pause = pause
             self.metrics.checkpoint_pause_max.set(pause)
@@ -1064,6 +1127,11 @@ class Runner:
             raise _StateFailed(st.number, "save", exc) from exc
         pending.saved = True
         st.dirty = True  # the next commit names it
+        goal = self.config.checkpoint_pause_goal / 1000
+        if goal > 0 and st.records_since * self._delta_cost >= goal / 2:
+            # the next checkpoint waits for this one's commit, and the state keeps changing:
+            # commit now rather than at the interval, or the next delta grows past the goal
+            self._commit_retry_at = time.monotonic()
         self._state_failures.pop(st.number, None)
         self._isolating.discard(st.number)
         self.metrics.checkpoint_time.observe(time.monotonic() - pending.taken)
@@ -1395,6 +1463,7 @@ class Runner:
         for number in numbers:
             st = self._partitions.pop(number, None)
             if st is not None and committed and not st.replaying:
+                st.held = []  # fetched again from its position if it comes back
                 self._parked[number] = st
             elif st is not None:
                 st.close_sinks()
