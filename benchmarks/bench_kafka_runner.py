@@ -29,6 +29,21 @@ topics; the runner's ``/metrics`` endpoint is found in its log ("metrics endpoin
    the producer stops. The runner's own ``fraudcep_processing_latency_seconds`` histogram
    (record timestamp to commit) is scraped as a cross-check.
 
+3. State size (``--state-keys 1k,1M``). For each size, a latency run as above (at
+   ``--state-rate``, ``--state-commit-interval``, for ``--state-duration`` s) after the
+   runner was given that many keys of live state first: one payment over 2000 for each of
+   as many users of their own (``pre-0000000``...), with the wall clock as event time, which
+   leaves two live partial matches per user (``high-value-3-in-5m`` and ``geo-hop``, open for
+   5 and 10 minutes: longer than the run). The preload is written as fast as the producer
+   can and the runner takes it with delta checkpoints and compactions as it goes; the paced
+   run starts once the group committed all of it and the compactions it started ended (at
+   most ``--state-settle`` s later). Recorded besides the latency: the loop's
+   checkpoint pauses (``fraudcep_checkpoint_pause_seconds``, during the preload and during
+   the paced run apart, by diffing the histogram), the checkpoints and compactions (and the
+   compaction worker's CPU time, apart from the runner's), and
+   after the run the restore: the runner is stopped and started again, and the seconds each
+   partition took to load its chain and restore its engine are read from its log.
+
 The stream: the default background of ``PaymentGenerator`` without its guards
 (``safe_noise=False``) and with more payments over 2000 (``--big-fraction``) among fewer
 users (``--users``), so that the default rules fire tens of times per second from the first
@@ -97,7 +112,8 @@ def duration_ms(text: str) -> int:
 
 def int_list(text: str) -> list[int]:
     try:
-        values = [int(float(x)) for x in text.replace("k", "000").split(",") if x.strip()]
+        scaled = text.lower().replace("k", "e3").replace("m", "e6")
+        values = [int(float(x)) for x in scaled.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected numbers separated by commas: {text!r}"
@@ -119,6 +135,19 @@ def cpu_seconds(pid: int) -> float | None:
         return None
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def children_cpu_seconds(pid: int) -> float:
+    """CPU time of the live processes ``pid`` started (the runner's compaction worker)."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            total += cpu_seconds(int(child)) or 0.0
+    return total
 
 
 def machine_busy_seconds() -> float:
@@ -188,6 +217,34 @@ def scrape(url: str) -> Samples:
         labels = dict(_LABEL.findall(rest))
         samples.setdefault(name, []).append((labels, float(value)))
     return samples
+
+
+def window(before: Samples, after: Samples, name: str) -> Samples:
+    """The samples of histogram ``name`` between two scrapes (``after`` minus ``before``)."""
+    out: Samples = {}
+    for suffix in ("_bucket", "_count", "_sum"):
+        earlier = {tuple(sorted(labels.items())): v for labels, v in before.get(name + suffix, [])}
+        out[name + suffix] = [
+            (labels, value - earlier.get(tuple(sorted(labels.items())), 0.0))
+            for labels, value in after.get(name + suffix, [])
+        ]
+    return out
+
+
+def highest_bucket_ms(samples: Samples, name: str) -> float | None:
+    """The upper bound (ms) of the highest non-empty bucket of histogram ``name``: the
+    longest observation is at most this (and above the bucket before)."""
+    cumulative: dict[float, float] = {}
+    for labels, value in samples.get(name + "_bucket", []):
+        le = float(labels["le"])
+        cumulative[le] = cumulative.get(le, 0.0) + value
+    top = None
+    previous = 0.0
+    for le, cum in sorted(cumulative.items()):
+        if cum > previous:
+            top = le
+        previous = cum
+    return None if top is None else top * 1000
 
 
 def sample_sum(samples: Samples, name: str) -> float:
@@ -342,8 +399,10 @@ class RunnerProcess:
     log_path: Path
 
     @classmethod
-    def start(cls, job: Job, commit_interval_ms: int, extra: Sequence[str]) -> RunnerProcess:
-        log_path = job.workdir / job.tag / "runner.log"
+    def start(
+        cls, job: Job, commit_interval_ms: int, extra: Sequence[str], name: str = "runner"
+    ) -> RunnerProcess:
+        log_path = job.workdir / job.tag / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as out:
             process = subprocess.Popen(
@@ -395,6 +454,16 @@ class RunnerProcess:
 
     def cpu(self) -> float | None:
         return cpu_seconds(self.process.pid)
+
+    def children_cpu(self) -> float:
+        return children_cpu_seconds(self.process.pid)
+
+    def compacting(self) -> bool:
+        """Whether a compaction the runner started has not ended yet."""
+        lines = self.lines()
+        started = sum(1 for x in lines if x.get("msg") == "compacting checkpoints")
+        ended = sum(1 for x in lines if x.get("msg") == "checkpoint chain compacted")
+        return started > ended
 
     def problems(self) -> list[dict[str, Any]]:
         return [x for x in self.lines() if x.get("level") in {"warning", "error"}]
@@ -503,6 +572,69 @@ class Workload:
             scenarios_per_10k=self.scenarios_per_10k,
             safe_noise=False,
         )
+
+
+def preload_state(job: Job, keys: int, offsets: Offsets, timeout: float) -> dict[str, Any]:
+    """Give the runner ``keys`` users of live state (see the module docstring, 3.) and wait
+    until its group committed them all."""
+    from fraudcep_kafka.payments_producer import PaymentProducer
+
+    producer = PaymentProducer(
+        job.bootstrap, job.input_topic, config={"linger.ms": 50, "batch.size": 1_000_000}
+    )
+    started = time.perf_counter()
+    for i in range(keys):
+        producer.send(
+            {
+                "payment_id": f"pre-{i}",
+                "user_id": f"pre-{i:07d}",
+                "card_id": f"pre-c{i:07d}",
+                "merchant": "m-pre",
+                "country": "DE",
+                "amount": 2500.0,
+                "currency": "EUR",
+                "status": "approved",
+                "ts": int(time.time() * 1000),
+            }
+        )
+    producer.flush(300)
+    produced = time.perf_counter() - started
+    del producer
+    gc.collect()
+    end = offsets.end()
+    deadline = time.monotonic() + timeout
+    while offsets.committed() < end:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the runner did not take the {keys:,}-key preload in time")
+        time.sleep(0.25)
+    return {
+        "keys": keys,
+        "produce_s": round(produced, 1),
+        "committed_after_s": round(time.perf_counter() - started, 1),
+    }
+
+
+def measure_restore(job: Job, args: argparse.Namespace) -> dict[str, Any]:
+    """Start the runner again on the job's group and read how long each partition took to
+    load its checkpoint chain and restore its engine (its log's "partition restored")."""
+    runner = RunnerProcess.start(
+        job, args.state_commit_interval, args.runner_option, name="restarted"
+    )
+    try:
+        started = time.monotonic()
+        runner.wait_assigned(job.partitions, timeout=args.throughput_timeout)
+        assigned_s = time.monotonic() - started
+        restored = [x for x in runner.lines() if x.get("msg") == "partition restored"]
+    finally:
+        runner.stop(timeout=args.throughput_timeout)
+    return {
+        "partitions": [
+            {k: x.get(k) for k in ("partition", "seconds", "deltas", "compacted", "replay")}
+            for x in restored
+        ],
+        "restore_s_total": round(sum(float(x.get("seconds", 0.0)) for x in restored), 2),
+        "from_start_to_assigned_s": round(assigned_s, 2),
+    }
 
 
 def produce_backlog(job: Job, workload: Workload, events: int) -> dict[str, Any]:
@@ -697,21 +829,37 @@ def latency_run(
     broker_pid: int | None,
     *,
     duration: float | None = None,
+    preload: int = 0,
 ) -> dict[str, Any]:
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     job = Job(bootstrap, workdir, args.partitions)
     job.create_input()
-    log(f"latency: {rate:,} events/s, commit interval {commit_interval_ms} ms ({job.tag})")
+    state = f", after {preload:,} keys of state" if preload else ""
+    log(f"latency: {rate:,} events/s, commit interval {commit_interval_ms} ms{state} ({job.tag})")
     runner = RunnerProcess.start(job, commit_interval_ms, args.runner_option)
     reader: Any = None
     failed = False
     sampler = LagSampler(job)
     producer: subprocess.Popen[str] | None = None
+    preloaded: dict[str, Any] | None = None
+    before: Samples = {}
     try:
         url = runner.metrics_url()
         runner.wait_for("runner started")
         runner.wait_assigned(job.partitions)
+        if preload:
+            offsets = Offsets(job)
+            try:
+                preloaded = preload_state(job, preload, offsets, args.throughput_timeout * 5)
+            finally:
+                offsets.close()
+            settle_deadline = time.monotonic() + args.state_settle
+            while runner.compacting() and time.monotonic() < settle_deadline:
+                time.sleep(0.5)  # the compactions the preload started finish first
+            preloaded["compacting_at_run_start"] = runner.compacting()
+            log(f"  preloaded: {preloaded}")
+        before = scrape(url)
         reader = Consumer(
             {
                 "bootstrap.servers": bootstrap,
@@ -741,6 +889,7 @@ def latency_run(
             "--linger-ms", str(args.producer_linger_ms),
         ]  # fmt: skip
         runner_cpu0 = runner.cpu()
+        worker_cpu0 = runner.children_cpu()
         busy0, own0 = machine_busy_seconds(), own_cpu_seconds()
         broker_cpu0 = cpu_seconds(broker_pid) if broker_pid else None
         load0 = os.getloadavg()[0]
@@ -752,6 +901,7 @@ def latency_run(
         produced_at: float | None = None
         drain_deadline = math.inf
         runner_cpu1: float | None = None
+        worker_cpu1 = math.nan
         busy1 = own1 = math.nan
         broker_cpu1: float | None = None
         while True:
@@ -761,6 +911,7 @@ def latency_run(
                 produced_at = now
                 drain_deadline = now + args.drain_timeout
                 runner_cpu1 = runner.cpu()
+                worker_cpu1 = runner.children_cpu()
                 busy1, own1 = machine_busy_seconds(), own_cpu_seconds()
                 broker_cpu1 = cpu_seconds(broker_pid) if broker_pid else None
             if produced_at is not None and (
@@ -830,13 +981,21 @@ def latency_run(
         "runner_cpu_s": None if runner_cpu is None else round(runner_cpu, 2),
         "runner_cpu_share": None if runner_cpu is None else round(runner_cpu / sent["seconds"], 3),
         "broker_cpu_s": None if broker_cpu is None else round(broker_cpu, 2),
+        "compaction_worker_cpu_s": None
+        if math.isnan(worker_cpu1)
+        else round(worker_cpu1 - worker_cpu0, 2),
         "reader_cpu_s": round(own1 - own0, 2) if not math.isnan(own1) else None,
         "machine_busy_cpu_s": round(busy1 - busy0, 2) if not math.isnan(busy1) else None,
         # what else ran meanwhile: other processes (and the broker, when external)
         "other_cpu_s": None
         if math.isnan(busy1) or runner_cpu is None
         else round(
-            (busy1 - busy0) - runner_cpu - (broker_cpu or 0.0) - sent["cpu_s"] - (own1 - own0),
+            (busy1 - busy0)
+            - runner_cpu
+            - (broker_cpu or 0.0)
+            - sent["cpu_s"]
+            - (own1 - own0)
+            - (0.0 if math.isnan(worker_cpu1) else worker_cpu1 - worker_cpu0),
             2,
         ),
         "loadavg_1m_at_start": round(load0, 2),
@@ -862,12 +1021,47 @@ def latency_run(
         "runner_problems": runner.problems()[:10],
         "topics_tag": job.tag,
     }
+    pause = "fraudcep_checkpoint_pause_seconds"
+    during = window(before, samples, pause)
+    result["checkpoints"] = {
+        "pause_during_run": histogram(during, pause),
+        "pause_during_run_at_most_ms": highest_bucket_ms(during, pause),
+        "pause_since_start": histogram(samples, pause),
+        "pause_max_since_start_ms": round(
+            sample_sum(samples, "fraudcep_checkpoint_pause_max_seconds") * 1000, 2
+        ),
+        "taken_during_run": {
+            labels.get("kind", ""): value
+            - sum(
+                v
+                for lb, v in before.get("fraudcep_checkpoints_total", [])
+                if lb.get("kind") == labels.get("kind")
+            )
+            for labels, value in samples.get("fraudcep_checkpoints_total", [])
+        },
+        "save_seconds": histogram(samples, "fraudcep_checkpoint_seconds"),
+        "compaction_seconds": histogram(samples, "fraudcep_compaction_seconds"),
+        "chain_deltas": sample_sum(samples, "fraudcep_checkpoint_chain_deltas"),
+    }
+    if preloaded is not None:
+        preload_pause = window({}, before, pause)
+        result["preload"] = {
+            **preloaded,
+            "pause": histogram(preload_pause, pause),
+            "pause_at_most_ms": highest_bucket_ms(preload_pause, pause),
+        }
+        result["restore"] = measure_restore(job, args)
+        log(f"  restore: {result['restore']}")
     lat = result["latency_ms"]
     log(
         f"  {sent['rate']:,.0f}/s sent, {lat.get('count', 0)} alerts: p50 {lat.get('p50')} "
         f"p90 {lat.get('p90')} p99 {lat.get('p99')} max {lat.get('max')} ms; runner "
         f"{'kept up' if kept_up else 'FELL BEHIND'} (lag tail {max_lag_tail}), cpu "
         f"{result['runner_cpu_share']}"
+    )
+    log(
+        f"  checkpoint pauses during the run: {result['checkpoints']['pause_during_run']}, "
+        f"longest at most {result['checkpoints']['pause_during_run_at_most_ms']} ms"
     )
     if not args.keep_topics:
         job.delete_topics()
@@ -1133,6 +1327,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     lat.add_argument("--producer-linger-ms", type=int, default=5, metavar="MS")
     lat.add_argument("--reader-fetch-wait-ms", type=int, default=10, metavar="MS")
     lat.add_argument("--skip-latency", action="store_true")
+    size = parser.add_argument_group("phase 3: state size")
+    size.add_argument(
+        "--state-keys",
+        type=int_list,
+        default=[],
+        metavar="LIST",
+        help="keys of live state to give the runner before a paced run, e.g. 1k,1M "
+        "(default: no such runs)",
+    )
+    size.add_argument("--state-rate", type=int, default=10_000, help="events/s")
+    size.add_argument("--state-duration", type=float, default=30.0, metavar="S")
+    size.add_argument("--state-commit-interval", type=duration_ms, default=100, metavar="DURATION")
+    size.add_argument(
+        "--state-settle",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="after the preload was committed, wait at most this long for the compactions "
+        "it started to end",
+    )
     parser.add_argument(
         "--runner-option",
         action="append",
@@ -1247,11 +1461,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                 runs.append(run)
                 if "error" in run or not (run["runner_kept_up"] and run["producer_kept_pace"]):
                     break
+        if args.state_keys:
+            results["state"] = {
+                "rate": args.state_rate,
+                "duration_s": args.state_duration,
+                "commit_interval_ms": args.state_commit_interval,
+                "runs": [
+                    latency_run(
+                        bootstrap,
+                        workdir,
+                        args,
+                        workload,
+                        args.state_rate,
+                        args.state_commit_interval,
+                        broker_pid,
+                        duration=args.state_duration,
+                        preload=keys,
+                    )
+                    for keys in args.state_keys
+                ],
+            }
     results["total_seconds"] = round(time.monotonic() - started, 1)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1) + "\n")
     log(f"wrote {args.json} ({results['total_seconds']} s in all)")
-    if "latency" in results:
+    if "latency" in results and results["latency"]["runs"]:
         write_svg(results, args.svg)
         log(f"wrote {args.svg}")
     return 0

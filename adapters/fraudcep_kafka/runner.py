@@ -101,7 +101,7 @@ STUCK_CALL_S = 2 * _TXN_TIMEOUT_S + 5
 EXIT_STUCK = 4
 DELTA_COST_PRIOR_S = 20e-6
 """What a delta checkpoint is taken to cost per record taken since the previous checkpoint,
-until the runner has measured one (the P1 shape measured 15-30 µs per changed key)."""
+until the runner has measured one (benchmarks/bench_state.py: 14-17 µs per changed key)."""
 _EARLY_SPACING = 1
 """A checkpoint taken before the interval (to keep pauses short) waits at least this many
 times the previous pause after the previous checkpoint (and _EARLY_MIN_S): should a delta
