@@ -489,9 +489,11 @@ def load_chain(
     than ``max_length`` deltas) is a :class:`CheckpointError`; a failing store an
     :class:`OSError`."""
     where = f"checkpoint {checkpoint_id}"
+    # a store written for format 1 knows no state key: it is only passed one when there is one
+    keyed = {"state_key": state_key} if state_key is not None else {}
 
     def load(one: str) -> Checkpoint:
-        return store.load(group, topic, partition, one, state_key=state_key)
+        return store.load(group, topic, partition, one, **keyed)
 
     top = load(checkpoint_id)
     if top.kind == FULL:

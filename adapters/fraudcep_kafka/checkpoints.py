@@ -205,7 +205,8 @@ def compact_chain(
     no engine, no rules, so it runs in a worker process. A chain that does not hold together
     is a :class:`CheckpointError` (a snapshot that does not, a ``SnapshotError``)."""
     started = time.perf_counter()
-    chain = [store.load(group, topic, partition, one, state_key=state_key) for one in ids]
+    keyed = {"state_key": state_key} if state_key is not None else {}
+    chain = [store.load(group, topic, partition, one, **keyed) for one in ids]
     base, deltas = chain[0], chain[1:]
     if base.kind != FULL:
         raise CheckpointError(f"compacting: {base.checkpoint_id} is a delta, not a base")
@@ -223,7 +224,7 @@ def compact_chain(
         group, topic, partition, last.offset, snapshot, last.rules, kind=FULL,
         parent=last.checkpoint_id,
     )  # fmt: skip
-    store.save(merged, state_key=state_key)
+    store.save(merged, **keyed)
     return Compacted(
         merged.checkpoint_id, merged.offset, len(snapshot), tuple(ids),
         time.perf_counter() - started,
@@ -248,7 +249,10 @@ def _worker_started(runner_pid: int) -> None:
 
 def _timed_save(store: CheckpointStore, checkpoint: Checkpoint, state_key: str | None) -> float:
     started = time.perf_counter()
-    store.save(checkpoint, state_key=state_key)
+    if state_key is None:  # a store written for format 1 knows no state key
+        store.save(checkpoint)
+    else:
+        store.save(checkpoint, state_key=state_key)
     return time.perf_counter() - started
 
 
