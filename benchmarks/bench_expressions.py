@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import Any
 
-from fraudcep.conditions import takes_context
-from fraudcep.expressions import ExpressionError, compile_expression
+from fraudcep.pattern.conditions import takes_context
+from fraudcep.rules.expressions import ExpressionError, compile_expression
 
 SIMPLE_LIMIT = 1.5
 WORST_LIMIT = 0.001  # seconds
@@ -177,7 +177,7 @@ WORST = [
 
 
 def worst_payment(case: Worst) -> Any:
-    from fraudcep.payment import DEFAULT_MAX_BYTES, decode_payment
+    from fraudcep.payments.payment import DEFAULT_MAX_BYTES, decode_payment
 
     raw = json.dumps({**BASE, **case.fields}, ensure_ascii=False, separators=(",", ":")).encode()
     assert len(raw) <= DEFAULT_MAX_BYTES, (case.name, len(raw))

@@ -16,7 +16,7 @@ topics; the runner's ``/metrics`` endpoint is found in its log ("metrics endpoin
 2. Alert latency at a paced input rate. A separate producer process (this script's
    ``_produce`` mode, so that producing does not share an interpreter with the measuring
    loop) sends payments in real time: each payment's ``ts`` is the wall clock (epoch ms) at
-   which it is due to be sent (``fraudcep.synthetic.PaymentGenerator`` paced by
+   which it is due to be sent (``fraudcep.payments.synthetic.PaymentGenerator`` paced by
    ``fraudcep_cli.generate.generate``). A ``read_committed`` consumer of the alerts topic
    takes each alert's latency as its receive time minus the largest ``ts`` of its events,
    i.e. since the moment the event that completed the match was produced. The latency is
@@ -562,7 +562,7 @@ class Workload:
     seed: int
 
     def generator(self, rate: float) -> Any:
-        from fraudcep.synthetic import PaymentGenerator
+        from fraudcep.payments.synthetic import PaymentGenerator
 
         return PaymentGenerator(
             seed=self.seed,
@@ -1389,14 +1389,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": command.strip(),
         "machine": machine_info(),
         "workload": {
-            "generator": "fraudcep.synthetic.PaymentGenerator",
+            "generator": "fraudcep.payments.synthetic.PaymentGenerator",
             "users": workload.users,
             "big_fraction": workload.big_fraction,
             "scenarios_per_10k": workload.scenarios_per_10k,
             "safe_noise": False,
             "seed": workload.seed,
             "partitions": args.partitions,
-            "rules": "default (fraudcep/default_rules.yaml)",
+            "rules": "default (fraudcep/payments/default_rules.yaml)",
         },
     }
     started = time.monotonic()

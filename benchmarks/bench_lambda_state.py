@@ -39,7 +39,7 @@ from typing import Any
 sys.path.append(str(Path(__file__).resolve().parent.parent / "adapters"))
 
 from fraudcep import Engine
-from fraudcep.rulespec import apply_definitions
+from fraudcep.rules import apply_definitions
 
 T0 = 1_700_000_000_000
 WORKERS = 8

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 from fraudcep.alert import Alert, ConditionFailure, LateEvent, Overflow, TimedOutMatch
-from fraudcep.engine import Engine, EngineStats, TimeMode
+from fraudcep.engine.engine import Engine, EngineStats, TimeMode
+from fraudcep.engine.rule import Rule
 from fraudcep.errors import (
     ConfigurationError,
     EventError,
@@ -13,9 +14,8 @@ from fraudcep.errors import (
     MalformedPatternError,
     SnapshotError,
 )
-from fraudcep.pattern import Pattern, WithinType
-from fraudcep.rule import Rule
-from fraudcep.skip import SkipStrategy
+from fraudcep.pattern.pattern import Pattern, WithinType
+from fraudcep.pattern.skip import SkipStrategy
 
 
 def system_clock() -> int:

@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
-from fraudcep.conditions import takes_context
-from fraudcep.expressions import ExpressionError, ExpressionLimitError, compile_expression
+from fraudcep.pattern.conditions import takes_context
+from fraudcep.rules.expressions import ExpressionError, ExpressionLimitError, compile_expression
 
 GUARD_SECONDS = 2.0
 ATOMS = [

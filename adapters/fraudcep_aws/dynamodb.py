@@ -14,7 +14,7 @@ Item attributes (the notifier reads exactly these):
 alert_id        S     hash key; :attr:`fraudcep.Alert.alert_id`
 rule_id         S
 rule_version    N
-key             S     :func:`fraudcep.engine.canonical_key` of the alert's key
+key             S     :func:`fraudcep.alert.identity.canonical_key` of the alert's key
 first_ts        N     event time of the first matched event (ms)
 last_ts         N     event time of the last matched event (ms)
 emitted_at      N     event time the engine emitted the alert at (ms)
@@ -42,9 +42,9 @@ import attrs
 from botocore.exceptions import BotoCoreError, ClientError
 
 from fraudcep.alert import Alert
-from fraudcep.engine import canonical_key
+from fraudcep.alert.identity import canonical_key
 from fraudcep.errors import FraudcepError
-from fraudcep.sink import SinkError, SourcePartition
+from fraudcep.runtime.sink import SinkError, SourcePartition
 from fraudcep_aws.clients import client as make_client
 from fraudcep_aws.clients import location_options
 from fraudcep_aws.stream_event import loads_bounded

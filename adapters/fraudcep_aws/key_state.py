@@ -309,7 +309,7 @@ class KeyState:
     """One key's stored state as loaded; ``version`` 0 means nothing is stored yet."""
 
     key: str
-    """The key in canonical form (:func:`fraudcep.engine.canonical_key`)."""
+    """The key in canonical form (:func:`fraudcep.alert.identity.canonical_key`)."""
     version: int = 0
     state: bytes | None = None
     """The ``state`` attribute (:func:`decode_key_state` reads it)."""

@@ -7,7 +7,7 @@ table (:mod:`fraudcep_aws.key_state`), one item per key of ``FRAUDCEP_KEY_FIELD`
 group the key's payments touch: the user, each of the user's cards) and what the detector
 keeps beside them (held events, the key's clock). For each batch:
 
-1. records are decoded (:func:`fraudcep.payment.decode_payment`); a record that is not a
+1. records are decoded (:func:`fraudcep.payments.payment.decode_payment`); a record that is not a
    valid payment, or not a readable record at all, is dead-lettered (below) and counts as
    done: retrying cannot fix it;
 2. the payments are grouped by key, and the keys are run many to an engine (up to
@@ -94,7 +94,7 @@ failing attempt writes no alert.
 
 Dead letters: one item per record in ``FRAUDCEP_DEAD_LETTER_TABLE``, written only if absent:
 id ``topic/partition/offset``, reason, detail, the raw key and value, TTL 14 days. Reasons:
-those of :data:`fraudcep.payment.REASONS`; ``bad_record`` and ``bad_base64`` (see
+those of :data:`fraudcep.payments.payment.REASONS`; ``bad_record`` and ``bad_base64`` (see
 :mod:`fraudcep_aws.msk_event`); ``bad_event`` (a payment the rules cannot read, e.g. without
 a rule's key field); ``late`` (event time at or below its key's watermark);
 ``processing_failed`` (a poison record, above). Each is also a
@@ -129,13 +129,14 @@ import attrs
 from botocore.exceptions import BotoCoreError, ClientError
 
 from fraudcep.alert import Alert, ConditionFailure, LateEvent, Overflow, TimedOutMatch
-from fraudcep.codec import read_blob
-from fraudcep.engine import Engine, canonical_key
+from fraudcep.alert.identity import canonical_key
+from fraudcep.engine.codec import read_blob
+from fraudcep.engine.engine import Engine
+from fraudcep.engine.state import key_group
 from fraudcep.errors import ConfigurationError, EventError, FraudcepError, SnapshotError
-from fraudcep.payment import DEFAULT_MAX_BYTES, InvalidRecord, Reason, decode_payment
-from fraudcep.rules_catalog import DEFAULT_RULES_FILE
-from fraudcep.rulespec import RuleDefinition, apply_definitions, load_rules
-from fraudcep.state import key_group
+from fraudcep.payments.default_rules import DEFAULT_RULES_FILE
+from fraudcep.payments.payment import DEFAULT_MAX_BYTES, InvalidRecord, Reason, decode_payment
+from fraudcep.rules import RuleDefinition, apply_definitions, load_rules
 from fraudcep.timeutil import MIN_TIMESTAMP
 from fraudcep_aws.clients import client as make_client
 from fraudcep_aws.dynamodb import (

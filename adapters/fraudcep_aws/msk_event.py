@@ -38,7 +38,7 @@ from typing import Any, Final
 import attrs
 
 from fraudcep.errors import FraudcepError
-from fraudcep.payment import json_kind
+from fraudcep.payments.payment import json_kind
 
 __all__ = [
     "KAFKA_EVENT_SOURCES",

@@ -10,8 +10,9 @@ Ranges. A partition's sink buffers rows from one checkpoint to the next and, in
 :meth:`ParquetPartitionSink.checkpoint` (before the runtime saves the checkpoint and
 commits), writes one file per dataset and event-time hour for the range from the checkpoint
 its state started from to the checkpoint about to be saved. ``<start>`` is the id of the
-start checkpoint (``<offset, 20 digits>-<12 hex digits>``, :func:`fraudcep.checkpoint.new_id`);
-a fresh partition, which has no checkpoint yet, starts from :func:`fresh_start`,
+start checkpoint (``<offset, 20 digits>-<12 hex digits>``,
+:func:`~fraudcep.runtime.checkpoint.new_id`); a fresh partition, which has no checkpoint yet, starts
+from :func:`fresh_start`,
 ``<offset, 20 digits>-fresh``: deterministic, so a retry finds the same name, never a
 checkpoint id (``r`` and ``s`` are not hex digits), and it sorts by offset like the ids.
 Checkpoint ids rather than offsets name ranges because two checkpoints may share an offset:
@@ -53,7 +54,7 @@ Zombies (a runner that lost the partition and has not noticed): Kafka fences the
 commit, S3 does not. The intent is read at a sink's first checkpoint and then only replaced
 with conditional puts (``If-Match`` / ``If-None-Match: *``), and after uploading a writer
 checks that the intent is still its own; whoever sees another writer raises
-:class:`~fraudcep.sink.SinkError`, and the runtime rewinds and writes the range again.
+:class:`~fraudcep.runtime.sink.SinkError`, and the runtime rewinds and writes the range again.
 
 Memory: at most :data:`BATCH_ROWS` of the runtime's objects per file, then Arrow record
 batches; every ``row_group_rows`` rows (default 131072) become a row group of an anonymous
@@ -81,8 +82,8 @@ import pyarrow.parquet as pq
 from botocore.exceptions import BotoCoreError, ClientError
 
 from fraudcep.alert import Alert
-from fraudcep.checkpoint import ID_PATTERN
-from fraudcep.sink import SinkError, SourcePartition
+from fraudcep.runtime.checkpoint import ID_PATTERN
+from fraudcep.runtime.sink import SinkError, SourcePartition
 from fraudcep_aws.parquet_schema import (
     DATASETS,
     HOUR_MS,
@@ -120,7 +121,7 @@ FRESH: Final = "fresh"
 
 _TOPIC: Final = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _START: Final = re.compile(rf"(\d{{20}})-(?:[0-9a-f]{{12}}|{FRESH})")
-"""A range's start: a checkpoint id (:data:`fraudcep.checkpoint.ID_PATTERN`) or a
+"""A range's start: a checkpoint id (:data:`fraudcep.runtime.checkpoint.ID_PATTERN`) or a
 :func:`fresh_start`."""
 _MISSING: Final = frozenset({"NoSuchKey", "404", "NotFound"})
 _CONFLICT: Final = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})

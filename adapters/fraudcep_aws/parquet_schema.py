@@ -13,7 +13,7 @@ Alerts (``alerts/dt=.../hour=.../*.parquet``, partitioned by ``last_ts``):
 alert_id          string              :attr:`fraudcep.Alert.alert_id` (deterministic)
 rule_id           string
 rule_version      int32
-key               string              :func:`fraudcep.engine.canonical_key` of the key
+key               string              :func:`fraudcep.alert.identity.canonical_key` of the key
 first_ts          timestamp(ms, UTC)  event time of the first matched event
 last_ts           timestamp(ms, UTC)  event time of the last matched event
 emitted_at        timestamp(ms, UTC)  event time the engine emitted the alert at
@@ -56,8 +56,8 @@ from typing import Any, Final
 import pyarrow as pa
 
 from fraudcep.alert import Alert
-from fraudcep.engine import canonical_key
-from fraudcep.payment import PAYMENT_FIELDS
+from fraudcep.alert.identity import canonical_key
+from fraudcep.payments.payment import PAYMENT_FIELDS
 
 __all__ = [
     "ALERTS_SCHEMA",

@@ -13,7 +13,7 @@ unpickled): the runner sends it to the process that compacts checkpoint chains, 
 reaches S3 with the URL's options and that process's environment (the runner's).
 
 Only a checkpoint that is not there (``NoSuchKey``), damaged or another partition's is a
-:class:`~fraudcep.checkpoint.CheckpointError`. Any other failure (no such bucket, access
+:class:`~fraudcep.runtime.checkpoint.CheckpointError`. Any other failure (no such bucket, access
 denied, the network) is an :class:`OSError`, as a disk error is for the directory store: the
 runner stops (and is restarted) rather than take a store it cannot reach for one that lost
 its checkpoints, which ``--missing-checkpoint reset`` would answer with empty state. Reading
@@ -34,7 +34,8 @@ from urllib.parse import urlsplit
 import attrs
 from botocore.exceptions import BotoCoreError, ClientError
 
-from fraudcep.checkpoint import (
+from fraudcep.errors import FraudcepError
+from fraudcep.runtime.checkpoint import (
     ID_PATTERN,
     MAX_PARTITION,
     Checkpoint,
@@ -42,7 +43,6 @@ from fraudcep.checkpoint import (
     check_name,
     id_offset,
 )
-from fraudcep.errors import FraudcepError
 from fraudcep_aws.clients import client as make_client
 from fraudcep_aws.clients import location_options
 

@@ -1,7 +1,7 @@
 """``fraudcep demo``: the default rules over a synthetic payment stream.
 
-Generates payments with labelled fraud scenarios (:mod:`fraudcep.synthetic`), runs them
-through an :class:`fraudcep.Engine` with :func:`fraudcep.rules_catalog.default_rules`,
+Generates payments with labelled fraud scenarios (:mod:`fraudcep.payments.synthetic`), runs them
+through an :class:`fraudcep.Engine` with :func:`fraudcep.payments.default_rules.default_rules`,
 prints and writes the alerts, and checks them against the injected scenarios.
 """
 
@@ -21,8 +21,14 @@ from typing import IO, Any
 import attrs
 
 from fraudcep import Alert, Engine, LateEvent, Rule, TimedOutMatch
-from fraudcep.rules_catalog import DEFAULT_RULE_IDS, default_rules
-from fraudcep.synthetic import Detection, Payment, PaymentGenerator, PaymentStream, match_alerts
+from fraudcep.payments.default_rules import DEFAULT_RULE_IDS, default_rules
+from fraudcep.payments.synthetic import (
+    Detection,
+    Payment,
+    PaymentGenerator,
+    PaymentStream,
+    match_alerts,
+)
 
 DESCRIPTION = (
     "Run the default fraud rules over a deterministic synthetic payment stream with "

@@ -1,7 +1,7 @@
 """``fraudcep generate``: synthetic payments with labelled fraud scenarios, to Kafka or a file.
 
-The payments come from :class:`fraudcep.synthetic.PaymentGenerator`; scenario payments carry
-``scenario``/``scenario_id`` and ``--truth`` writes one JSON object per injected scenario,
+The payments come from :class:`~fraudcep.payments.synthetic.PaymentGenerator`; scenario payments
+carry ``scenario``/``scenario_id`` and ``--truth`` writes one JSON object per injected scenario,
 so a detector's alerts can be scored against it (the end-to-end and load tests do).
 
 With pacing (the default for Kafka) the stream runs in real time: event time is shifted so
@@ -30,7 +30,7 @@ from typing import IO, TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 import attrs
 
-from fraudcep.synthetic import (
+from fraudcep.payments.synthetic import (
     CARD_TESTING,
     SCENARIO_KINDS,
     Payment,

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
 from fraudcep import Alert, Engine, FraudcepError, LateEvent
-from fraudcep.rulespec import RuleDefinition, RuleSpecError, load_rule_file, parse_duration
+from fraudcep.rules import RuleDefinition, RuleSpecError, load_rule_file, parse_duration
 
 DESCRIPTION = "Validate rule files (YAML or JSON) and test rules on events."
 

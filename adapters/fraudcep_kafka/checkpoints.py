@@ -22,7 +22,8 @@ from pathlib import Path
 
 import attrs
 
-from fraudcep.checkpoint import (
+from fraudcep.engine.codec import compact
+from fraudcep.runtime.checkpoint import (
     DELTA,
     FORMAT_VERSION,
     FULL,
@@ -38,7 +39,6 @@ from fraudcep.checkpoint import (
     mac_key,
     new_id,
 )
-from fraudcep.codec import compact
 
 __all__ = [
     "DELTA",
@@ -201,7 +201,7 @@ def compact_chain(
 ) -> Compacted:
     """Merge the chain ``ids`` — a full checkpoint, then deltas each following the one
     before — into one full checkpoint at the last one's offset with its rules, naming the
-    last one as its ``parent``, and save it. Bytes to bytes (:func:`fraudcep.codec.compact`):
+    last one as its ``parent``, and save it. Bytes to bytes (:func:`fraudcep.engine.codec.compact`):
     no engine, no rules, so it runs in a worker process. A chain that does not hold together
     is a :class:`CheckpointError` (a snapshot that does not, a ``SnapshotError``)."""
     started = time.perf_counter()

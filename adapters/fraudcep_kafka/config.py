@@ -119,7 +119,7 @@ OPTIONS: tuple[Option, ...] = (
         optional_text,
         None,
         "rule file (YAML or JSON, see docs/rules.md); default: the packaged default rules "
-        "(fraudcep/default_rules.yaml)",
+        "(fraudcep/payments/default_rules.yaml)",
         "FILE",
     ),
     Option(

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from fraudcep.rulespec import RuleDefinition, RuleSpecError, load_rules
+from fraudcep.rules import RuleDefinition, RuleSpecError, load_rules
 from fraudcep_kafka.logs import fields
 
 log = logging.getLogger("fraudcep.rules")

@@ -46,7 +46,17 @@ from confluent_kafka import (
 )
 
 from fraudcep import Alert, ConditionFailure, Engine, FraudcepError, LateEvent, Overflow
-from fraudcep.checkpoint import (
+from fraudcep.errors import ConfigurationError, EventError, SnapshotError
+from fraudcep.payments.default_rules import default_rule_definitions
+from fraudcep.payments.payment import InvalidRecord, decode_payment
+from fraudcep.rules import (
+    RuleDefinition,
+    apply_definitions,
+    dump_rules,
+    load_rule_file,
+    load_rules,
+)
+from fraudcep.runtime.checkpoint import (
     DELTA,
     FULL,
     Checkpoint,
@@ -56,17 +66,7 @@ from fraudcep.checkpoint import (
     load_chain,
     open_checkpoint_store,
 )
-from fraudcep.errors import ConfigurationError, EventError, SnapshotError
-from fraudcep.payment import InvalidRecord, decode_payment
-from fraudcep.rules_catalog import default_rule_definitions
-from fraudcep.rulespec import (
-    RuleDefinition,
-    apply_definitions,
-    dump_rules,
-    load_rule_file,
-    load_rules,
-)
-from fraudcep.sink import PartitionSink, Sink, SinkError, SourcePartition, open_sink
+from fraudcep.runtime.sink import PartitionSink, Sink, SinkError, SourcePartition, open_sink
 from fraudcep_kafka.checkpoints import CheckpointWork, Compacted
 from fraudcep_kafka.config import RunnerConfig
 from fraudcep_kafka.logs import fields
@@ -234,7 +234,7 @@ class _Partition:
     idle_base: int | None = None  # the watermark when the last record arrived
     outputs: _SideOutputs = attrs.Factory(lambda: _SideOutputs())
     sinks: list[PartitionSink] | None = None
-    """Open once the offset the state starts from is known (see ``fraudcep.sink``)."""
+    """Open once the offset the state starts from is known (see ``fraudcep.runtime.sink``)."""
     payment_sinks: list[PartitionSink] = attrs.Factory(list)
     held: list[Any] = attrs.Factory(list)
     """Records fetched and not taken yet (see ``Runner._must_wait``)."""

@@ -21,8 +21,8 @@ from typing import Any, Final
 import attrs
 
 from fraudcep.errors import ConfigurationError
-from fraudcep.payment import DEFAULT_MAX_BYTES
-from fraudcep.rulespec import parse_duration
+from fraudcep.payments.payment import DEFAULT_MAX_BYTES
+from fraudcep.rules import parse_duration
 
 __all__ = [
     "ENGINE_OPTIONS",

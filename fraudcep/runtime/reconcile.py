@@ -2,7 +2,7 @@
 
 Rules reach a runtime as a rule file and, live, as rules-topic records; a restored engine runs
 the rules its snapshot was taken with. :func:`reconcile` applies the difference
-(:func:`fraudcep.rulespec.apply_definitions`: add, replace by version, enable, disable,
+(:func:`fraudcep.rules.apply_definitions`: add, replace by version, enable, disable,
 remove) and turns a change the engine refuses — an older version than the one it runs, say —
 into a reported refusal: the engine keeps the rules it has, and the runtime logs and counts it.
 """
@@ -13,9 +13,9 @@ from collections.abc import Iterable
 
 import attrs
 
-from fraudcep.engine import Engine
+from fraudcep.engine.engine import Engine
 from fraudcep.errors import FraudcepError
-from fraudcep.rulespec import RuleDefinition, apply_definitions
+from fraudcep.rules import RuleDefinition, apply_definitions
 
 __all__ = ["Reconciliation", "reconcile"]
 

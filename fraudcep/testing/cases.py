@@ -47,8 +47,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from fraudcep.errors import MalformedPatternError
-from fraudcep.pattern import Pattern, WithinType
-from fraudcep.skip import SkipStrategy
+from fraudcep.pattern.pattern import Pattern, WithinType
+from fraudcep.pattern.skip import SkipStrategy
 
 __all__ = [
     "HOLD_ALL",
@@ -342,8 +342,8 @@ def run_case(case: Case) -> Result:
     and its result says after how many events each match and timeout came out. A pattern
     rejected while it is built or compiled gives ``{"error": "<Exception>: <message>"}``.
     """
-    from fraudcep.engine import Engine
-    from fraudcep.rule import Rule
+    from fraudcep.engine.engine import Engine
+    from fraudcep.engine.rule import Rule
 
     case_id = case.get("id")
     events = list(case.get("events") or ())

@@ -3,15 +3,15 @@
 A runtime that reads payments from Kafka (or S3, or a Lambda event) must turn every record
 into a payment or a rejection, and never crash on what a producer sends. These strategies
 draw the raw bytes: :func:`valid_payment_records` those that
-:func:`fraudcep.payment.decode_payment` accepts (unicode text, extra label fields, varied
+:func:`fraudcep.payments.payment.decode_payment` accepts (unicode text, extra label fields, varied
 JSON formatting), and :func:`malformed_payment_records` those it refuses with an
-:class:`~fraudcep.payment.InvalidRecord` (broken or truncated JSON, bytes that are not
+:class:`~fraudcep.payments.payment.InvalidRecord` (broken or truncated JSON, bytes that are not
 UTF-8, missing fields, wrong types, out-of-range and bad values, NaN, duplicate keys,
 oversize and empty records). Point them at your own record handler::
 
     from hypothesis import given
 
-    from fraudcep.payment import InvalidRecord, decode_payment
+    from fraudcep.payments.payment import InvalidRecord, decode_payment
     from fraudcep.testing import malformed_payment_records
 
     @given(malformed_payment_records())
@@ -31,7 +31,7 @@ from typing import Any, Final
 
 from hypothesis import strategies as st
 
-from fraudcep.payment import (
+from fraudcep.payments.payment import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_DEPTH,
     MAX_AMOUNT,
@@ -39,7 +39,7 @@ from fraudcep.payment import (
     MAX_TS,
     PAYMENT_FIELDS,
 )
-from fraudcep.synthetic import SCENARIO_KINDS
+from fraudcep.payments.synthetic import SCENARIO_KINDS
 
 __all__ = ["malformed_payment_records", "valid_payment_records"]
 
@@ -119,7 +119,7 @@ def valid_payment_records() -> st.SearchStrategy[bytes]:
     1e12, timestamps from 0 to year 9999; up to five extra fields (``scenario``,
     ``scenario_id`` and arbitrary JSON) ride along. Formatting varies: ``\\u`` escapes or
     raw UTF-8, indentation, key order, surrounding whitespace. A record stays well under
-    :data:`~fraudcep.payment.DEFAULT_MAX_BYTES` (64 KiB).
+    :data:`~fraudcep.payments.payment.DEFAULT_MAX_BYTES` (64 KiB).
     """
 
     def encode(parts: tuple[dict[str, Any], bool, int | None, bool, str]) -> bytes:
@@ -233,7 +233,7 @@ _NOT_UTF8: Final = (
 def malformed_payment_records(max_bytes: int = DEFAULT_MAX_BYTES) -> st.SearchStrategy[bytes]:
     """Raw records that ``decode_payment(record, max_bytes=max_bytes)`` must refuse.
 
-    Every one is refused for one of the reasons of :data:`fraudcep.payment.REASONS`:
+    Every one is refused for one of the reasons of :data:`fraudcep.payments.payment.REASONS`:
     ``empty``, ``too_large`` (over ``max_bytes``, which must be at least 1024),
     ``not_utf8``, ``bad_json`` (broken, truncated, NaN/Infinity), ``too_deep`` (nested
     over the decoder's default limit), ``duplicate_key``, ``not_an_object``,

@@ -1,12 +1,12 @@
 """A small, independent reference matcher: Flink CEP's semantics, stated rule by rule.
 
-The engine (:mod:`fraudcep.compiler` + :mod:`fraudcep.nfa`) compiles a pattern into Flink's
-automaton and runs it. This module does not: it never imports the compiler, the NFA or the
+The engine (:mod:`~fraudcep.nfa.compiler`, :mod:`~fraudcep.nfa.matcher`) compiles a pattern into
+Flink's automaton and runs it. This module does not: it never imports the compiler, the NFA or the
 engine. It interprets the pattern's stage list directly, keeping a list of *partial matches*,
 each a position in the stage list plus the events matched so far, and advances them event by
 event with explicit take / skip / proceed choices. It is written to be read, not to be fast;
-property tests compare it with the engine (``tests/test_reference_vs_engine.py``) and the Flink
-harness compares both with Flink CEP 2.3 itself.
+property tests compare it with the engine (``tests/core/test_matcher_vs_reference.py``) and
+the Flink harness compares both with Flink CEP 2.3 itself.
 
 What it encodes
 ===============
@@ -147,10 +147,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from fraudcep.conditions import And, Condition, Not, Or, Predicate, TrueCondition
 from fraudcep.errors import MalformedPatternError
-from fraudcep.pattern import Consuming, Pattern, QuantifierKind, Stage, WithinType
-from fraudcep.skip import SkipKind, SkipStrategy
+from fraudcep.pattern.conditions import And, Condition, Not, Or, Predicate, TrueCondition
+from fraudcep.pattern.pattern import Consuming, Pattern, QuantifierKind, Stage, WithinType
+from fraudcep.pattern.skip import SkipKind, SkipStrategy
 from fraudcep.testing.cases import (
     Case,
     Result,

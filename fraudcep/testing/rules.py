@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
-from fraudcep.engine import Engine
-from fraudcep.rule import Rule, field_getter
+from fraudcep.engine.engine import Engine
+from fraudcep.engine.rule import Rule, field_getter
 from fraudcep.testing.cases import HOLD_ALL, compare
 from fraudcep.testing.reference import ReferenceMatch, ReferenceMatcher, guided_by
 from fraudcep.timeutil import timestamp_ms

@@ -671,7 +671,7 @@ def payments(
     countries: Sequence[str] = _COUNTRIES,
     ts: st.SearchStrategy[int] | None = None,
 ) -> st.SearchStrategy[dict[str, Any]]:
-    """One payment, shaped like :class:`fraudcep.synthetic.Payment`: ``payment_id``,
+    """One payment, shaped like :class:`fraudcep.payments.synthetic.Payment`: ``payment_id``,
     ``user_id``, ``card_id``, ``merchant``, ``country``, ``amount``, ``currency``, ``status``
     and ``ts`` (epoch ms). Amounts cluster around the default rules' thresholds."""
     timestamps = ts if ts is not None else st.integers(0, 10 * 60_000)

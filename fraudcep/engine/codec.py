@@ -1,0 +1,949 @@
+"""The engine-state codec: per-key records, full snapshots and deltas (format 2).
+
+Flink keeps each key's CEP state apart and serializes it per key; so does fraudcep. One
+*key record* holds a key's state for every rule of its key group (the partial and completed
+matches, the key's clock and its live timer), with each matched event stored once. Runtimes
+keep records where their platform keeps keyed state (Flink's ``ValueState``, a DynamoDB
+item); a snapshot is the engine-wide part (clocks, the event buffer, undrained side outputs,
+the rules in force) plus records:
+
+- a **full** snapshot holds every key's record;
+- a **delta** holds the records of the keys changed since the snapshot or delta before it,
+  the keys removed since then, and the whole engine-wide part. Each delta names its parent,
+  so a chain applied out of order or to another base is refused.
+
+Everything is MessagePack (through msgspec, which decodes into typed structures and checks
+every type in C); then indices, ranges and the rules are checked here. Events and keys are
+JSON-like values, tuples, datetimes, dates, Decimals, bytes and integers of any size; what
+MessagePack lacks is carried in extension types. A blob is framed by a header with a digest
+over header and body: BLAKE2b, keyed with a secret when one is given (``state_key``), which
+makes it a MAC: state written by anyone without the key is refused.
+
+Layout of a snapshot: ``FCEPSNAP`` (8 bytes), format version (u16, 2), kind (u8: 1 full,
+2 delta), flags (u8: 1 = keyed), body length (u64), digest (32 bytes), body. A standalone
+key record: ``FCEPKEY1`` (8 bytes), flags (u8), digest (16 bytes), body.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import heapq
+import struct
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Final
+
+import msgspec
+
+from fraudcep.alert import ConditionFailure, LateEvent, Overflow, TimedOutMatch
+from fraudcep.engine.rule import Rule
+from fraudcep.engine.state import COUNTERS, SKIP, EngineState, RuleState, count_pending
+from fraudcep.errors import SnapshotError
+from fraudcep.nfa.matcher import NOT_STARTED, KeyState, Node, Run
+from fraudcep.timeutil import MAX_TIMESTAMP, MIN_TIMESTAMP
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAX_DEPTH",
+    "MAX_SNAPSHOT_BYTES",
+    "Blob",
+    "compact",
+    "decode_key_record",
+    "encode_key_record",
+    "read_blob",
+    "rule_fingerprint",
+    "write_snapshot",
+]
+
+MAGIC: Final = b"FCEPSNAP"
+RECORD_MAGIC: Final = b"FCEPKEY1"
+FORMAT_VERSION: Final = 2
+FULL: Final = 1
+DELTA: Final = 2
+_KEYED: Final = 1
+_HEADER: Final = struct.Struct(">8sHBBQ32s")
+_RECORD_HEADER: Final = struct.Struct(">8sB16s")
+
+MAX_DEPTH: Final = 100
+"""How deeply events and keys may nest (containers in containers). Payments decoded by
+:func:`~fraudcep.payments.payment.decode_payment` nest at most 32 levels; deeper data is refused
+with a :class:`SnapshotError` rather than recursed on without a bound."""
+
+MAX_SNAPSHOT_BYTES: Final = 1 << 40
+"""The largest body a snapshot may declare (1 TiB): a corrupt length is refused at once."""
+
+_INT64: Final = 1 << 63
+_MAX_COUNT: Final = 1 << 62  # counters, orders and versions stay far below it
+_EXT_TUPLE, _EXT_DICT, _EXT_DATETIME, _EXT_DATE, _EXT_DECIMAL, _EXT_INT, _EXT_STR = range(1, 8)
+_FLAT: Final = frozenset({str, int, float, bool, type(None), bytes})
+_CONTAINERS: Final[frozenset[type]] = frozenset({dict, list, tuple})
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a snapshot is built or read: it makes
+    millions of objects that live on (no cycles among them), and collections that walk the
+    whole heap again and again would cost more than the work itself."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+# -- events and keys -------------------------------------------------------------------------
+
+
+def _portable(value: Any, depth: int = 0) -> Any:
+    """``value`` in MessagePack's terms: Python types it lacks become extension values."""
+    cls = value.__class__
+    if cls is str:
+        return value if value.isascii() else _text(value)
+    if cls is bool or cls is float or value is None or cls is bytes:
+        return value
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        if -_INT64 <= value < _INT64:
+            return int(value)
+        return msgspec.msgpack.Ext(_EXT_INT, b"%x" % value if value >= 0 else b"-%x" % -value)
+    if isinstance(value, str):
+        return _text(str(value))
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, bytes):
+        return bytes(value)
+    if depth >= MAX_DEPTH:
+        raise SnapshotError(
+            f"cannot snapshot an event or key nested more than {MAX_DEPTH} levels deep"
+        )
+    depth += 1
+    if isinstance(value, list):
+        return [_portable(v, depth) for v in value]
+    if isinstance(value, tuple):
+        return msgspec.msgpack.Ext(_EXT_TUPLE, _ENCODE([_portable(v, depth) for v in value]))
+    if isinstance(value, dict):
+        if all(k.__class__ is str for k in value):
+            return {k: _portable(v, depth) for k, v in value.items()}
+        pairs = [[_portable(k, depth), _portable(v, depth)] for k, v in value.items()]
+        return msgspec.msgpack.Ext(_EXT_DICT, _ENCODE(pairs))
+    if isinstance(value, datetime):
+        return msgspec.msgpack.Ext(_EXT_DATETIME, value.isoformat().encode())
+    if isinstance(value, date):
+        return msgspec.msgpack.Ext(_EXT_DATE, value.isoformat().encode())
+    if isinstance(value, Decimal):
+        return msgspec.msgpack.Ext(_EXT_DECIMAL, str(value).encode())
+    raise SnapshotError(
+        f"cannot snapshot a {type(value).__name__} ({_describe(value)}): events and keys must "
+        "be JSON values, tuples, datetimes, dates, Decimals or bytes"
+    )
+
+
+def _text(value: str) -> Any:
+    """A string; one that UTF-8 cannot carry (lone surrogates) as an extension value."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return msgspec.msgpack.Ext(_EXT_STR, value.encode("utf-8", "surrogatepass"))
+    return value
+
+
+def _value(value: Any) -> Any:
+    """:func:`_portable`, with the common cases (a flat mapping of scalars) left as they are."""
+    cls = value.__class__
+    if cls is dict:
+        for k, v in value.items():
+            if k.__class__ is not str or v.__class__ not in _FLAT:
+                return _portable(value)
+        return value  # an int beyond 64 bits or a lone surrogate fails to encode: see _encode
+    if cls in _FLAT:
+        return value
+    return _portable(value)
+
+
+def _ext(code: int, data: memoryview) -> Any:
+    try:
+        if code == _EXT_TUPLE:
+            return tuple(_DECODE_LIST(data))
+        if code == _EXT_DICT:
+            return {k: v for k, v in _DECODE_PAIRS(data)}
+        if code == _EXT_STR:
+            return str(data, "utf-8", "surrogatepass")
+        text = str(data, "ascii")
+        if code == _EXT_DATETIME:
+            return datetime.fromisoformat(text)
+        if code == _EXT_DATE:
+            return date.fromisoformat(text)
+        if code == _EXT_DECIMAL:
+            return Decimal(text)
+        if code == _EXT_INT and text.lstrip("-").isalnum():
+            return int(text, 16)
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        raise SnapshotError(
+            f"a stored value of extension type {code} is malformed: {exc}"
+        ) from None
+    raise SnapshotError(f"a stored value has an unknown extension type {code}")
+
+
+def _check_depth(values: Iterable[Any]) -> None:
+    """Refuse restored values nested deeper than :data:`MAX_DEPTH` (what could not have been
+    written); a loop over an explicit stack, so that deep input cannot recurse here."""
+    containers = _CONTAINERS
+    for top in values:
+        cls = top.__class__
+        if cls is dict:
+            if containers.isdisjoint(map(type, top.values())):  # the usual, flat event
+                continue
+        elif cls not in containers:
+            continue
+        stack: list[tuple[Any, int]] = [(top, 1)]
+        while stack:
+            value, depth = stack.pop()
+            if depth > MAX_DEPTH:
+                raise SnapshotError(f"snapshot holds data nested more than {MAX_DEPTH} levels deep")
+            items = value.values() if value.__class__ is dict else value
+            stack.extend((v, depth + 1) for v in items if v.__class__ in containers)
+
+
+def _describe(value: Any) -> str:
+    try:
+        return f"{value!r:.80}"
+    except Exception:  # a repr that fails (or recurses) must not hide the real problem
+        return "no repr"
+
+
+_ENCODER: Final = msgspec.msgpack.Encoder()
+_ENCODE: Final = _ENCODER.encode
+_DECODE_LIST: Final = msgspec.msgpack.Decoder(list[Any], ext_hook=_ext).decode
+_DECODE_PAIRS: Final = msgspec.msgpack.Decoder(list[tuple[Any, Any]], ext_hook=_ext).decode
+
+
+# -- the typed shape of what is stored ---------------------------------------------------------
+
+
+Time = Annotated[int, msgspec.Meta(ge=MIN_TIMESTAMP, le=MAX_TIMESTAMP)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=_MAX_COUNT)]
+Index = Annotated[int, msgspec.Meta(ge=-1, le=_MAX_COUNT)]
+
+
+class _Run(msgspec.Struct, array_like=True, frozen=True):
+    state: Index
+    node: Index
+    start_ts: Time
+    prev_ts: Time
+    order: int  # up to NOT_STARTED (2**63), beyond int64 bounds: checked on restore
+
+
+class _Node(msgspec.Struct, array_like=True, frozen=True):
+    name: str
+    event: Index
+    ts: Time
+    seq: Count
+    prev: Index
+
+
+class _RuleEntry(msgspec.Struct, array_like=True, frozen=True):
+    rule_id: str
+    version: Count
+    time: Time
+    deadline: Time | None
+    tie: Count | None
+    partial: list[_Run]
+    completed: list[_Run]
+
+
+class _KeyRecord(msgspec.Struct, array_like=True, frozen=True):
+    events: list[Any]
+    nodes: list[_Node]
+    rules: list[_RuleEntry]
+
+
+class _Stored(msgspec.Struct, array_like=True, frozen=True):
+    group: str
+    key: Any
+    record: _KeyRecord
+
+
+class _Gone(msgspec.Struct, array_like=True, frozen=True):
+    group: str
+    key: Any
+
+
+class _RuleInForce(msgspec.Struct, array_like=True, frozen=True):
+    rule_id: str
+    version: Count
+    structure: str
+    enabled: bool
+
+
+class _Buffered(msgspec.Struct, array_like=True, frozen=True):
+    ts: Time
+    seq: Count
+    event: Index
+    keys: list[Any]  # per rule in force: [key] or None (skipped)
+
+
+class _Timeout(msgspec.Struct, array_like=True, frozen=True):
+    rule_id: str
+    key: Any
+    events: list[tuple[str, list[int]]]
+    ts: Time
+    version: Count
+
+
+class _Late(msgspec.Struct, array_like=True, frozen=True):
+    event: Index
+    ts: Time
+    watermark: Time
+
+
+class _Overflow(msgspec.Struct, array_like=True, frozen=True):
+    kind: str
+    rule_id: str | None
+    key: list[Any] | None
+    dropped: Count
+    at: Time
+
+
+class _Failure(msgspec.Struct, array_like=True, frozen=True):
+    rule_id: str
+    key: Any
+    event: Index
+    ts: Time
+    error: str
+
+
+class _EnginePart(msgspec.Struct, array_like=True, frozen=True):
+    rules: list[_RuleInForce]
+    time_mode: str
+    seq: Count
+    order: Count
+    max_ts: Time
+    watermark: Time
+    timer_tie: Count
+    counters: list[Count]
+    events: list[Any]
+    buffer: list[_Buffered]
+    timeouts: list[_Timeout]
+    late: list[_Late]
+    overflows: list[_Overflow]
+    failures: list[_Failure]
+
+
+class _Body(msgspec.Struct, array_like=True, frozen=True):
+    link: bytes | None  # a delta: the blob it follows; a compacted full: the last blob it holds
+    engine: _EnginePart
+    records: list[_Stored]
+    removed: list[_Gone]
+
+
+_DECODE_BODY: Final = msgspec.msgpack.Decoder(_Body, ext_hook=_ext).decode
+_DECODE_RECORD: Final = msgspec.msgpack.Decoder(_KeyRecord, ext_hook=_ext).decode
+_DECODE_BODY_RAW: Final = msgspec.msgpack.Decoder(
+    _Body, ext_hook=lambda code, data: msgspec.msgpack.Ext(code, bytes(data))
+).decode
+
+
+# -- rules -------------------------------------------------------------------------------------
+
+
+def rule_fingerprint(rule: Rule) -> str:
+    """A digest of what makes a rule the rule it is: its compiled automaton, window and skip
+    strategy, and the text of conditions written as expressions (the same digest format 1
+    snapshots hold)."""
+    nfa = rule.nfa
+    structure = "|".join(
+        f"{s.name}/{s.kind.value}/{s.window_ms}:"
+        + ",".join(f"{t.action.value}>{t.target.name}" for t in s.transitions)
+        for s in nfa.states
+    )
+    structure += f"|window={nfa.window_ms}|skip={rule.pattern.skip_strategy}"
+    structure += "|" + "|".join(_condition_sources(rule))
+    return hashlib.sha256(structure.encode()).hexdigest()
+
+
+def _condition_sources(rule: Rule) -> list[str]:
+    from fraudcep.pattern.conditions import And, Condition, Not, Or, Predicate
+
+    out: list[str] = []
+    pending: list[Condition | None] = [
+        t.condition for state in rule.nfa.states for t in state.transitions
+    ][::-1]
+    while pending:
+        cond = pending.pop()
+        if isinstance(cond, Predicate):
+            out.append(str(getattr(cond.fn, "fraudcep_source", "<code>")))
+        elif isinstance(cond, And | Or):
+            pending += [cond.right, cond.left]
+        elif isinstance(cond, Not):
+            pending.append(cond.inner)
+    return out
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+
+class _Events:
+    """Events (and the nodes that hold them) of one snapshot part, each written once."""
+
+    __slots__ = ("by_id", "events")
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self.by_id: dict[int, int] = {}
+
+    def event(self, event: Any) -> int:
+        index = self.by_id.get(id(event))
+        if index is None:
+            index = self.by_id[id(event)] = len(self.events)
+            self.events.append(event)
+        return index
+
+
+def _record(
+    rules: Sequence[RuleState], key: Hashable, value: Callable[[Any], Any] = _value
+) -> tuple[Any, ...] | None:
+    """The record of ``key`` over ``rules`` (one key group), or None if it holds nothing.
+
+    Written as one function over local tables: it runs once per key in every snapshot."""
+    events: list[Any] = []
+    event_at: dict[int, int] = {}
+    nodes: list[tuple[str, int, int, int, int]] = []
+    node_at: dict[int, int] = {}
+    entries = []
+    for rs in rules:
+        ks = rs.keys.get(key)
+        if ks is None:
+            continue
+        written = []
+        for runs in (ks.partial, ks.completed):
+            out = []
+            for run in runs:
+                node = run.node
+                if node is None:
+                    at = -1
+                else:
+                    at = node_at.get(id(node), -2)
+                    if at == -2:  # a path not written yet: write it, oldest node first
+                        chain = []
+                        current: Node | None = node
+                        while current is not None and id(current) not in node_at:
+                            chain.append(current)
+                            current = current.prev
+                        for n in reversed(chain):
+                            ev = event_at.get(id(n.event))
+                            if ev is None:
+                                ev = event_at[id(n.event)] = len(events)
+                                events.append(n.event)
+                            prev = n.prev
+                            node_at[id(n)] = len(nodes)
+                            nodes.append(
+                                (n.name, ev, n.ts, n.seq, -1 if prev is None else node_at[id(prev)])
+                            )
+                        at = node_at[id(node)]
+                out.append((run.state.index, at, run.start_ts, run.prev_ts, run.order))
+            written.append(out)
+        tie = rs.timers.get(key) if ks.deadline is not None else None
+        entries.append((rs.rule.id, rs.version, ks.time, ks.deadline, tie, written[0], written[1]))
+    if not entries:
+        return None
+    return ([value(e) for e in events], nodes, entries)
+
+
+def encode_key_record(
+    rules: Sequence[RuleState], key: Hashable, *, state_key: bytes | None = None
+) -> bytes | None:
+    """``key``'s state over ``rules`` (the rules of one key group) as a standalone record, or
+    None when the key holds nothing (a runtime then deletes what it stored)."""
+    if not any(key in rs.keys for rs in rules):
+        return None
+    body = _encode(lambda value: _record(rules, key, value))
+    flags = _KEYED if state_key else 0
+    digest = hashlib.blake2b(body, digest_size=16, key=state_key or b"").digest()
+    return _RECORD_HEADER.pack(RECORD_MAGIC, flags, digest) + body
+
+
+def _encode(build: Callable[[Callable[[Any], Any]], Any]) -> bytes:
+    """Encode what ``build`` makes of the events and keys it holds, each passed through the
+    function it is given: the fast one first, and if an event held what MessagePack cannot
+    carry as it is (an integer beyond 64 bits, a lone surrogate), the thorough one."""
+    try:
+        return _ENCODE(build(_value))
+    except (OverflowError, UnicodeEncodeError):
+        return _ENCODE(build(_portable))
+
+
+def write_snapshot(
+    state: EngineState,
+    time_mode: str,
+    *,
+    changes: dict[str, set[Hashable]] | None = None,
+    state_key: bytes | None = None,
+) -> tuple[bytes, bytes]:
+    """A full snapshot of ``state`` (``changes`` None) or a delta of ``changes`` after the
+    snapshot ``state.last_snapshot`` names; returns ``(blob, id)``."""
+    groups = state.groups()
+
+    def build(value: Callable[[Any], Any]) -> tuple[Any, ...]:
+        records: list[tuple[str, Any, Any]] = []
+        removed: list[tuple[str, Any]] = []
+        if changes is None:
+            for group, rules in groups.items():
+                for key in state.keys_of(group):
+                    records.append((group, value(key), _record(rules, key, value)))
+        else:
+            for group, keys in changes.items():
+                rules = groups.get(group, [])
+                for key in keys:
+                    record = _record(rules, key, value) if rules else None
+                    if record is None:
+                        removed.append((group, value(key)))
+                    else:
+                        records.append((group, value(key), record))
+        link = None if changes is None else state.last_snapshot
+        return (link, _engine_part(state, time_mode, value), records, removed)
+
+    with _no_gc():
+        body = _encode(build)
+    kind = FULL if changes is None else DELTA
+    flags = _KEYED if state_key else 0
+    digest = _digest(kind, flags, body, state_key)
+    return _HEADER.pack(MAGIC, FORMAT_VERSION, kind, flags, len(body), digest) + body, digest[:16]
+
+
+def _engine_part(
+    state: EngineState, time_mode: str, value: Callable[[Any], Any]
+) -> tuple[Any, ...]:
+    events = _Events()
+    event = events.event
+    rules = [(rs.rule.id, rs.version, rule_fingerprint(rs.rule), True) for rs in state.rules]
+    rules += [
+        (rule_id, version, rule_fingerprint(rule), False)
+        for rule_id, (rule, version) in state.disabled.items()
+    ]
+    buffer = [
+        (ts, seq, event(ev), [None if k is SKIP else [value(k)] for k in keys])
+        for ts, seq, ev, keys in state.buffer
+    ]
+    timeouts = [
+        (
+            t.rule_id,
+            value(t.key),
+            [(name, [event(e) for e in evs]) for name, evs in t.events.items()],
+            t.timeout_ts,
+            t.rule_version,
+        )
+        for t in state.timeouts
+    ]
+    late = [(event(x.event), x.timestamp, x.watermark) for x in state.late]
+    overflows = [
+        (o.kind, o.rule_id, None if o.key is None else [value(o.key)], o.dropped, o.at)
+        for o in state.overflows
+    ]
+    failures = [
+        (f.rule_id, value(f.key), event(f.event), f.timestamp, f.error) for f in state.failures
+    ]
+    return (
+        rules,
+        time_mode,
+        state.seq,
+        state.order,
+        state.max_ts,
+        state.watermark,
+        state.timer_tie,
+        [state.counters[name] for name in COUNTERS],
+        [value(e) for e in events.events],
+        buffer,
+        timeouts,
+        late,
+        overflows,
+        failures,
+    )
+
+
+def _digest(kind: int, flags: int, body: bytes | memoryview, state_key: bytes | None) -> bytes:
+    prefix = _HEADER.pack(MAGIC, FORMAT_VERSION, kind, flags, len(body), b"")[:-32]
+    mac = hashlib.blake2b(prefix, digest_size=32, key=state_key or b"")
+    mac.update(body)
+    return mac.digest()
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+class _Where:
+    """Names a stored record in an error message; the text is made only when one is."""
+
+    __slots__ = ("group", "key")
+
+    def __init__(self, group: str, key: Any) -> None:
+        self.group, self.key = group, key
+
+    def __format__(self, spec: str) -> str:
+        return f"the record of key {_describe(self.key)} in group {self.group!r:.80}"
+
+
+class Blob(msgspec.Struct, frozen=True):
+    """A snapshot or delta as read: its id, its kind, its parent (deltas) and its body.
+
+    The id of a blob the engine wrote is the start of its digest; a full snapshot made by
+    :func:`compact` takes the id of the last blob it holds, so that the deltas after that
+    blob follow it as well."""
+
+    id: bytes
+    full: bool
+    parent: bytes | None
+    body: Any
+
+
+def read_blob(
+    blob: bytes, *, state_key: bytes | None = None, decoder: Callable[[Any], Any] | None = None
+) -> Blob:
+    """Check the header and digest of a format-2 ``blob`` and decode its body (typed)."""
+    view = memoryview(blob)
+    if len(view) < _HEADER.size or bytes(view[:8]) != MAGIC:
+        raise SnapshotError("not a fraudcep snapshot (bad magic bytes)")
+    _, version, kind, flags, length, digest = _HEADER.unpack_from(view)
+    if version != FORMAT_VERSION:
+        raise SnapshotError(
+            f"snapshot format version {version} is not supported by this fraudcep "
+            f"(it reads versions 1 and {FORMAT_VERSION})"
+        )
+    if kind not in (FULL, DELTA) or flags & ~_KEYED:
+        raise SnapshotError(f"snapshot header is corrupt (kind {kind}, flags {flags})")
+    body = view[_HEADER.size :]
+    if length > MAX_SNAPSHOT_BYTES or len(body) < length:
+        raise SnapshotError(f"snapshot is truncated: body has {len(body)} of {length} bytes")
+    if len(body) > length:
+        raise SnapshotError(
+            f"snapshot has {len(body) - length} bytes after its {length}-byte body: "
+            "it is not one whole snapshot"
+        )
+    _check_key(bool(flags & _KEYED), state_key, "snapshot")
+    if _digest(kind, flags, body, state_key) != digest:
+        raise SnapshotError(
+            "snapshot digest mismatch: the snapshot is corrupt"
+            + (", or was written with another state key" if state_key else "")
+        )
+    with _no_gc():
+        decoded = _decode(decoder or _DECODE_BODY, body, "snapshot")
+    if kind == FULL:
+        if decoded.removed:
+            raise SnapshotError("a full snapshot names removed keys")
+        return Blob(decoded.link or digest[:16], True, None, decoded)
+    if decoded.link is None:
+        raise SnapshotError("a delta names no snapshot it follows")
+    return Blob(digest[:16], False, decoded.link, decoded)
+
+
+def _check_key(keyed: bool, state_key: bytes | None, what: str) -> None:
+    if keyed and not state_key:
+        raise SnapshotError(
+            f"{what} is authenticated with a state key (FRAUDCEP_STATE_KEY), none was given"
+        )
+    if state_key and not keyed:
+        raise SnapshotError(
+            f"{what} is not authenticated, but a state key was given: refused, since anyone "
+            "could have written it"
+        )
+
+
+def _decode(decoder: Any, data: memoryview | bytes, what: str) -> Any:
+    try:
+        return decoder(data)
+    except SnapshotError:
+        raise
+    except (msgspec.MsgspecError, ValueError, TypeError, RecursionError, OverflowError) as exc:
+        raise SnapshotError(f"{what} body cannot be decoded: {_describe(str(exc))}") from None
+
+
+def decode_key_record(
+    data: bytes | bytearray | memoryview,
+    rules: Mapping[str, RuleState],
+    *,
+    state_key: bytes | None = None,
+) -> tuple[dict[str, KeyState], dict[str, int], int]:
+    """A standalone record (:func:`encode_key_record`) of a key of one key group, whose rules
+    in force ``rules`` maps by id: the key's state per rule id, each rule's timer tie, and the
+    highest processing order in it (an engine taking the key over must be past it)."""
+    if not isinstance(data, bytes):
+        data = bytes(data)
+    if len(data) < _RECORD_HEADER.size or data[:8] != RECORD_MAGIC:
+        raise SnapshotError("not a fraudcep key record (bad magic bytes)")
+    flags = data[8]
+    if flags & ~_KEYED:
+        raise SnapshotError(f"key record header is corrupt (flags {flags})")
+    if bool(flags & _KEYED) != bool(state_key):
+        _check_key(bool(flags & _KEYED), state_key, "key record")
+    body = memoryview(data)[_RECORD_HEADER.size :]
+    if hashlib.blake2b(body, digest_size=16, key=state_key or b"").digest() != data[9:25]:
+        raise SnapshotError("key record digest mismatch: the record is corrupt")
+    record = _decode(_DECODE_RECORD, body, "key record")
+    return _key_states(record, rules, "the record")
+
+
+def _key_states(
+    record: _KeyRecord, rules: Mapping[str, RuleState], where: object
+) -> tuple[dict[str, KeyState], dict[str, int], int]:
+    """The key states a record holds, each checked (indices, rules in force, timers).
+
+    Written as one function over local variables: it runs once per key on every restore."""
+    events = record.events
+    _check_depth(events)
+    n_events = len(events)
+    nodes: list[Node] = []
+    for i, n in enumerate(record.nodes):
+        event, prev = n.event, n.prev
+        if not 0 <= event < n_events or not -1 <= prev < i:
+            raise SnapshotError(f"{where}: node {i} refers to a missing event or node")
+        nodes.append(Node(n.name, events[event], n.ts, n.seq, nodes[prev] if prev >= 0 else None))
+    n_nodes = len(nodes)
+    states: dict[str, KeyState] = {}
+    ties: dict[str, int] = {}
+    for entry in record.rules:
+        rule_id = entry.rule_id
+        rs = rules.get(rule_id)
+        if rs is None or rs.version != entry.version:
+            raise SnapshotError(
+                f"{where} holds rule {rule_id!r:.80} version {entry.version}, which is "
+                "not in force in its key group"
+            )
+        if rule_id in states:
+            raise SnapshotError(f"{where} holds rule {rule_id!r:.80} twice")
+        matcher = rs.matcher
+        nfa_states = matcher.nfa.states
+        n_states = len(nfa_states)
+        start = matcher.nfa.start
+        restored: list[list[Run]] = []
+        for runs in (entry.partial, entry.completed):
+            out: list[Run] = []
+            for r in runs:
+                index, node, order = r.state, r.node, r.order
+                if not (
+                    0 <= index < n_states and -1 <= node < n_nodes and 0 <= order <= NOT_STARTED
+                ):
+                    raise SnapshotError(f"{where}: a run of rule {rule_id!r:.80} is out of range")
+                state = nfa_states[index]
+                if order == NOT_STARTED and node < 0 and state is start:
+                    out.append(matcher.start_run)
+                else:
+                    out.append(
+                        Run(state, nodes[node] if node >= 0 else None, r.start_ts, r.prev_ts, order)
+                    )
+            restored.append(out)
+        ks = matcher.new_key_state()
+        ks.partial, ks.completed = restored
+        ks.time = entry.time
+        deadline, tie = entry.deadline, entry.tie
+        ks.deadline = deadline
+        if (deadline is None) != (tie is None):
+            raise SnapshotError(f"{where}: rule {rule_id!r:.80} has half a timer")
+        if tie is not None:
+            ties[rule_id] = tie
+        if ks.idle:
+            raise SnapshotError(f"{where}: rule {rule_id!r:.80} holds an empty state")
+        states[rule_id] = ks
+    if not states:
+        raise SnapshotError(f"{where} holds no rule's state")
+    return states, ties, _latest_order(record)
+
+
+def _latest_order(record: _KeyRecord) -> int:
+    """The highest processing order the record's runs and matched events carry."""
+    latest = max((n.seq for n in record.nodes), default=0)
+    for entry in record.rules:
+        for run in (*entry.partial, *entry.completed):
+            if run.order != NOT_STARTED and run.order > latest:
+                latest = run.order
+    return latest
+
+
+# -- compaction --------------------------------------------------------------------------------
+
+
+def compact(base: bytes, deltas: Sequence[bytes], *, state_key: bytes | None = None) -> bytes:
+    """One full snapshot holding what ``base`` and ``deltas`` (a chain, in order) hold: the
+    state an engine restored from them would snapshot, made from the bytes alone (no rules,
+    no engine), so that a runtime can do it away from its loop. Deltas taken after the last
+    of ``deltas`` follow the result as they followed that delta."""
+    blobs = [read_blob(b, state_key=state_key, decoder=_DECODE_BODY_RAW) for b in (base, *deltas)]
+    _check_chain(blobs)
+    with _no_gc():
+        # extension values stay as they were written; a key is known by its encoding
+        stored: dict[tuple[str, bytes], _Stored] = {}
+        for blob in blobs:
+            body: _Body = blob.body
+            for gone in body.removed:
+                stored.pop((gone.group, _ENCODE(gone.key)), None)
+            for item in body.records:
+                stored[(item.group, _ENCODE(item.key))] = item
+        merged = _Body(blobs[-1].id, blobs[-1].body.engine, list(stored.values()), [])
+        out = _ENCODE(merged)
+    flags = _KEYED if state_key else 0
+    digest = _digest(FULL, flags, out, state_key)
+    return _HEADER.pack(MAGIC, FORMAT_VERSION, FULL, flags, len(out), digest) + out
+
+
+def _check_chain(blobs: Sequence[Blob]) -> None:
+    if not blobs[0].full:
+        raise SnapshotError("restore needs a full snapshot first; got a delta")
+    previous = blobs[0].id
+    for n, blob in enumerate(blobs[1:], 1):
+        if blob.full:
+            raise SnapshotError(f"deltas[{n - 1}] is a full snapshot, not a delta")
+        if blob.parent != previous:
+            raise SnapshotError(
+                f"deltas[{n - 1}] does not follow the snapshot before it (a missing, repeated "
+                "or reordered delta, or another base)"
+            )
+        previous = blob.id
+
+
+# -- restoring an engine state -----------------------------------------------------------------
+
+
+def restore_state(
+    state: EngineState,
+    rules: Iterable[Rule],
+    time_mode: str,
+    blobs: Sequence[Blob],
+) -> None:
+    """Fill a fresh ``state`` from a full snapshot and the deltas after it, in order."""
+    with _no_gc():
+        _restore_state(state, rules, time_mode, blobs)
+
+
+def _restore_state(
+    state: EngineState,
+    rules: Iterable[Rule],
+    time_mode: str,
+    blobs: Sequence[Blob],
+) -> None:
+    _check_chain(blobs)
+    last: _EnginePart = blobs[-1].body.engine
+    _arrange_rules(state, rules, last.rules)
+    if last.time_mode != time_mode:
+        raise SnapshotError(
+            f"snapshot was taken in {last.time_mode!r:.40} mode, restore asked for {time_mode}"
+        )
+    groups = state.groups()
+    stored: dict[tuple[str, Hashable], _KeyRecord] = {}
+    for blob in blobs:
+        body: _Body = blob.body
+        for gone in body.removed:
+            stored.pop((gone.group, _hashable(gone.key)), None)
+        for item in body.records:
+            stored[(item.group, _hashable(item.key))] = item.record
+    by_id = {group: {rs.rule.id: rs for rs in rules_} for group, rules_ in groups.items()}
+    timers = state.timers
+    ties: set[int] = set()
+    for (group, key), record in stored.items():
+        where = _Where(group, key)
+        rules_of_group = by_id.get(group)
+        if rules_of_group is None:
+            raise SnapshotError(f"{where} belongs to no rule in force")
+        key_states, key_ties, _ = _key_states(record, rules_of_group, where)
+        for rule_id, ks in key_states.items():
+            rs = rules_of_group[rule_id]
+            rs.keys[key] = ks
+            tie = key_ties.get(rule_id)
+            if tie is not None and ks.deadline is not None:
+                if tie in ties or tie > last.timer_tie:
+                    raise SnapshotError(f"{where}: its timer's order {tie} is not unique")
+                ties.add(tie)
+                rs.timers[key] = tie
+                timers.append((ks.deadline, tie, rs, key))
+    heapq.heapify(timers)
+    _restore_engine_part(state, last)
+    state.last_snapshot = blobs[-1].id
+    state.start_tracking()
+
+
+def _restore_engine_part(state: EngineState, part: _EnginePart) -> None:
+    if len(part.counters) != len(COUNTERS) or any(n < 0 for n in part.counters):
+        raise SnapshotError("snapshot counters are not the engine's")
+    state.counters = dict(zip(COUNTERS, part.counters, strict=True))
+    state.seq, state.order = part.seq, part.order
+    state.max_ts, state.watermark, state.timer_tie = part.max_ts, part.watermark, part.timer_tie
+    events = part.events
+    _check_depth(events)
+    n_events, n_rules = len(events), len(state.rules)
+
+    def event(index: int) -> Any:
+        if not 0 <= index < n_events:
+            raise SnapshotError(f"snapshot refers to event {index}, which it does not hold")
+        return events[index]
+
+    buffer = []
+    for b in part.buffer:
+        if len(b.keys) != n_rules:
+            raise SnapshotError("a buffered event's keys do not match the rules in force")
+        keys = tuple(SKIP if k is None else _hashable(_one(k)) for k in b.keys)
+        buffer.append((b.ts, b.seq, event(b.event), keys))
+    heapq.heapify(buffer)
+    state.buffer = buffer
+    count_pending(state)
+    state.timeouts = [
+        TimedOutMatch(
+            t.rule_id,
+            _hashable(t.key),
+            {name: [event(i) for i in idx] for name, idx in t.events},
+            t.ts,
+            t.version,
+        )
+        for t in part.timeouts
+    ]
+    state.late = [LateEvent(event(x.event), x.ts, x.watermark) for x in part.late]
+    state.overflows = [
+        Overflow(
+            o.kind, o.rule_id, None if o.key is None else _hashable(_one(o.key)), o.dropped, o.at
+        )
+        for o in part.overflows
+    ]
+    state.failures = [
+        ConditionFailure(f.rule_id, _hashable(f.key), event(f.event), f.ts, f.error)
+        for f in part.failures
+    ]
+
+
+def _one(box: list[Any]) -> Any:
+    if len(box) != 1:
+        raise SnapshotError("snapshot holds a malformed key")
+    return box[0]
+
+
+def _hashable(key: Any) -> Hashable:
+    _check_depth((key,))
+    try:
+        hash(key)
+    except TypeError:
+        raise SnapshotError(f"snapshot holds an unhashable key {_describe(key)}") from None
+    return key  # type: ignore[no-any-return]
+
+
+def _arrange_rules(state: EngineState, rules: Iterable[Rule], stored: list[_RuleInForce]) -> None:
+    """Put ``rules`` in the snapshot's order, versions and enabled state, after checking that
+    they are exactly the snapshot's rules."""
+    given = {rule.id: rule for rule in rules}
+    wanted = [r.rule_id for r in stored]
+    if sorted(given) != sorted(wanted) or len(set(wanted)) != len(wanted):
+        raise SnapshotError(
+            f"snapshot was taken with other rules than restore() got (rule ids "
+            f"{_describe(sorted(wanted))} vs {_describe(sorted(given))}); restore with the "
+            "rules the snapshot was taken with"
+        )
+    for entry in stored:
+        if rule_fingerprint(given[entry.rule_id]) != entry.structure:
+            raise SnapshotError(
+                f"rule {entry.rule_id!r}: the same rule ids, but the patterns differ in structure "
+                "from the snapshot's; restore with the rules the snapshot was taken with"
+            )
+        if not 1 <= entry.version < _INT64:
+            raise SnapshotError(f"rule {entry.rule_id!r}: version {entry.version} is not valid")
+    state.rules = [RuleState(given[r.rule_id], r.version) for r in stored if r.enabled]
+    state.disabled = {r.rule_id: (given[r.rule_id], r.version) for r in stored if not r.enabled}

@@ -1,0 +1,11 @@
+"""Where things are: the repository, the tests folder and its data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parent.parent
+REPO = TESTS.parent
+DATA = TESTS / "data"
+DIFFERENTIAL = TESTS / "differential"
+HOSTILE_RULES = TESTS / "hostile_rules"
