@@ -65,7 +65,6 @@ __all__ = [
     "TableError",
     "alert_from_item",
     "alert_item",
-    "attribute_value",
     "create_alerts_table",
     "ensure_table",
     "error_code",
@@ -280,12 +279,6 @@ def to_item(values: Mapping[str, Any]) -> dict[str, Any]:
     """``values`` (plain Python: text, ints, bytes, bools, maps, lists) as a low-level item,
     an attribute-value map (``boto3``'s ``TypeSerializer``); None values are left out."""
     return {name: _SERIALIZER.serialize(v) for name, v in values.items() if v is not None}
-
-
-def attribute_value(value: Any) -> dict[str, Any]:
-    """One plain value as a low-level attribute value (``5`` -> ``{"N": "5"}``)."""
-    serialized: dict[str, Any] = _SERIALIZER.serialize(value)
-    return serialized
 
 
 def alert_item(
