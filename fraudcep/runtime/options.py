@@ -132,7 +132,8 @@ class Option:
     repeatable: bool = False
     """A flag that may be given several times (its values add up)."""
     secret: bool = False
-    """Never shown in logs or errors (a state key)."""
+    """Never shown in logs or errors (a state key): its converter's messages say what is
+    wrong without the value, and one that holds it anyway is not shown."""
     aliases: tuple[str, ...] = ()
     """Older environment names still read (with the same syntax unless noted in ``help``)."""
 
@@ -158,7 +159,10 @@ class Option:
         try:
             return self.convert(value)
         except (ValueError, TypeError, ConfigurationError) as exc:
-            shown = "" if self.secret else f": {exc}"
+            message = str(exc)
+            given = str(value).strip()
+            hidden = self.secret and (not given or given in message or message in given)
+            shown = "" if hidden else f": {message}"
             raise ConfigurationError(f"{source}: bad value for {self.name}{shown}") from None
 
 
