@@ -1148,35 +1148,11 @@ class Detector:
         (:data:`_RESET`); below it, None: the key fails and its records are reported."""
         stage, culprit, error = self._isolate(key, state, new, watermark, failure)
         if culprit is None:
-            what = f"key/{key}"
-        else:
-            what = f"{culprit.record.partition_key}/{culprit.record.offset}"
-        reason = f"{stage}: {type(error).__name__}: {str(error)[:500]}"
-        count = self.state.count_failure(
-            what, f"{stage}:{type(error).__name__}", reason, now_ms=self.clock()
-        )
-        limit = self.config.max_record_failures
-        log.error(
-            "key %s failed (%s, %d of %d): %s",
-            key,
-            what,
-            count,
-            limit,
-            reason,
-            exc_info=error if count == 1 else None,
-        )
-        if count < limit:
+            return _RESET if self._state_given_up(key, stage, error) else None
+        what = f"{culprit.record.partition_key}/{culprit.record.offset}"
+        count, reason = self._count_failure(key, what, stage, error)
+        if count < self.config.max_record_failures:
             return None
-        if culprit is None:
-            log.error(
-                "key %s: its stored state failed %d times the same way (%s): starting the key "
-                "afresh, without its partial matches",
-                key,
-                count,
-                reason,
-            )
-            self.state.clear_failures(what)
-            return _RESET
         letter = DeadLetter.of_record(
             culprit.record, POISON_REASON, f"failed {count} times the same way: {reason}"
         )
@@ -1335,22 +1311,11 @@ class Detector:
             raise DetectorError(f"key {key}: another writer saved it first {tally.conflicts} times")
         return tally.result()
 
-    def _state_given_up(self, key: str, stage: str, error: Exception) -> bool:
+    def _state_given_up(self, key: str, stage: str, error: BaseException) -> bool:
         """Count a failure of the key's stored state; True at the ``max_record_failures``-th
         in a row with the same signature (the count is then cleared)."""
         what = f"key/{key}"
-        reason = f"{stage}: {type(error).__name__}: {str(error)[:500]}"
-        count = self.state.count_failure(
-            what, f"{stage}:{type(error).__name__}", reason, now_ms=self.clock()
-        )
-        log.error(
-            "key %s: its stored state failed (%d of %d): %s",
-            key,
-            count,
-            self.config.max_record_failures,
-            reason,
-            exc_info=error if count == 1 else None,
-        )
+        count, reason = self._count_failure(key, what, stage, error)
         if count < self.config.max_record_failures:
             return False
         log.error(
@@ -1362,6 +1327,27 @@ class Detector:
         )
         self.state.clear_failures(what)
         return True
+
+    def _count_failure(
+        self, key: str, what: str, stage: str, error: BaseException
+    ) -> tuple[int, str]:
+        """Count one failure of ``what`` (a record, or ``key/<key>``: the key's stored
+        state) at ``stage`` and log it; returns the failures in a row with this signature
+        and the reason."""
+        reason = f"{stage}: {type(error).__name__}: {str(error)[:500]}"
+        count = self.state.count_failure(
+            what, f"{stage}:{type(error).__name__}", reason, now_ms=self.clock()
+        )
+        log.error(
+            "key %s failed (%s, %d of %d): %s",
+            key,
+            what,
+            count,
+            self.config.max_record_failures,
+            reason,
+            exc_info=error if count == 1 else None,
+        )
+        return count, reason
 
     # -- engines and stored states --------------------------------------------------------
 
