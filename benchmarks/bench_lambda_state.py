@@ -70,6 +70,7 @@ def best(rounds: int, call: Any) -> float:
 
 
 def in_process(keys: int, rounds: int) -> dict[str, Any]:
+    from fraudcep.runtime import SideOutputs
     from fraudcep_aws.key_state import (
         KeyState,
         KeyStateStore,
@@ -82,7 +83,6 @@ def in_process(keys: int, rounds: int) -> dict[str, Any]:
         Detector,
         DetectorConfig,
         _Item,
-        _Outputs,
         load_rule_set,
     )
     from fraudcep_aws.msk_event import KafkaRecord
@@ -149,7 +149,7 @@ def in_process(keys: int, rounds: int) -> dict[str, Any]:
     def records() -> None:
         run(states, second, 1)
 
-    engine = detector._new_engine(_Outputs())
+    engine = detector._new_engine(SideOutputs())
     stored = [
         decode_key_state(s.state or b"", key=s.key, rules=s.rules or "", offsets=s.offsets)
         for s in states

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Protocol
 
@@ -23,12 +21,20 @@ import attrs
 from botocore.exceptions import BotoCoreError, ClientError
 
 from fraudcep.errors import ConfigurationError
+from fraudcep.runtime import Backoff
 from fraudcep_aws.alert_text import email_body, email_subject
-from fraudcep_aws.slack import RetryPolicy, SlackError, SlackWebhook, slack_message
+from fraudcep_aws.slack import (
+    MAX_RETRY_AFTER_S,
+    SLACK_RETRY,
+    SlackError,
+    SlackWebhook,
+    slack_message,
+)
 from fraudcep_aws.stream_event import StreamAlert
 
 __all__ = [
     "DETAIL_TYPE",
+    "EVENTBRIDGE_RETRY",
     "MAX_ENTRIES",
     "MAX_ENTRY_BYTES",
     "RETRYABLE_ENTRY_ERRORS",
@@ -49,6 +55,9 @@ MAX_ENTRY_BYTES: Final = 256 * 1024
 """Size of one PutEvents entry, and of all entries of one request (EventBridge limits)."""
 RETRYABLE_ENTRY_ERRORS: Final = frozenset({"InternalFailure", "ThrottlingException"})
 """Per-entry error codes EventBridge documents as retryable; the others are permanent."""
+EVENTBRIDGE_RETRY: Final = Backoff(base_s=0.2, cap_s=4.0, max_attempts=4)
+"""How often failed PutEvents entries are sent (4 requests, the first included) and the
+waits between (drawn from [0, min(4, 0.2 * 2**n)) seconds)."""
 
 OnDelivered = Callable[[StreamAlert], None]
 
@@ -138,9 +147,9 @@ class SlackChannel:
     (it may read a secret) and its answer kept for later invocations."""
 
     webhook_url: Callable[[], str] = attrs.field(repr=False)
-    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
+    retry: Backoff = SLACK_RETRY
+    max_retry_after_s: float = MAX_RETRY_AFTER_S
     timeout_s: float = 10.0
-    sleep: Callable[[float], None] = attrs.field(default=time.sleep, repr=False)
     _webhook: SlackWebhook | None = attrs.field(default=None, init=False, repr=False)
 
     @property
@@ -150,7 +159,10 @@ class SlackChannel:
     def _hook(self) -> SlackWebhook:
         if self._webhook is None:
             self._webhook = SlackWebhook(
-                self.webhook_url(), retry=self.retry, timeout_s=self.timeout_s, sleep=self.sleep
+                self.webhook_url(),
+                retry=self.retry,
+                max_retry_after_s=self.max_retry_after_s,
+                timeout_s=self.timeout_s,
             )
         return self._webhook
 
@@ -259,9 +271,7 @@ class EventBridgeChannel:
     events: Any = attrs.field(repr=False)
     bus: str = "default"
     source: str = "fraudcep"
-    retry: RetryPolicy = attrs.field(factory=lambda: RetryPolicy(attempts=4, base_s=0.2, cap_s=4.0))
-    sleep: Callable[[float], None] = attrs.field(default=time.sleep, repr=False)
-    rand: Callable[[], float] = attrs.field(default=random.random, repr=False)
+    retry: Backoff = EVENTBRIDGE_RETRY
 
     def __attrs_post_init__(self) -> None:
         if not self.bus or not self.source:
@@ -305,7 +315,9 @@ class EventBridgeChannel:
         """Send one batch; record failures in ``failed``. Returns why the request as a
         whole failed, else None."""
         pending = batch
-        for attempt in range(1, self.retry.attempts + 1):
+        retries = self.retry.start()
+        while True:
+            attempt = retries.failures + 1
             try:
                 answer = self.events.put_events(Entries=[entry for _, entry in pending])
             except (ClientError, BotoCoreError) as exc:
@@ -340,13 +352,12 @@ class EventBridgeChannel:
                     "EventBridge entry failed",
                     extra={"fields": {"alert_id": alert.alert_id, "error": why}},
                 )
-            if not again or attempt == self.retry.attempts:
+            if not again:
                 return None
-            wait = self.retry.backoff(attempt - 1, self.rand())
-            if not budget.may_wait(wait):
+            wait = retries.failed()
+            if wait is None or not budget.may_wait(wait):
                 return None
-            self.sleep(wait)
+            retries.wait(wait)
             for alert, _ in again:
                 failed.pop(alert.alert_id, None)
             pending = again
-        return None

@@ -29,21 +29,23 @@ from __future__ import annotations
 
 import base64
 import json
-import random
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
+from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from fraudcep.alert import Alert
 from fraudcep.alert.identity import canonical_key
 from fraudcep.errors import FraudcepError
+from fraudcep.runtime import Backoff
 from fraudcep.runtime.sink import SinkError, SourcePartition
 from fraudcep_aws.clients import client as make_client
 from fraudcep_aws.clients import location_options
@@ -51,24 +53,25 @@ from fraudcep_aws.stream_event import loads_bounded
 
 __all__ = [
     "ALERTS_TTL_S",
+    "BATCH_BACKOFF",
     "MAX_BATCH_GET",
     "MAX_BATCH_WRITE",
     "MAX_NESTING",
     "THROTTLING_ERRORS",
     "AlertTable",
-    "Backoff",
     "BatchRetrier",
     "DynamoDBPartitionSink",
     "DynamoDBSink",
     "TableError",
     "alert_from_item",
     "alert_item",
-    "backoff_delay",
     "create_alerts_table",
     "ensure_table",
     "error_code",
     "from_attribute_value",
+    "from_item",
     "open_dynamodb_sink",
+    "to_item",
     "wall_clock_ms",
 ]
 
@@ -86,6 +89,14 @@ THROTTLING_ERRORS: Final = frozenset(
     }
 )
 """Error codes that mean "slow down and try again"."""
+BATCH_BACKOFF: Final = Backoff(base_s=0.05, cap_s=5.0, max_attempts=10, deadline_s=120.0)
+"""How a batch call retries what DynamoDB left unprocessed or throttled: up to 10 rounds in a
+row that leave something undone, and 120 s in all."""
+_WAIT_ACTIVE: Final = Backoff(base_s=0.2, cap_s=5.0, max_attempts=None, jitter=False)
+"""How often a table that is being created or changed is looked at (the deadline is the
+caller's timeout)."""
+_SERIALIZER: Final = TypeSerializer()
+_DESERIALIZER: Final = TypeDeserializer()
 
 # a stream of either view carries what a reader of the key's view needs
 _VIEWS_WITH: Final = {"NEW_IMAGE": ("NEW_IMAGE", "NEW_AND_OLD_IMAGES")}
@@ -192,8 +203,7 @@ def ensure_table(
 
 
 def _wait_active(client: Any, name: str, timeout_s: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    delay = 0.2
+    polls = attrs.evolve(_WAIT_ACTIVE, deadline_s=timeout_s).start()
     while True:
         try:
             table: dict[str, Any] = client.describe_table(TableName=name)["Table"]
@@ -206,10 +216,10 @@ def _wait_active(client: Any, name: str, timeout_s: float) -> dict[str, Any]:
             ix.get("IndexStatus", "ACTIVE") == "ACTIVE" for ix in indexes
         ):
             return table
-        if time.monotonic() > deadline:
+        wait = polls.failed()
+        if wait is None:
             raise TableError(f"table {name!r} is still {table['TableStatus']} after {timeout_s}s")
-        time.sleep(delay)
-        delay = min(delay * 2, 5.0)
+        polls.wait(wait)
 
 
 def _check_key(table: Mapping[str, Any], name: str, hash_key: str) -> None:
@@ -265,24 +275,32 @@ def create_alerts_table(
 # -- items ------------------------------------------------------------------------------------
 
 
+def to_item(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` (plain Python: text, ints, bytes, bools, maps, lists) as a low-level item,
+    an attribute-value map (``boto3``'s ``TypeSerializer``); None values are left out."""
+    return {name: _SERIALIZER.serialize(v) for name, v in values.items() if v is not None}
+
+
 def alert_item(
     alert: Alert, *, now_ms: int, ttl_s: int = ALERTS_TTL_S, source: str = ""
 ) -> dict[str, Any]:
     """The alert as a DynamoDB item (attribute-value map), written at wall-clock ``now_ms``."""
     events = json.dumps(alert.to_dict()["events"], separators=(",", ":"), default=str)
-    return {
-        "alert_id": {"S": alert.alert_id},
-        "rule_id": {"S": alert.rule_id},
-        "rule_version": {"N": str(alert.rule_version)},
-        "key": {"S": canonical_key(alert.key)},
-        "first_ts": {"N": str(alert.first_ts)},
-        "last_ts": {"N": str(alert.last_ts)},
-        "emitted_at": {"N": str(alert.emitted_at)},
-        "detected_at": {"N": str(now_ms)},
-        "expires_at": {"N": str(now_ms // 1000 + ttl_s)},
-        "events": {"S": events},
-        "source": {"S": source},
-    }
+    return to_item(
+        {
+            "alert_id": alert.alert_id,
+            "rule_id": alert.rule_id,
+            "rule_version": alert.rule_version,
+            "key": canonical_key(alert.key),
+            "first_ts": alert.first_ts,
+            "last_ts": alert.last_ts,
+            "emitted_at": alert.emitted_at,
+            "detected_at": now_ms,
+            "expires_at": now_ms // 1000 + ttl_s,
+            "events": events,
+            "source": source,
+        }
+    )
 
 
 MAX_NESTING: Final = 32
@@ -297,6 +315,12 @@ def from_attribute_value(value: Mapping[str, Any]) -> Any:
     not recurse (maps and lists are unfolded with a stack of their own), and refuses nesting
     deeper than DynamoDB allows (:data:`MAX_NESTING`) with a ``ValueError``, as it does any
     value that is not an attribute value.
+
+    Why not ``TypeDeserializer`` for the whole value: it recurses into every ``M`` and ``L``
+    it meets, and a stream record's image is untrusted input (a JSON document Lambda hands
+    over, which nothing bounds before it arrives here): one nested a hundred thousand deep
+    would exhaust the stack before anything could refuse it. So the maps and lists are
+    unfolded here, depth counted first, and only scalars are handed to the deserializer.
     """
     root: list[Any] = [None]
     # (attribute value, where its result goes, the slot there, how deep it is)
@@ -329,26 +353,46 @@ def from_attribute_value(value: Mapping[str, Any]) -> Any:
     return root[0]
 
 
+def from_item(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A low-level item as plain values (:func:`from_attribute_value` of each attribute)."""
+    return {str(name): from_attribute_value(value) for name, value in item.items()}
+
+
+_SCALARS: Final = frozenset({"S", "N", "B", "BOOL", "NULL", "SS", "NS", "BS"})
+
+
 def _scalar(kind: Any, data: Any) -> Any:
-    if kind == "S":
-        return str(data)
-    if kind == "N":
-        return _number(data)
+    """A scalar or set attribute value, read by ``TypeDeserializer``; numbers as ``int`` or
+    ``float`` (not ``Decimal``) and binary as ``bytes`` (base64 text decoded first)."""
+    if kind not in _SCALARS:
+        raise ValueError(f"unknown DynamoDB attribute type {_described(kind)}")
+    if kind in ("SS", "NS", "BS") and not isinstance(data, list | tuple | set | frozenset):
+        raise ValueError(f"a {kind} attribute value holds {_described(data)}")
     if kind == "B":
-        return _binary(data)
+        data = _binary(data)
+    elif kind == "BS":
+        data = [_binary(b) for b in data]
+    elif kind in ("S", "N"):
+        data = str(data)
+    elif kind == "SS":
+        data = [str(s) for s in data]
+    elif kind == "NS":
+        data = [str(n) for n in data]
+    try:
+        value = _DESERIALIZER.deserialize({kind: data})
+    except (TypeError, ValueError, ArithmeticError) as exc:
+        raise ValueError(f"a {kind} attribute value cannot be read: {exc}") from None
+    if kind == "N":
+        return _number(value, data)
+    if kind == "NS":
+        return {_number(n, n) for n in value}
+    if kind == "B":
+        return bytes(value.value)
+    if kind == "BS":
+        return {bytes(b.value) for b in value}
     if kind == "BOOL":
-        return bool(data)
-    if kind == "NULL":
-        return None
-    if kind in ("SS", "NS", "BS"):
-        if not isinstance(data, list | tuple | set | frozenset):
-            raise ValueError(f"a {kind} attribute value holds {_described(data)}")
-        if kind == "SS":
-            return {str(s) for s in data}
-        if kind == "NS":
-            return {_number(n) for n in data}
-        return {_binary(b) for b in data}
-    raise ValueError(f"unknown DynamoDB attribute type {_described(kind)}")
+        return bool(value)
+    return value
 
 
 def _described(value: Any) -> str:
@@ -361,12 +405,18 @@ def _described(value: Any) -> str:
     return f"a {type(value).__name__}" + (f" of {size} item(s)" if size is not None else "")
 
 
-def _number(text: Any) -> int | float:
-    s = str(text)
-    return float(s) if any(c in s for c in ".eE") else int(s)
+def _number(value: Decimal, given: Any) -> int | float:
+    """A number as ``int`` when it is written without a fraction or exponent, else
+    ``float``; ``given`` is what it was read from (for the message)."""
+    if not value.is_finite():
+        raise ValueError(f"an N attribute value holds {_described(given)}, not a number")
+    text = str(value)
+    return float(value) if any(c in text for c in ".eE") else int(value)
 
 
 def _binary(data: Any) -> bytes:
+    if isinstance(data, Binary):
+        return bytes(data.value)
     if isinstance(data, bytes | bytearray):
         return bytes(data)
     return base64.b64decode(str(data), validate=True)
@@ -378,7 +428,7 @@ def alert_from_item(item: Mapping[str, Any]) -> dict[str, Any]:
     missing = [name for name in _REQUIRED if name not in item]
     if missing:
         raise ValueError(f"not an alert item: missing {', '.join(missing)}")
-    out = {name: from_attribute_value(value) for name, value in item.items()}
+    out = from_item(item)
     events = out["events"]
     try:
         if not isinstance(events, str):
@@ -393,47 +443,21 @@ def _expired(item: Mapping[str, Any], now_ms: int) -> bool:
     expires = item.get(TTL_ATTRIBUTE)
     if expires is None:
         return False
-    return int(_number(expires["N"])) * 1000 <= now_ms
+    return int(from_attribute_value(expires)) * 1000 <= now_ms
 
 
 # -- retries ----------------------------------------------------------------------------------
 
 
-def backoff_delay(attempt: int, *, base_s: float, cap_s: float, rand: float) -> float:
-    """Seconds to wait before retry number ``attempt`` (0-based): exponential back-off with
-    full jitter, ``rand * min(cap_s, base_s * 2**attempt)`` for ``rand`` in [0, 1).
-
-    Full jitter spreads writers that were throttled together over the whole window, so they
-    do not come back together."""
-    if attempt < 0:
-        raise ValueError(f"attempt must be >= 0, got {attempt}")
-    return rand * min(cap_s, base_s * 2.0 ** min(attempt, 62))
-
-
-@attrs.frozen
-class Backoff:
-    """How a batch call retries what DynamoDB left unprocessed or throttled."""
-
-    base_s: float = 0.05
-    cap_s: float = 5.0
-    max_attempts: int = 10
-    """Rounds in a row that leave something undone before giving up."""
-    deadline_s: float = 120.0
-    """Total time one call may spend before giving up."""
-
-    def delay(self, attempt: int, rand: float) -> float:
-        return backoff_delay(attempt, base_s=self.base_s, cap_s=self.cap_s, rand=rand)
-
-
 @attrs.define
 class BatchRetrier:
-    """Runs batch requests until nothing is left, backing off between rounds; raises
-    ``error`` (naming ``what`` and what is left) when the back-off policy gives up."""
+    """Runs batch requests until nothing is left, backing off between rounds that leave
+    something undone (``backoff``: :data:`BATCH_BACKOFF` by default; a round that does part
+    of the work starts the count of rounds in a row again); raises ``error`` (naming
+    ``what`` and what is left) when the back-off policy gives up."""
 
     what: str
-    backoff: Backoff
-    sleep: Callable[[float], None] = time.sleep
-    rand: Callable[[], float] = random.random
+    backoff: Backoff = BATCH_BACKOFF
     error: type[FraudcepError] = SinkError
 
     def drain(
@@ -444,8 +468,7 @@ class BatchRetrier:
         describe: Callable[[list[T]], str],
     ) -> None:
         """Send ``pending`` in chunks of ``size``; ``send`` returns what it left undone."""
-        start = time.monotonic()
-        attempt = 0
+        retries = self.backoff.start()
         while pending:
             chunk, rest = pending[:size], pending[size:]
             try:
@@ -458,16 +481,16 @@ class BatchRetrier:
                 raise self.error(f"{self.what}: {exc}; {describe(pending)}") from None
             pending = left + rest
             if not left:
-                attempt = 0
+                retries.progressed()
                 continue
-            elapsed = time.monotonic() - start
-            if attempt + 1 >= self.backoff.max_attempts or elapsed >= self.backoff.deadline_s:
+            wait = retries.failed()
+            if wait is None:
                 raise self.error(
-                    f"{self.what}: gave up after {attempt + 1} rounds in a row with "
-                    f"unprocessed or throttled requests ({elapsed:.1f}s); {describe(pending)}"
+                    f"{self.what}: gave up after {retries.failures} rounds in a row with "
+                    f"unprocessed or throttled requests ({retries.elapsed_s:.1f}s); "
+                    f"{describe(pending)}"
                 )
-            self.sleep(self.backoff.delay(attempt, self.rand()))
-            attempt += 1
+            retries.wait(wait)
 
 
 # -- the table --------------------------------------------------------------------------------
@@ -490,10 +513,9 @@ class AlertTable:
     name: str
     client: Any
     ttl_s: int = ALERTS_TTL_S
-    backoff: Backoff = attrs.Factory(Backoff)
+    backoff: Backoff = BATCH_BACKOFF
     max_workers: int = 8
     clock: Callable[[], int] = wall_clock_ms
-    sleep: Callable[[float], None] = time.sleep
     _executor: ThreadPoolExecutor | None = attrs.field(default=None, init=False, repr=False)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
 
@@ -522,11 +544,11 @@ class AlertTable:
             if error_code(exc) == _CONDITION_FAILED:
                 return False
             raise SinkError(
-                f"dynamodb table {self.name!r}: writing alert {item['alert_id']['S']}: {exc}"
+                f"dynamodb table {self.name!r}: writing alert {_alert_id(item)}: {exc}"
             ) from None
         except BotoCoreError as exc:
             raise SinkError(
-                f"dynamodb table {self.name!r}: writing alert {item['alert_id']['S']}: {exc}"
+                f"dynamodb table {self.name!r}: writing alert {_alert_id(item)}: {exc}"
             ) from None
         return True
 
@@ -563,7 +585,7 @@ class AlertTable:
             return left
 
         def describe(left: list[dict[str, Any]]) -> str:
-            ids = [r["PutRequest"]["Item"]["alert_id"]["S"] for r in left]
+            ids = [_alert_id(r["PutRequest"]["Item"]) for r in left]
             return f"{len(ids)} of {len(fresh)} alert(s) left unwritten: {_ids(ids)}"
 
         self._retrier("writing alerts").drain(requests, MAX_BATCH_WRITE, send, describe)
@@ -571,7 +593,7 @@ class AlertTable:
 
     def _existing(self, ids: list[str]) -> set[str]:
         found: set[str] = set()
-        keys = [{"alert_id": {"S": i}} for i in ids]
+        keys = [to_item({"alert_id": i}) for i in ids]
 
         def send(chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
             answer = self.client.batch_get_item(
@@ -584,7 +606,7 @@ class AlertTable:
                 }
             )
             for item in answer.get("Responses", {}).get(self.name, []):
-                found.add(item["alert_id"]["S"])
+                found.add(_alert_id(item))
             left: list[dict[str, Any]] = (
                 answer.get("UnprocessedKeys", {}).get(self.name, {}).get("Keys", [])
             )
@@ -597,15 +619,13 @@ class AlertTable:
         return found
 
     def _retrier(self, what: str) -> BatchRetrier:
-        return BatchRetrier(
-            f"dynamodb table {self.name!r}: {what}", self.backoff, self.sleep, random.random
-        )
+        return BatchRetrier(f"dynamodb table {self.name!r}: {what}", self.backoff)
 
     def get(self, alert_id: str, *, now_ms: int | None = None) -> dict[str, Any] | None:
         """The live alert ``alert_id`` (see :func:`alert_from_item`), None if absent or
         expired."""
         answer = self.client.get_item(
-            TableName=self.name, Key={"alert_id": {"S": alert_id}}, ConsistentRead=True
+            TableName=self.name, Key=to_item({"alert_id": alert_id}), ConsistentRead=True
         )
         item = answer.get("Item")
         if item is None or _expired(item, self.clock() if now_ms is None else now_ms):
@@ -630,6 +650,10 @@ class AlertTable:
             executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=True)
+
+
+def _alert_id(item: Mapping[str, Any]) -> str:
+    return str(from_attribute_value(item["alert_id"]))
 
 
 def _ids(ids: Sequence[str], shown: int = 10) -> str:

@@ -50,14 +50,18 @@ import msgspec
 from botocore.exceptions import ClientError
 
 from fraudcep.errors import FraudcepError, SnapshotError
+from fraudcep.runtime import Backoff
 from fraudcep.timeutil import MAX_TIMESTAMP, MIN_TIMESTAMP
 from fraudcep_aws.dynamodb import (
+    BATCH_BACKOFF,
     MAX_BATCH_GET,
-    Backoff,
     BatchRetrier,
     TableError,
     ensure_table,
     error_code,
+    from_attribute_value,
+    from_item,
+    to_item,
 )
 
 __all__ = [
@@ -357,14 +361,14 @@ class KeyStateStore:
     name: str
     client: Any
     ttl_s: int = STATE_TTL_S
-    backoff: Backoff = attrs.Factory(Backoff)
+    backoff: Backoff = BATCH_BACKOFF
 
     # -- keys -----------------------------------------------------------------------------
 
     def load(self, key: str) -> KeyState:
         """The key's state, read consistently."""
         answer = self.client.get_item(
-            TableName=self.name, Key={"pk": {"S": _KEY + key}}, ConsistentRead=True
+            TableName=self.name, Key=to_item({"pk": _KEY + key}), ConsistentRead=True
         )
         item = answer.get("Item")
         return KeyState(key) if item is None else _state(key, item)
@@ -374,7 +378,7 @@ class KeyStateStore:
         wanted = list(dict.fromkeys(keys))
         found = {key: KeyState(key) for key in wanted}
         for item in self._batch_get([_KEY + key for key in wanted], "loading key states"):
-            key = item["pk"]["S"][len(_KEY) :]
+            key = _pk(item)[len(_KEY) :]
             found[key] = _state(key, item)
         return found
 
@@ -400,7 +404,7 @@ class KeyStateStore:
             )
         if previous.version:
             condition = "version = :expected"
-            values: dict[str, Any] = {":expected": {"N": str(previous.version)}}
+            values: dict[str, Any] = to_item({":expected": previous.version})
         else:
             condition, values = "attribute_not_exists(pk)", {}
         try:
@@ -431,19 +435,19 @@ class KeyStateStore:
     ) -> dict[str, Any]:
         """The item :meth:`save` would write; :class:`StateTooLarge` if it does not fit (so
         that the size can be checked before anything else is written)."""
-        version = previous.version + 1
-        item: dict[str, Any] = {
-            "pk": {"S": _KEY + previous.key},
-            "version": {"N": str(version)},
-            "state": {"B": state},
-            "offsets": {"M": {tp: {"N": str(o)} for tp, o in offsets.items()}},
-            "rules": {"S": rules},
-            "updated_at": {"N": str(now_ms)},
-            "expires_at": {"N": str(now_ms // 1000 + self.ttl_s)},
-        }
-        if due is not None:
-            item["timer_partition"] = {"S": due[0]}
-            item["next_due"] = {"N": str(due[1])}
+        item = to_item(
+            {
+                "pk": _KEY + previous.key,
+                "version": previous.version + 1,
+                "state": state,
+                "offsets": dict(offsets),
+                "rules": rules,
+                "updated_at": now_ms,
+                "expires_at": now_ms // 1000 + self.ttl_s,
+                "timer_partition": due[0] if due is not None else None,
+                "next_due": due[1] if due is not None else None,
+            }
+        )
         # a bound first (the attributes beside the state and the offsets are numbers and
         # short names): the exact count only for items that might not fit
         bound = len(state) + len(previous.key.encode()) + len(rules.encode()) + 512
@@ -469,10 +473,10 @@ class KeyStateStore:
             TableName=self.name,
             IndexName=TIMERS_INDEX,
             KeyConditionExpression="timer_partition = :p AND next_due <= :w",
-            ExpressionAttributeValues={":p": {"S": partition}, ":w": {"N": str(watermark)}},
+            ExpressionAttributeValues=to_item({":p": partition, ":w": watermark}),
         ):
             for item in page.get("Items", []):
-                keys.append(item["pk"]["S"][len(_KEY) :])
+                keys.append(_pk(item)[len(_KEY) :])
         return keys
 
     # -- partitions -----------------------------------------------------------------------
@@ -482,7 +486,7 @@ class KeyStateStore:
         out = {}
         pks = [_PARTITION + p for p in dict.fromkeys(partitions)]
         for item in self._batch_get(pks, "loading partition clocks"):
-            out[item["pk"]["S"][len(_PARTITION) :]] = int(item["max_ts"]["N"])
+            out[_pk(item)[len(_PARTITION) :]] = int(from_attribute_value(item["max_ts"]))
         return out
 
     def raise_partition_max_ts(self, partition: str, max_ts: int) -> None:
@@ -490,10 +494,10 @@ class KeyStateStore:
         try:
             self.client.update_item(
                 TableName=self.name,
-                Key={"pk": {"S": _PARTITION + partition}},
+                Key=to_item({"pk": _PARTITION + partition}),
                 UpdateExpression="SET max_ts = :t",
                 ConditionExpression="attribute_not_exists(max_ts) OR max_ts < :t",
-                ExpressionAttributeValues={":t": {"N": str(max_ts)}},
+                ExpressionAttributeValues=to_item({":t": max_ts}),
             )
         except ClientError as exc:
             if error_code(exc) != _CONDITION_FAILED:
@@ -510,14 +514,16 @@ class KeyStateStore:
         applies while the stored signature is this one (or none is stored), else a reset to
         1 that only applies while it is another one; whichever condition fails, the other
         is tried again."""
-        key = {"pk": {"S": _FAILURE + what}}
-        values = {
-            ":sig": {"S": signature},
-            ":detail": {"S": detail[:MAX_FAILURE_DETAIL]},
-            ":now": {"N": str(now_ms)},
-            ":exp": {"N": str(now_ms // 1000 + FAILURE_TTL_S)},
-            ":one": {"N": "1"},
-        }
+        key = to_item({"pk": _FAILURE + what})
+        values = to_item(
+            {
+                ":sig": signature,
+                ":detail": detail[:MAX_FAILURE_DETAIL],
+                ":now": now_ms,
+                ":exp": now_ms // 1000 + FAILURE_TTL_S,
+                ":one": 1,
+            }
+        )
         names = {  # names, not words: none can collide with DynamoDB's reserved words
             "#f": "failures",
             "#s": "signature",
@@ -537,10 +543,10 @@ class KeyStateStore:
                         "attribute_not_exists(pk) OR attribute_not_exists(#s) OR #s = :sig"
                     ),
                     ExpressionAttributeNames=names,
-                    ExpressionAttributeValues={**values, ":zero": {"N": "0"}},
+                    ExpressionAttributeValues={**values, **to_item({":zero": 0})},
                     ReturnValues="UPDATED_NEW",
                 )
-                return int(answer["Attributes"]["failures"]["N"])
+                return int(from_item(answer["Attributes"])["failures"])
             except ClientError as exc:
                 if error_code(exc) != _CONDITION_FAILED:
                     raise
@@ -562,12 +568,13 @@ class KeyStateStore:
     def failure_count(self, what: str) -> tuple[int, str | None]:
         """The stored count and signature of ``what``'s failures ((0, None): none)."""
         answer = self.client.get_item(
-            TableName=self.name, Key={"pk": {"S": _FAILURE + what}}, ConsistentRead=True
+            TableName=self.name, Key=to_item({"pk": _FAILURE + what}), ConsistentRead=True
         )
         item = answer.get("Item")
         if item is None or "signature" not in item:
             return 0, None
-        return int(item["failures"]["N"]), str(item["signature"]["S"])
+        values = from_item(item)
+        return int(values["failures"]), str(values["signature"])
 
     def clear_failures(self, what: str) -> None:
         """Forget ``what``'s failures (once it has been dealt with): the count goes back to
@@ -575,11 +582,11 @@ class KeyStateStore:
         try:
             self.client.update_item(
                 TableName=self.name,
-                Key={"pk": {"S": _FAILURE + what}},
+                Key=to_item({"pk": _FAILURE + what}),
                 UpdateExpression="SET #f = :zero REMOVE #s",
                 ConditionExpression="attribute_exists(pk)",
                 ExpressionAttributeNames={"#f": "failures", "#s": "signature"},
-                ExpressionAttributeValues={":zero": {"N": "0"}},
+                ExpressionAttributeValues=to_item({":zero": 0}),
             )
         except ClientError as exc:
             if error_code(exc) != _CONDITION_FAILED:
@@ -589,7 +596,7 @@ class KeyStateStore:
 
     def put_rules(self, digest: str, text: str) -> None:
         """Keep rule file ``text`` under its ``digest`` (once)."""
-        item = {"pk": {"S": _RULES + digest}, "text": {"S": text}}
+        item = to_item({"pk": _RULES + digest, "text": text})
         if item_size(item) > MAX_ITEM_BYTES:
             raise TableError(f"the rule file ({len(text)} characters) does not fit in one item")
         try:
@@ -603,12 +610,12 @@ class KeyStateStore:
     def get_rules(self, digest: str) -> str:
         """The rule file stored under ``digest``."""
         answer = self.client.get_item(
-            TableName=self.name, Key={"pk": {"S": _RULES + digest}}, ConsistentRead=True
+            TableName=self.name, Key=to_item({"pk": _RULES + digest}), ConsistentRead=True
         )
         item = answer.get("Item")
         if item is None:
             raise TableError(f"table {self.name!r} has no rule file {digest}")
-        return str(item["text"]["S"])
+        return str(from_attribute_value(item["text"]))
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -627,7 +634,7 @@ class KeyStateStore:
 
         retrier = BatchRetrier(f"state table {self.name!r}: {what}", self.backoff, error=StateError)
         retrier.drain(
-            [{"pk": {"S": pk}} for pk in pks],
+            [to_item({"pk": pk}) for pk in pks],
             MAX_BATCH_GET,
             send,
             lambda left: f"{len(left)} item(s) not read",
@@ -635,15 +642,20 @@ class KeyStateStore:
         return items
 
 
+def _pk(item: Mapping[str, Any]) -> str:
+    return str(from_attribute_value(item["pk"]))
+
+
 def _state(key: str, item: Mapping[str, Any]) -> KeyState:
-    offsets = {tp: int(v["N"]) for tp, v in item.get("offsets", {}).get("M", {}).items()}
-    state = item.get("state", {}).get("B")
-    snapshot = item.get("snapshot", {}).get("B")
+    values = from_item(item)
+    state = values.get("state")
+    snapshot = values.get("snapshot")
+    rules = values.get("rules")
     return KeyState(
         key=key,
-        version=int(item["version"]["N"]),
+        version=int(values["version"]),
         state=bytes(state) if state is not None else None,
-        offsets=offsets,
-        rules=item.get("rules", {}).get("S"),
+        offsets={str(tp): int(o) for tp, o in (values.get("offsets") or {}).items()},
+        rules=str(rules) if rules is not None else None,
         snapshot=bytes(snapshot) if snapshot is not None and state is None else None,
     )

@@ -21,7 +21,7 @@ keeps beside them (held events, the key's clock). For each batch:
    between, the key is reloaded and redone alone (up to ``max_conflict_retries`` times);
    alert ids are deterministic, so redoing never doubles an alert;
 3. event time: a partition's watermark is the highest event time seen on it (kept in the
-   state table) minus ``FRAUDCEP_MAX_OUT_OF_ORDERNESS_MS`` minus 1 ms, as in the Kafka
+   state table) minus ``FRAUDCEP_MAX_OUT_OF_ORDERNESS`` minus 1 ms, as in the Kafka
    runner. A record at or below its key's own clock (the watermark the key was last moved
    to, raised by the key's records as they come, as an engine's would be) is late. The
    engines never move their event time but to the partition's watermark, once every key has
@@ -42,7 +42,13 @@ overtake an earlier one that failed, which Lambda ensures by retrying a partitio
 lowest failed offset before it moves on. A new rule file takes effect on each key when the
 key is next loaded: its records are imported into an engine with the rules they were written
 with (kept in the state table by digest), which is then brought in line with the new file as
-the Kafka runner does it. Items written by earlier releases (a whole-engine snapshot per key,
+the Kafka runner does it (:func:`fraudcep.runtime.reconcile`). A change the engine refuses
+-- the file holds a rule at an older version than the one the key's records were written
+with -- leaves the key on the rules it has, as it leaves a runner's engine: the key runs,
+and is saved, with the rule file its records name, until a file with versions at least as
+new comes; the refusal is logged (once per rule file in a container) and counted
+(:attr:`Detector.refused_rule_changes`). Keys without a stored state start with the
+current file. Items written by earlier releases (a whole-engine snapshot per key,
 format 1 or 2) are read and rewritten as key records by the key's next save; they are not
 authenticated, so with a state key they are refused (see "Poison records").
 
@@ -101,15 +107,20 @@ a rule's key field); ``late`` (event time at or below its key's watermark);
 warning log line; without the table, the log line carries the record's value in base64. A
 dead letter that cannot be written makes its record fail instead.
 
-Configuration (environment): ``FRAUDCEP_ALERTS_TABLE``, ``FRAUDCEP_STATE_TABLE`` (both
-required), ``FRAUDCEP_DEAD_LETTER_TABLE``, ``FRAUDCEP_RULES`` (a rule file; default the
-packaged default rules), ``FRAUDCEP_KEY_FIELD`` (``user_id``), ``FRAUDCEP_TIMESTAMP_FIELD``
-(``ts``), ``FRAUDCEP_EVENT_ID_FIELD`` (``payment_id``, as the Kafka runner, so both give a
-match the same alert id; ``none``: ids from the whole payment),
-``FRAUDCEP_MAX_OUT_OF_ORDERNESS_MS`` (0), ``FRAUDCEP_ALERT_TTL_S`` (86400),
-``FRAUDCEP_ON_FAILURE`` (``report``), ``FRAUDCEP_WORKERS`` (8),
-``FRAUDCEP_MAX_RECORD_BYTES`` (65536), ``FRAUDCEP_MAX_RECORD_FAILURES`` (3, at least 1),
-``FRAUDCEP_STATE_KEY`` (none; secret, never logged). Rules are compiled once per container.
+Configuration (environment; :data:`DETECTOR_OPTIONS`): ``FRAUDCEP_ALERTS_TABLE``,
+``FRAUDCEP_STATE_TABLE`` (both required), ``FRAUDCEP_DEAD_LETTER_TABLE``, ``FRAUDCEP_RULES``
+(a rule file; default the packaged default rules), ``FRAUDCEP_KEY_FIELD`` (``user_id``),
+``FRAUDCEP_ALERT_TTL_S`` (86400), ``FRAUDCEP_ON_FAILURE`` (``report``),
+``FRAUDCEP_WORKERS`` (8), and the options every runtime shares, with the Kafka runner's
+names and syntax (:data:`fraudcep.runtime.ENGINE_OPTIONS`): ``FRAUDCEP_TIMESTAMP_FIELD``
+(``ts``), ``FRAUDCEP_EVENT_ID_FIELD`` (``payment_id``, so both give a match the same alert
+id; ``none`` or ``off``: ids from the whole payment), ``FRAUDCEP_MAX_OUT_OF_ORDERNESS`` (0;
+a duration: ``250ms``, ``10s``, ``5m``, a bare number is milliseconds; the older name
+``FRAUDCEP_MAX_OUT_OF_ORDERNESS_MS`` is still read, with the same syntax),
+``FRAUDCEP_MAX_PARTIAL_MATCHES_PER_KEY`` (10000), ``FRAUDCEP_MAX_BUFFERED_EVENTS``
+(1000000), ``FRAUDCEP_MAX_RECORD_BYTES`` (65536), ``FRAUDCEP_MAX_RECORD_FAILURES`` (3, at
+least 1), ``FRAUDCEP_STATE_KEY`` (none; secret, never logged). A variable set to blank counts
+as not set. Rules are compiled once per container.
 """
 
 from __future__ import annotations
@@ -128,7 +139,7 @@ from typing import Any, Final, Literal
 import attrs
 from botocore.exceptions import BotoCoreError, ClientError
 
-from fraudcep.alert import Alert, ConditionFailure, LateEvent, Overflow, TimedOutMatch
+from fraudcep.alert import Alert, ConditionFailure, Overflow
 from fraudcep.alert.identity import canonical_key
 from fraudcep.engine.codec import read_blob
 from fraudcep.engine.engine import Engine
@@ -137,6 +148,15 @@ from fraudcep.errors import ConfigurationError, EventError, FraudcepError, Snaps
 from fraudcep.payments.default_rules import DEFAULT_RULES_FILE
 from fraudcep.payments.payment import DEFAULT_MAX_BYTES, InvalidRecord, Reason, decode_payment
 from fraudcep.rules import RuleDefinition, apply_definitions, load_rules
+from fraudcep.runtime import (
+    ENGINE_OPTIONS,
+    EngineOptions,
+    Option,
+    SideOutputs,
+    options_from_env,
+    reconcile,
+)
+from fraudcep.runtime.options import ENV_PREFIX, choice, integer, optional_text, positive
 from fraudcep.timeutil import MIN_TIMESTAMP
 from fraudcep_aws.clients import client as make_client
 from fraudcep_aws.dynamodb import (
@@ -146,6 +166,7 @@ from fraudcep_aws.dynamodb import (
     alert_item,
     ensure_table,
     error_code,
+    to_item,
     wall_clock_ms,
 )
 from fraudcep_aws.key_state import (
@@ -166,6 +187,7 @@ from fraudcep_aws.msk_event import BadRecord, KafkaRecord, batch_response, parse
 __all__ = [
     "ALERT_SOURCE",
     "DEAD_LETTER_TTL_S",
+    "DETECTOR_OPTIONS",
     "BatchFailed",
     "BatchReport",
     "DeadLetter",
@@ -198,21 +220,86 @@ class BatchFailed(DetectorError):
 # -- configuration ----------------------------------------------------------------------------
 
 
+def _name(value: Any) -> str:
+    return str(value).strip()
+
+
+DETECTOR_OPTIONS: Final[tuple[Option, ...]] = (
+    Option("alerts_table", _name, None, "the alerts table (required)", "TABLE"),
+    Option(
+        "state_table",
+        _name,
+        None,
+        "per-key state: each key's engine key records and the events it holds for event "
+        "time (required)",
+        "TABLE",
+    ),
+    Option(
+        "dead_letter_table",
+        optional_text,
+        None,
+        "invalid records, one item each; without it they are logged",
+        "TABLE",
+    ),
+    Option(
+        "rules",
+        optional_text,
+        None,
+        "a rule file (YAML or JSON) inside the package or a layer; default: the packaged "
+        "default rules",
+        "FILE",
+    ),
+    Option("key_field", _name, "user_id", "the field payments are keyed by"),
+    Option(
+        "alert_ttl_s",
+        positive(integer),
+        ALERTS_TTL_S,
+        "the alerts' TTL, seconds after they are written",
+        "SECONDS",
+    ),
+    Option(
+        "on_failure",
+        choice("report", "raise"),
+        "report",
+        "report: failed keys' records go in the partial batch response (turn on "
+        "ReportBatchItemFailures); raise: the handler raises and Lambda retries the whole batch",
+    ),
+    Option(
+        "workers",
+        positive(integer),
+        8,
+        "engines run at once (threads), each taking its share of the batch's keys",
+        "N",
+    ),
+    *ENGINE_OPTIONS,
+)
+"""The detector's options: its own, then the ones every runtime shares
+(:data:`fraudcep.runtime.ENGINE_OPTIONS`: the same environment names and syntax as the Kafka
+runner's). A variable set to blank counts as not set."""
+
+
 @attrs.frozen(kw_only=True)
 class DetectorConfig:
-    """What the detector does; :meth:`from_env` reads it from the environment."""
+    """What the detector does; :meth:`from_env` reads it from the environment (see
+    :data:`DETECTOR_OPTIONS`). The fields named as shared options make its
+    :class:`~fraudcep.runtime.EngineOptions` (:attr:`engine`)."""
 
     alerts_table: str
     state_table: str
     dead_letter_table: str | None = None
-    rules_path: str | None = None
+    rules: str | None = None
     """A rule file; None: the packaged default rules."""
     key_field: str = attrs.field(default="user_id", validator=attrs.validators.min_len(1))
     timestamp_field: str = attrs.field(default="ts", validator=attrs.validators.min_len(1))
     event_id_field: str | None = "payment_id"
     """The field that identifies a payment in alert ids (as the Kafka runner's
     ``--event-id-field``), so both runtimes give a match the same id; None: the whole event."""
-    max_out_of_orderness_ms: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    max_out_of_orderness: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    """Milliseconds: the watermark lag."""
+    max_partial_matches_per_key: int = attrs.field(default=10_000, validator=attrs.validators.gt(0))
+    max_buffered_events: int = attrs.field(default=1_000_000, validator=attrs.validators.gt(0))
+    """An engine takes at most this many events (and at most 100,000), so that it never
+    forces its watermark on: the detector moves it."""
     alert_ttl_s: int = attrs.field(default=ALERTS_TTL_S, validator=attrs.validators.gt(0))
     on_failure: Literal["report", "raise"] = attrs.field(
         default="report", validator=attrs.validators.in_(("report", "raise"))
@@ -233,51 +320,22 @@ class DetectorConfig:
         if value is not None and len(value) < 16:
             raise ValueError("the state key must be at least 16 characters")
 
+    @property
+    def engine(self) -> EngineOptions:
+        """The options every runtime shares, as the runtime kit types them."""
+        return EngineOptions.of(self)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DetectorConfig:
         """The configuration in ``env`` (default ``os.environ``); see the module docstring."""
         env = os.environ if env is None else env
-
-        def text(name: str, default: str | None = None) -> str | None:
-            value = env.get(name, "").strip()
-            return value or default
-
-        def required(name: str) -> str:
-            value = text(name)
-            if value is None:
-                raise ConfigurationError(f"{name} is not set (the name of a DynamoDB table)")
-            return value
-
-        def number(name: str, default: int) -> int:
-            value = text(name)
-            if value is None:
-                return default
-            if not value.isdigit():
-                raise ConfigurationError(f"{name} must be a whole number >= 0, got {value!r}")
-            return int(value)
-
-        on_failure = text("FRAUDCEP_ON_FAILURE", "report")
-        if on_failure not in ("report", "raise"):
-            raise ConfigurationError(
-                f"FRAUDCEP_ON_FAILURE must be report or raise, got {on_failure!r}"
-            )
+        given = {k: v for k, v in env.items() if k.startswith(ENV_PREFIX) and v.strip()}
+        values = options_from_env(DETECTOR_OPTIONS, given)
+        for option in DETECTOR_OPTIONS[:2]:
+            if values.get(option.name) is None:
+                raise ConfigurationError(f"{option.env} is not set (the name of a DynamoDB table)")
         try:
-            return cls(
-                alerts_table=required("FRAUDCEP_ALERTS_TABLE"),
-                state_table=required("FRAUDCEP_STATE_TABLE"),
-                dead_letter_table=text("FRAUDCEP_DEAD_LETTER_TABLE"),
-                rules_path=text("FRAUDCEP_RULES"),
-                key_field=text("FRAUDCEP_KEY_FIELD", "user_id") or "user_id",
-                timestamp_field=text("FRAUDCEP_TIMESTAMP_FIELD", "ts") or "ts",
-                event_id_field=_optional_field(text("FRAUDCEP_EVENT_ID_FIELD", "payment_id")),
-                max_out_of_orderness_ms=number("FRAUDCEP_MAX_OUT_OF_ORDERNESS_MS", 0),
-                alert_ttl_s=number("FRAUDCEP_ALERT_TTL_S", ALERTS_TTL_S),
-                on_failure="raise" if on_failure == "raise" else "report",
-                workers=number("FRAUDCEP_WORKERS", 8),
-                max_record_bytes=number("FRAUDCEP_MAX_RECORD_BYTES", DEFAULT_MAX_BYTES),
-                max_record_failures=number("FRAUDCEP_MAX_RECORD_FAILURES", 3),
-                state_key=env.get("FRAUDCEP_STATE_KEY") or None,
-            )
+            return cls(**values)
         except ValueError as exc:  # attrs validators
             raise ConfigurationError(f"detector configuration: {exc}") from None
 
@@ -393,27 +451,26 @@ class DeadLetterTable:
     def put(self, letter: DeadLetter) -> bool:
         """Store ``letter`` unless its record is there already; True if it was new."""
         now = self.clock()
-        item: dict[str, Any] = {
-            "id": {"S": letter.id},
-            "reason": {"S": letter.reason},
-            "detail": {"S": letter.detail},
-            "partition_key": {"S": letter.partition_key},
-            "recorded_at": {"N": str(now)},
-            "expires_at": {"N": str(now // 1000 + self.ttl_s)},
-        }
-        if letter.topic is not None:
-            item["topic"] = {"S": letter.topic}
-        for name in ("partition", "offset", "index", "timestamp"):
-            value = getattr(letter, name)
-            if value is not None:
-                item[name] = {"N": str(value)}
-        if letter.key is not None:
-            item["key"] = {"B": letter.key[:_MAX_STORED_BYTES]}
-        if letter.value is not None:
-            item["value"] = {"B": letter.value[:_MAX_STORED_BYTES]}
-            item["value_size"] = {"N": str(len(letter.value))}
-        if letter.raw is not None:
-            item["raw"] = {"S": letter.raw[:_MAX_STORED_BYTES]}
+        value = letter.value
+        item = to_item(
+            {
+                "id": letter.id,
+                "reason": letter.reason,
+                "detail": letter.detail,
+                "partition_key": letter.partition_key,
+                "recorded_at": now,
+                "expires_at": now // 1000 + self.ttl_s,
+                "topic": letter.topic,
+                "partition": letter.partition,
+                "offset": letter.offset,
+                "index": letter.index,
+                "timestamp": letter.timestamp,
+                "key": letter.key[:_MAX_STORED_BYTES] if letter.key is not None else None,
+                "value": value[:_MAX_STORED_BYTES] if value is not None else None,
+                "value_size": len(value) if value is not None else None,
+                "raw": letter.raw[:_MAX_STORED_BYTES] if letter.raw is not None else None,
+            }
+        )
         try:
             self.client.put_item(
                 TableName=self.name, Item=item, ConditionExpression="attribute_not_exists(id)"
@@ -464,28 +521,6 @@ class _Item:
 
 _Job = tuple[str, list[_Item], KeyState]
 """A key, its records in the batch and its state as loaded."""
-
-
-@attrs.define(eq=False)
-class _Outputs:
-    """An engine's side outputs (late events cannot happen: engines here never move their
-    event time but to the partition's watermark, after taking every event)."""
-
-    late: list[LateEvent] = attrs.Factory(list)
-    errors: list[ConditionFailure] = attrs.Factory(list)
-    overflows: list[Overflow] = attrs.Factory(list)
-
-    def options(self) -> dict[str, Any]:
-        return {
-            "on_late": self.late.append,
-            "on_error": self.errors.append,
-            "on_overflow": self.overflows.append,
-            "on_timeout": _ignore_timeout,
-        }
-
-
-def _ignore_timeout(_match: TimedOutMatch) -> None:
-    """Timed-out partial matches are not alerts; nothing downstream wants them."""
 
 
 @attrs.frozen
@@ -550,6 +585,9 @@ class _Start:
     due: int | None = None
     migrated: bool = False
     """Read from an item of an earlier release (or another rule file): it must be saved."""
+    rules: RuleSet | None = None
+    """The rules its records stay on when the change to the current rules was refused (see
+    "Rules" in the module docstring); None: the current rules."""
 
 
 @attrs.define(eq=False)
@@ -568,6 +606,8 @@ class _Work:
     """The partition whose ``timers`` index lists the key while it waits."""
     pairs: dict[tuple[str, Hashable], None]
     """Every ``(group, key)`` of the engine the key's state may hold (in a stable order)."""
+    rules: RuleSet
+    """The rules the key runs on (the current ones unless a change was refused)."""
 
 
 @attrs.define(eq=False)
@@ -607,8 +647,8 @@ _TRANSIENT: Final = (
     DetectorError,
 )
 _MAX_ENGINE_EVENTS: Final = 100_000
-"""Events (new and held) one engine takes at most: keys beyond it go to another engine, far
-below the engine's ``max_buffered_events``."""
+"""Events (new and held) one engine takes at most (and at most ``max_buffered_events``, so
+that the engine never forces its event time on): keys beyond it go to another engine."""
 _MIN_TS: Final = MIN_TIMESTAMP
 
 
@@ -624,12 +664,14 @@ class Detector:
     clock: Callable[[], int] = wall_clock_ms
     conflicts: int = attrs.field(default=0, init=False)
     """State saves lost to another writer so far (each one redone)."""
+    refused_rule_changes: int = attrs.field(default=0, init=False)
+    """Keys loaded so far whose records stay on the rules they were written with, because the
+    engine refused the change to the current rules (see "Rules" in the module docstring)."""
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
     _pool: ThreadPoolExecutor | None = attrs.field(default=None, init=False, repr=False)
     _rules_stored: bool = attrs.field(default=False, init=False, repr=False)
-    _old_rules: dict[str, tuple[RuleDefinition, ...]] = attrs.field(
-        factory=dict, init=False, repr=False
-    )
+    _old_rules: dict[str, RuleSet] = attrs.field(factory=dict, init=False, repr=False)
+    _refused_logged: set[str] = attrs.field(factory=set, init=False, repr=False)
     _keyers_of: dict[str, list[tuple[str, Callable[[Any], Hashable]]]] = attrs.field(
         factory=dict, init=False, repr=False
     )
@@ -643,7 +685,7 @@ class Detector:
             config=config,
             alerts=AlertTable(config.alerts_table, client, ttl_s=config.alert_ttl_s),
             state=KeyStateStore(config.state_table, client),
-            rules=load_rule_set(config.rules_path),
+            rules=load_rule_set(config.rules),
             dead_letters=DeadLetterTable(dead, client) if dead else None,
         )
 
@@ -684,7 +726,7 @@ class Detector:
             work.setdefault(canonical_key(key), []).append(_Item(record, payment))
             batch_max[record.partition_key] = max(batch_max.get(record.partition_key, ts), ts)
 
-        lag = self.config.max_out_of_orderness_ms + 1
+        lag = self.config.max_out_of_orderness + 1
         stored = self.state.partition_max_ts(batch_max)
         watermarks = {tp: max(ts, stored.get(tp, ts)) - lag for tp, ts in batch_max.items()}
         states = self.state.load_many(work)
@@ -778,30 +820,56 @@ class Detector:
     # -- keys, many to an engine ----------------------------------------------------------
 
     def _run_chunk(self, jobs: list[_Job], watermark: int) -> list[_KeyResult | Exception]:
-        """Run keys in shared engines: each key's records are applied, all are moved to
-        ``watermark`` at once, each key's state is exported and saved. A key the shared
-        engine cannot take (its stored state cannot be read), every key of an engine in which
-        something failed, and a key whose save lost to another writer, is run alone
-        (:meth:`_run_key`), where failures are traced and counted."""
-        results: list[_KeyResult | Exception | None] = [None] * len(jobs)
-        alone: list[tuple[int, _Tally | None]] = []
-        ready: list[tuple[int, _Work]] = []
-        for index, (key, items, state) in enumerate(jobs):
+        """Run keys in shared engines (:meth:`_shared`): each key's records not applied yet
+        are applied, all are moved to ``watermark`` at once, each key's state is exported and
+        saved. A key run alone (:meth:`_run_key`) after losing a conflict is reloaded first,
+        one conflict spent."""
+
+        def prepare(job: _Job) -> _Work | _KeyResult:
+            key, items, state = job
             new = [i for i in items if not state.applied(i.record.partition_key, i.record.offset)]
             if not new:
-                results[index] = _KeyResult()
-                continue
+                return _KeyResult()
+            return self._work(key, state, self._start(state), new, [])
+
+        def alone(job: _Job, spent: _Tally | None) -> _KeyResult:
+            key, items, state = job
+            if spent is not None:
+                state = self.state.load(key)
+            return self._run_key(key, items, state, watermark, spent, conflicts=spent is not None)
+
+        return self._shared(jobs, watermark, prepare, alone)
+
+    def _shared(
+        self,
+        jobs: list[_Job],
+        watermark: int,
+        prepare: Callable[[_Job], _Work | _KeyResult],
+        alone: Callable[[_Job, _Tally | None], _KeyResult],
+    ) -> list[_KeyResult | Exception]:
+        """Run ``jobs`` many to an engine: ``prepare`` loads a key's work (or answers its
+        result when there is nothing to do), the engines run it, and each key's outcome is
+        written. A key whose stored state cannot be loaded, every key of an engine in which
+        something failed, and a key whose save lost to another writer (with the tally spent
+        so far) is run alone by ``alone``, where failures are traced and counted."""
+        results: list[_KeyResult | Exception | None] = [None] * len(jobs)
+        lone: list[tuple[int, _Tally | None]] = []
+        ready: list[tuple[int, _Work]] = []
+        for index, job in enumerate(jobs):
             try:
-                start = self._start(state)
+                prepared = prepare(job)
             except Exception:  # run alone: it is traced and counted there
-                alone.append((index, None))
+                lone.append((index, None))
                 continue
-            ready.append((index, self._work(key, state, start, new, [])))
-        for group in _engines(ready):
+            if isinstance(prepared, _KeyResult):
+                results[index] = prepared
+            else:
+                ready.append((index, prepared))
+        for group in _engines(ready, self._engine_events):
             try:
                 outcomes = self._compute([w for _, w in group], watermark)
             except Exception:
-                alone += [(index, None) for index, _ in group]
+                lone += [(index, None) for index, _ in group]
                 continue
             for (index, w), outcome in zip(group, outcomes, strict=True):
                 tally = _Tally()
@@ -812,20 +880,20 @@ class Detector:
                 except StateConflict:
                     tally.conflicts += 1
                     self._count_conflict()
-                    alone.append((index, tally))
+                    lone.append((index, tally))
                 except Exception as exc:
                     results[index] = exc
-        for index, spent in alone:
-            key, items, state = jobs[index]
+        for index, spent in lone:
             try:
-                if spent is not None:  # lost a conflict: reload, one conflict spent
-                    state = self.state.load(key)
-                results[index] = self._run_key(
-                    key, items, state, watermark, spent, conflicts=spent is not None
-                )
+                results[index] = alone(jobs[index], spent)
             except Exception as exc:
                 results[index] = exc
         return [r if r is not None else DetectorError("not run") for r in results]
+
+    @property
+    def _engine_events(self) -> int:
+        """Events (new and held) one engine takes at most."""
+        return min(_MAX_ENGINE_EVENTS, self.config.max_buffered_events)
 
     def _work(
         self,
@@ -836,10 +904,11 @@ class Detector:
         skipped: list[_Item],
         partition: str | None = None,
     ) -> _Work:
+        rules = start.rules or self.rules
         pairs: dict[tuple[str, Hashable], None] = {}
         for group, engine_key, _ in start.records:
             pairs[(group, engine_key)] = None
-        keyers = self._keyers()
+        keyers = self._keyers(rules)
         for payment in [*(h.payment for h in start.held), *(i.payment for i in new)]:
             for group, read in keyers:
                 try:
@@ -850,17 +919,20 @@ class Detector:
         if partition is None:
             last = [*new, *skipped]
             partition = last[-1].record.partition_key if last else ""
-        return _Work(key, state, start, new, skipped, partition, pairs)
+        return _Work(key, state, start, new, skipped, partition, pairs, rules)
 
     def _compute(self, works: Sequence[_Work], watermark: int) -> list[_Outcome]:
         """Run ``works`` in one engine: import each key's records, feed its held events and
         its new records (deciding lateness against the key's own clock), move the engine to
         ``watermark``, export each key's state and check it fits. Nothing is written; any
         failure of the data is a :class:`_StageFailure` of the whole engine."""
-        outputs = _Outputs()
+        outputs = SideOutputs()
+        rules = works[0].rules
         stage = "restore"
         try:
-            engine = self._new_engine(outputs)
+            if any(w.rules.digest != rules.digest for w in works):
+                raise DetectorError("keys on different rules share an engine")
+            engine = self._new_engine(outputs, rules.definitions)
             groups_of = {r: g for g, ids in engine.key_groups().items() for r in ids}
             owner: dict[tuple[str, Hashable], int] = {}
             for index, w in enumerate(works):
@@ -871,7 +943,7 @@ class Detector:
                 for group, engine_key, record in w.start.records:
                     engine.import_key(group, engine_key, record)
             stage = "process"
-            lag = self.config.max_out_of_orderness_ms + 1
+            lag = self.config.max_out_of_orderness + 1
             ts_field = self.config.timestamp_field
             alerts: list[Alert] = []
             kept: list[list[HeldEvent]] = []
@@ -917,7 +989,7 @@ class Detector:
             stage = "snapshot"
             order = engine.processing_order
             deadlines = _deadlines(engine)
-            digest = self.rules.digest
+            digest = rules.digest
             outcomes = []
             for index, w in enumerate(works):
                 records = []
@@ -1077,35 +1149,11 @@ class Detector:
         (:data:`_RESET`); below it, None: the key fails and its records are reported."""
         stage, culprit, error = self._isolate(key, state, new, watermark, failure)
         if culprit is None:
-            what = f"key/{key}"
-        else:
-            what = f"{culprit.record.partition_key}/{culprit.record.offset}"
-        reason = f"{stage}: {type(error).__name__}: {str(error)[:500]}"
-        count = self.state.count_failure(
-            what, f"{stage}:{type(error).__name__}", reason, now_ms=self.clock()
-        )
-        limit = self.config.max_record_failures
-        log.error(
-            "key %s failed (%s, %d of %d): %s",
-            key,
-            what,
-            count,
-            limit,
-            reason,
-            exc_info=error if count == 1 else None,
-        )
-        if count < limit:
+            return _RESET if self._state_given_up(key, stage, error) else None
+        what = f"{culprit.record.partition_key}/{culprit.record.offset}"
+        count, reason = self._count_failure(key, what, stage, error)
+        if count < self.config.max_record_failures:
             return None
-        if culprit is None:
-            log.error(
-                "key %s: its stored state failed %d times the same way (%s): starting the key "
-                "afresh, without its partial matches",
-                key,
-                count,
-                reason,
-            )
-            self.state.clear_failures(what)
-            return _RESET
         letter = DeadLetter.of_record(
             culprit.record, POISON_REASON, f"failed {count} times the same way: {reason}"
         )
@@ -1209,53 +1257,31 @@ class Detector:
     def _advance_chunk(
         self, jobs: list[_Job], partition: str, watermark: int
     ) -> list[_KeyResult | Exception]:
-        """Move due keys to ``watermark`` in shared engines, as :meth:`_run_chunk`; a key
-        that fails or loses a conflict there is moved alone (:meth:`_advance_key`)."""
-        results: list[_KeyResult | Exception | None] = [None] * len(jobs)
-        ready: list[tuple[int, _Work]] = []
-        alone: list[int] = []
-        for index, (key, _, state) in enumerate(jobs):
-            if state.empty:
-                results[index] = _KeyResult()
-                continue
-            try:
-                start = self._start(state)
-            except Exception:
-                alone.append(index)
-                continue
-            if not _is_due(start, state, self.rules.digest, watermark):
-                results[index] = _KeyResult()  # the index was behind
-                continue
-            ready.append((index, self._work(key, state, start, [], [], partition)))
-        for group in _engines(ready):
-            try:
-                outcomes = self._compute([w for _, w in group], watermark)
-            except Exception:
-                alone += [index for index, _ in group]
-                continue
-            for (index, w), outcome in zip(group, outcomes, strict=True):
-                tally = _Tally()
-                try:
-                    self._commit(w, outcome, tally)
-                    results[index] = tally.result()
-                except StateConflict:
-                    tally.conflicts += 1
-                    self._count_conflict()
-                    alone.append(index)
-                except Exception as exc:
-                    results[index] = exc
-        for index in alone:
-            try:
-                results[index] = self._advance_key(jobs[index][0], partition, watermark)
-            except Exception as exc:
-                results[index] = exc
-        return [r if r is not None else DetectorError("not run") for r in results]
+        """Move due keys to ``watermark`` in shared engines (:meth:`_shared`); a key that
+        fails or loses a conflict there is moved alone (:meth:`_advance_key`)."""
 
-    def _advance_key(self, key: str, partition: str, watermark: int) -> _KeyResult:
+        def prepare(job: _Job) -> _Work | _KeyResult:
+            key, _, state = job
+            if state.empty:
+                return _KeyResult()
+            start = self._start(state)
+            if not _is_due(start, state, self.rules.digest, watermark):
+                return _KeyResult()  # the index was behind
+            return self._work(key, state, start, [], [], partition)
+
+        def alone(job: _Job, spent: _Tally | None) -> _KeyResult:
+            return self._advance_key(job[0], partition, watermark, spent)
+
+        return self._shared(jobs, watermark, prepare, alone)
+
+    def _advance_key(
+        self, key: str, partition: str, watermark: int, tally: _Tally | None = None
+    ) -> _KeyResult:
         """Move a key's event time to ``watermark``. A stored state that fails there for
         another reason than the tables ``max_record_failures`` times in a row (the same way)
-        is given up: the key starts afresh, as in :meth:`_run_key`."""
-        tally = _Tally()
+        is given up: the key starts afresh, as in :meth:`_run_key`. ``tally``: what earlier
+        tries of the key came to."""
+        tally = tally or _Tally()
         for _ in range(self.config.max_conflict_retries + 1):
             state = self.state.load(key)
             if state.empty:
@@ -1286,22 +1312,11 @@ class Detector:
             raise DetectorError(f"key {key}: another writer saved it first {tally.conflicts} times")
         return tally.result()
 
-    def _state_given_up(self, key: str, stage: str, error: Exception) -> bool:
+    def _state_given_up(self, key: str, stage: str, error: BaseException) -> bool:
         """Count a failure of the key's stored state; True at the ``max_record_failures``-th
         in a row with the same signature (the count is then cleared)."""
         what = f"key/{key}"
-        reason = f"{stage}: {type(error).__name__}: {str(error)[:500]}"
-        count = self.state.count_failure(
-            what, f"{stage}:{type(error).__name__}", reason, now_ms=self.clock()
-        )
-        log.error(
-            "key %s: its stored state failed (%d of %d): %s",
-            key,
-            count,
-            self.config.max_record_failures,
-            reason,
-            exc_info=error if count == 1 else None,
-        )
+        count, reason = self._count_failure(key, what, stage, error)
         if count < self.config.max_record_failures:
             return False
         log.error(
@@ -1314,6 +1329,27 @@ class Detector:
         self.state.clear_failures(what)
         return True
 
+    def _count_failure(
+        self, key: str, what: str, stage: str, error: BaseException
+    ) -> tuple[int, str]:
+        """Count one failure of ``what`` (a record, or ``key/<key>``: the key's stored
+        state) at ``stage`` and log it; returns the failures in a row with this signature
+        and the reason."""
+        reason = f"{stage}: {type(error).__name__}: {str(error)[:500]}"
+        count = self.state.count_failure(
+            what, f"{stage}:{type(error).__name__}", reason, now_ms=self.clock()
+        )
+        log.error(
+            "key %s failed (%s, %d of %d): %s",
+            key,
+            what,
+            count,
+            self.config.max_record_failures,
+            reason,
+            exc_info=error if count == 1 else None,
+        )
+        return count, reason
+
     # -- engines and stored states --------------------------------------------------------
 
     @property
@@ -1325,38 +1361,31 @@ class Detector:
         raw = key.encode()
         return raw if len(raw) <= 64 else hashlib.sha512(raw).digest()
 
-    def _engine_options(self, outputs: _Outputs) -> dict[str, Any]:
-        return {
-            "timestamp": self.config.timestamp_field,
-            "event_id": self.config.event_id_field,
-            "max_out_of_orderness": self.config.max_out_of_orderness_ms,
-            "auto_watermark": False,  # moved only to the partition's watermark
-            "state_key": self.config.state_key,
-            **outputs.options(),
-        }
+    def _engine_options(self, outputs: SideOutputs) -> dict[str, Any]:
+        """An engine's keyword arguments: the shared engine options of the configuration,
+        the event time moved only by the detector, side outputs collected in ``outputs``."""
+        return self.config.engine.engine_kwargs(auto_watermark=False, **outputs.callbacks())
 
     def _new_engine(
-        self, outputs: _Outputs, definitions: Sequence[RuleDefinition] | None = None
+        self, outputs: SideOutputs, definitions: Sequence[RuleDefinition] | None = None
     ) -> Engine:
         """An empty engine with ``definitions`` (default: the current rules)."""
         engine = Engine([], **self._engine_options(outputs))
         apply_definitions(engine, self.rules.definitions if definitions is None else definitions)
         return engine
 
-    def _keyers(self) -> list[tuple[str, Callable[[Any], Hashable]]]:
-        """The key group and key function of each key group of the current rules."""
+    def _keyers(self, rules: RuleSet) -> list[tuple[str, Callable[[Any], Hashable]]]:
+        """The key group and key function of each key group of ``rules``."""
         with self._lock:
-            cached = self._keyers_of.get(self.rules.digest)
+            cached = self._keyers_of.get(rules.digest)
         if cached is None:
             cached = list(
                 {
-                    key_group(d.rule): d.rule.key_function()
-                    for d in self.rules.definitions
-                    if d.enabled
+                    key_group(d.rule): d.rule.key_function() for d in rules.definitions if d.enabled
                 }.items()
             )
             with self._lock:
-                self._keyers_of[self.rules.digest] = cached
+                self._keyers_of[rules.digest] = cached
         return cached
 
     def _start_or_fail(self, state: KeyState) -> _Start:
@@ -1403,11 +1432,14 @@ class Detector:
 
     def _convert(self, start: _Start, digest: str | None) -> _Start:
         """``start`` (records of the rule file ``digest``) brought to the current rules, as
-        the Kafka runner changes a running engine's rules."""
-        engine = self._new_engine(_Outputs(), self._rules_of(digest))
+        the Kafka runner changes a running engine's rules (:func:`fraudcep.runtime.reconcile`);
+        when that change is refused, its records stay on the rules they have."""
+        old = self._rules_of(digest)
+        engine = self._new_engine(SideOutputs(), old.definitions)
         for group, engine_key, record in start.records:
             engine.import_key(group, engine_key, record)
-        self._to_current_rules(engine)
+        if not self._to_current_rules(engine, old):
+            return attrs.evolve(start, rules=old)
         return self._start_of(engine, [(g, k) for g, k, _ in start.records], start)
 
     def _migrate(self, state: KeyState) -> _Start:
@@ -1419,9 +1451,9 @@ class Detector:
                 "which is not authenticated: refused while a state key is set"
             )
         old = self._rules_of(state.rules)
-        options = {**self._engine_options(_Outputs()), "state_key": None}
-        engine = Engine.restore(state.snapshot, [d.rule for d in old], **options)
-        self._to_current_rules(engine)
+        options = {**self._engine_options(SideOutputs()), "state_key": None}
+        engine = Engine.restore(state.snapshot, [d.rule for d in old.definitions], **options)
+        kept = None if self._to_current_rules(engine, old) else old
         body = read_blob(engine.snapshot()).body
         part = body.engine
         events = part.events
@@ -1432,22 +1464,31 @@ class Detector:
             stored = HeldEvent(b.ts, value)
             held.append(_Held(stored, self._held_payment(stored)))
         watermark = None if part.watermark == MIN_TIMESTAMP else part.watermark
-        start = _Start(held=held, watermark=watermark, order=part.order)
+        start = _Start(held=held, watermark=watermark, order=part.order, rules=kept)
         return self._start_of(engine, [(s.group, s.key) for s in body.records], start)
 
-    def _to_current_rules(self, engine: Engine) -> None:
-        """Bring ``engine``'s rules to the current rule file, each at the version an engine
-        made from the file has (so that the records it exports can be read by one): a rule
-        whose version differs after the change (replaced, so it holds nothing) is made
-        anew."""
-        current = self.rules.definitions
-        apply_definitions(engine, current)
-        versions = engine.rule_versions()
-        stale = [d.id for d in current if versions.get(d.id) != (d.version or 1)]
-        for rule_id in stale:
-            engine.remove_rule(rule_id)
-        if stale:
-            apply_definitions(engine, current)
+    def _to_current_rules(self, engine: Engine, old: RuleSet) -> bool:
+        """Bring ``engine`` (on the rules ``old``) to the current rule file, each rule at the
+        version an engine made from the file has, so that the records it exports can be read
+        by one (:func:`~fraudcep.runtime.reconcile` with ``as_loaded``). False when the
+        change is refused (a rule of the file is older than the one the engine runs): the
+        engine keeps the rules it has, and the refusal is counted and logged (once per rule
+        file in a container)."""
+        done = reconcile(engine, self.rules.definitions, as_loaded=True)
+        if done.refused is None:
+            return True
+        with self._lock:
+            self.refused_rule_changes += 1
+            first = old.digest not in self._refused_logged
+            self._refused_logged.add(old.digest)
+        log.log(
+            logging.ERROR if first else logging.DEBUG,
+            "rule change refused: keys whose state was written with rule file %s keep its "
+            "rules: %s",
+            old.digest[:12],
+            done.refused,
+        )
+        return False
 
     def _start_of(self, engine: Engine, pairs: list[tuple[str, Hashable]], start: _Start) -> _Start:
         """The records of ``pairs`` in ``engine`` (which runs the current rules), with the
@@ -1466,7 +1507,9 @@ class Detector:
                 if deadline is not None:
                     due = deadline if due is None else min(due, deadline)
         order = max(start.order, engine.processing_order)
-        return _Start(records, start.held, start.watermark, order, due, migrated=True)
+        return _Start(
+            records, start.held, start.watermark, order, due, migrated=True, rules=start.rules
+        )
 
     def _side_outputs(self, key: str, outcome: _Outcome) -> int:
         """Dead-letter refused and late records (raises if that fails: the key is then
@@ -1523,9 +1566,9 @@ class Detector:
         with self._lock:
             self._rules_stored = True
 
-    def _rules_of(self, digest: str | None) -> tuple[RuleDefinition, ...]:
-        """The rules a stored snapshot was taken with. One that names none, or a rule file
-        the table does not have, is a :class:`SnapshotError`: the stored state cannot be
+    def _rules_of(self, digest: str | None) -> RuleSet:
+        """The rule file a stored state was written with. One that names none, or a rule
+        file the table does not have, is a :class:`SnapshotError`: the stored state cannot be
         used (see "Poison records")."""
         if digest is None:
             raise SnapshotError("a stored snapshot names no rule file")
@@ -1536,7 +1579,9 @@ class Detector:
                 text = self.state.get_rules(digest)
             except TableError as exc:
                 raise SnapshotError(str(exc)) from None
-            cached = tuple(load_rules(text, source=f"rule file {digest[:12]}"))
+            cached = RuleSet(
+                text, digest, tuple(load_rules(text, source=f"rule file {digest[:12]}"))
+            )
             with self._lock:
                 self._old_rules[digest] = cached
         return cached
@@ -1560,10 +1605,10 @@ class Detector:
         self.alerts.close()
 
 
-def _engines(works: list[tuple[int, _Work]]) -> list[list[tuple[int, _Work]]]:
-    """``works`` split into engines: keys whose states could hold the same engine key (a
-    card used by two users, against the rules' assumption) go to different engines, and an
-    engine takes at most :data:`_MAX_ENGINE_EVENTS` events."""
+def _engines(works: list[tuple[int, _Work]], limit: int) -> list[list[tuple[int, _Work]]]:
+    """``works`` split into engines: keys on different rules, and keys whose states could
+    hold the same engine key (a card used by two users, against the rules' assumption) go to
+    different engines, and an engine takes at most ``limit`` events."""
     members: list[list[tuple[int, _Work]]] = []
     taken: list[set[tuple[str, Hashable]]] = []
     sizes: list[int] = []
@@ -1574,7 +1619,9 @@ def _engines(works: list[tuple[int, _Work]]) -> list[list[tuple[int, _Work]]]:
             (
                 i
                 for i in range(len(members))
-                if sizes[i] + size <= _MAX_ENGINE_EVENTS and taken[i].isdisjoint(w.pairs)
+                if sizes[i] + size <= limit
+                and members[i][0][1].rules.digest == w.rules.digest
+                and taken[i].isdisjoint(w.pairs)
             ),
             None,
         )
@@ -1591,7 +1638,9 @@ def _engines(works: list[tuple[int, _Work]]) -> list[list[tuple[int, _Work]]]:
 
 def _is_due(start: _Start, state: KeyState, digest: str, watermark: int) -> bool:
     """Whether moving the key to ``watermark`` changes its item (for a key the ``timers``
-    index lists: the index may be behind)."""
+    index lists: the index may be behind); ``digest``: the current rules'."""
+    if start.rules is not None:
+        digest = start.rules.digest  # a refused change: the key stays on its rules
     if start.migrated or state.rules != digest:
         return True
     return start.due is not None and start.due <= watermark
@@ -1626,10 +1675,6 @@ def _add(a: _KeyResult, b: _KeyResult) -> _KeyResult:
         a.dead_lettered + b.dead_lettered,
         a.state_resets + b.state_resets,
     )
-
-
-def _optional_field(value: str | None) -> str | None:
-    return None if value is None or value.lower() == "none" else value
 
 
 def _json(fields: Mapping[str, Any]) -> str:

@@ -70,6 +70,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 import attrs
+from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from fraudcep.errors import ConfigurationError
@@ -108,6 +109,13 @@ log = logging.getLogger("fraudcep.lambda.notifier")
 
 MARKER_PREFIX: Final = "delivered_"
 DEFAULT_RESERVE_MS: Final = 10_000
+_SERIALIZER: Final = TypeSerializer()
+
+
+def _attributes(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Plain values as DynamoDB attribute values (the notifier leaves the alerts table's own
+    helpers out: see :mod:`fraudcep_aws.stream_event`)."""
+    return {name: _SERIALIZER.serialize(value) for name, value in values.items()}
 
 
 def marker_attribute(channel: str) -> str:
@@ -373,7 +381,7 @@ class Notifier:
             try:
                 answer = self.dynamodb.get_item(
                     TableName=table,
-                    Key={"alert_id": {"S": alert.alert_id}},
+                    Key=_attributes({"alert_id": alert.alert_id}),
                     ConsistentRead=True,
                     ProjectionExpression=", ".join(
                         ["alert_id", *(marker_attribute(n) for n in names)]
@@ -414,11 +422,11 @@ class Notifier:
         try:
             self.dynamodb.update_item(
                 TableName=table,
-                Key={"alert_id": {"S": pending.alert.alert_id}},
+                Key=_attributes({"alert_id": pending.alert.alert_id}),
                 UpdateExpression="SET #m = :now",
                 ConditionExpression="attribute_exists(alert_id)",
                 ExpressionAttributeNames={"#m": marker_attribute(channel)},
-                ExpressionAttributeValues={":now": {"N": str(self.clock_ms())}},
+                ExpressionAttributeValues=_attributes({":now": self.clock_ms()}),
             )
         except (ClientError, BotoCoreError) as exc:
             if _code(exc) == "ConditionalCheckFailedException":
@@ -441,7 +449,8 @@ def _unique(pending: Sequence[_Pending]) -> list[_Pending]:
 
 
 def _alert_id(record: StreamRecord) -> str | None:
-    """The alert id of a record that may be malformed, when it can be read at all."""
+    """The alert id of a record that may be malformed, when it can be read at all (for the
+    log line: looked up by hand, as anything in a malformed image may be wrong)."""
     image = record.new_image
     raw = image.get("alert_id") if isinstance(image, Mapping) else None
     value = raw.get("S") if isinstance(raw, Mapping) else None

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import random
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -24,14 +22,27 @@ from urllib.parse import urlsplit
 import attrs
 
 from fraudcep.errors import ConfigurationError, FraudcepError
+from fraudcep.runtime import Backoff
 from fraudcep_aws.alert_text import amounts, key_text, shorten, time_window
 from fraudcep_aws.stream_event import StreamAlert
 
-__all__ = ["RetryPolicy", "SlackError", "SlackWebhook", "check_webhook_url", "slack_message"]
+__all__ = [
+    "MAX_RETRY_AFTER_S",
+    "SLACK_RETRY",
+    "SlackError",
+    "SlackWebhook",
+    "check_webhook_url",
+    "slack_message",
+]
 
 HEADER_LIMIT: Final = 150  # characters of a header block's plain_text
 FIELD_LIMIT: Final = 2000  # characters of one section field
 TEXT_LIMIT: Final = 3000  # characters of the fallback text we send (Slack allows more)
+SLACK_RETRY: Final = Backoff(base_s=0.5, cap_s=8.0, max_attempts=5)
+"""How hard one message is retried before the alert is reported as failed: 5 requests, the
+first included; the wait before retry n is drawn from [0, min(8, 0.5 * 2**n)) seconds."""
+MAX_RETRY_AFTER_S: Final = 30.0
+"""A 429 asking for a longer wait fails at once: the stream retries the record later."""
 
 
 class SlackError(FraudcepError):
@@ -102,28 +113,6 @@ def check_webhook_url(url: str) -> str:
     return url.strip()
 
 
-@attrs.frozen
-class RetryPolicy:
-    """How hard one message is retried before the alert is reported as failed."""
-
-    attempts: int = 5
-    """Requests per message, the first included."""
-    base_s: float = 0.5
-    cap_s: float = 8.0
-    """Back-off before retry n is random in [0, min(cap_s, base_s * 2**n))."""
-    max_retry_after_s: float = 30.0
-    """A 429 asking for a longer wait fails at once: the stream retries the record later."""
-
-    def __attrs_post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ConfigurationError(f"attempts must be >= 1, got {self.attempts}")
-        if self.base_s < 0 or self.cap_s < 0 or self.max_retry_after_s < 0:
-            raise ConfigurationError("retry delays must be >= 0")
-
-    def backoff(self, retry: int, rand: float) -> float:
-        return rand * min(self.cap_s, self.base_s * 2.0 ** min(retry, 30))
-
-
 def _retry_after(value: str | None) -> float | None:
     if value is None:
         return None
@@ -139,10 +128,10 @@ class SlackWebhook:
     """Posts messages to one incoming webhook."""
 
     url: str = attrs.field(repr=False, converter=check_webhook_url)
-    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
+    retry: Backoff = SLACK_RETRY
+    """Back-off between requests of one message (its ``max_attempts``: requests in all)."""
+    max_retry_after_s: float = MAX_RETRY_AFTER_S
     timeout_s: float = 10.0
-    sleep: Callable[[float], None] = attrs.field(default=time.sleep, repr=False)
-    rand: Callable[[], float] = attrs.field(default=random.random, repr=False)
 
     def post(
         self, payload: dict[str, Any], *, may_wait: Callable[[float], bool] = lambda s: True
@@ -153,31 +142,29 @@ class SlackWebhook:
         Raises :class:`SlackError` when Slack refuses the message, or when the retries (or
         the time) run out."""
         body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-        last = ""
-        for attempt in range(1, self.retry.attempts + 1):
+        retries = self.retry.start()
+        while True:
             status, retry_after, detail = self._send(body)
             if 200 <= status < 300:
-                return attempt
+                return retries.failures + 1
             last = f"HTTP {status} {detail}".strip() if status else detail
+            asked: float | None = None
             if status == 429:
-                wait = _retry_after(retry_after)
-                if wait is not None and wait > self.retry.max_retry_after_s:
+                asked = _retry_after(retry_after)
+                if asked is not None and asked > self.max_retry_after_s:
                     raise SlackError(
-                        f"rate limited: Slack asks to wait {wait:g}s, more than the "
-                        f"{self.retry.max_retry_after_s:g}s a delivery waits"
+                        f"rate limited: Slack asks to wait {asked:g}s, more than the "
+                        f"{self.max_retry_after_s:g}s a delivery waits"
                     )
-                if wait is None:
-                    wait = self.retry.backoff(attempt - 1, self.rand())
-            elif status == 0 or status >= 500:
-                wait = self.retry.backoff(attempt - 1, self.rand())
-            else:
+            elif status != 0 and status < 500:
                 raise SlackError(f"Slack refused the message: {last}")
-            if attempt == self.retry.attempts:
-                break
+            wait = retries.failed()
+            if wait is None:
+                raise SlackError(f"gave up after {retries.failures} attempt(s): {last}")
+            wait = wait if asked is None else asked
             if not may_wait(wait):
                 raise SlackError(f"{last}; no time left to wait {wait:.1f}s and retry")
-            self.sleep(wait)
-        raise SlackError(f"gave up after {self.retry.attempts} attempt(s): {last}")
+            retries.wait(wait)
 
     def _send(self, body: bytes) -> tuple[int, str | None, str]:
         """(status, Retry-After, short detail); status 0 when no answer came."""

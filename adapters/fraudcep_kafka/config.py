@@ -6,7 +6,9 @@ config file; a flag beats the environment, which beats the file, which beats the
 Durations accept ``250ms``, ``10s``, ``5m``, ``1h`` (a bare number is milliseconds). The
 options every runtime shares (event fields, disorder, state bounds, failures, the state key)
 and the converters come from the core's runtime kit (:mod:`fraudcep.runtime.options`), so the
-Lambda handlers read the same names with the same syntax.
+Lambda handlers read the same names with the same syntax; an older environment name of an
+option (:attr:`~fraudcep.runtime.options.Option.aliases`: the Lambda's
+``FRAUDCEP_MAX_OUT_OF_ORDERNESS_MS``) is read too.
 """
 
 from __future__ import annotations
@@ -364,8 +366,8 @@ def from_sources(
     for option in OPTIONS:
         if flags.get(option.name) is not None:
             raw, source = flags[option.name], option.flag
-        elif option.env in env:
-            raw, source = env[option.env], option.env
+        elif (variable := option.lookup(env)) is not None:  # its name, or an older one
+            raw, source = env[variable], variable
         elif option.name in file_values:
             raw, source = file_values[option.name], f"{config_file}: {option.name}"
         else:

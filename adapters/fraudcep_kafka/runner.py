@@ -45,16 +45,18 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from fraudcep import Alert, ConditionFailure, Engine, FraudcepError, LateEvent, Overflow
+from fraudcep import Alert, Engine, FraudcepError
 from fraudcep.errors import ConfigurationError, EventError, SnapshotError
 from fraudcep.payments.default_rules import default_rule_definitions
 from fraudcep.payments.payment import InvalidRecord, decode_payment
-from fraudcep.rules import (
-    RuleDefinition,
-    apply_definitions,
-    dump_rules,
-    load_rule_file,
-    load_rules,
+from fraudcep.rules import RuleDefinition, dump_rules, load_rule_file, load_rules
+from fraudcep.runtime import (
+    Backoff,
+    EngineOptions,
+    Reconciliation,
+    SideOutputs,
+    reconcile,
+    refusal,
 )
 from fraudcep.runtime.checkpoint import (
     DELTA,
@@ -87,7 +89,9 @@ POISON_REASON = "processing_failed"
 """The dead-letter reason of a record whose processing failed ``max_record_failures`` times."""
 BAD_EVENT_REASON = "bad_event"
 """The dead-letter reason of a payment the rules cannot read (a rule's key field missing)."""
-_BACKOFF_CAP_S = 30.0
+_STATE_BACKOFF = Backoff(base_s=1.0, cap_s=30.0, jitter=False)
+"""Waits after a failed checkpoint save: 1, 2, 4 ... up to 30 s (its ``max_attempts`` is the
+configuration's ``max_checkpoint_failures``). No jitter: one runner owns the partition."""
 HEADER_PREFIX = "fraudcep."
 _RULES_POLL_S = 0.2
 _IDLE_CHECK_S = 0.05
@@ -112,7 +116,8 @@ _EARLY_MIN_S = 0.05
 _COMMIT_RETRY_S = 0.002  # a commit waiting for a checkpoint's save looks again this soon
 _COMPACT_MIN_BYTES = 1 << 20
 """Deltas holding less than this are not compacted for their size (only for their number)."""
-_COMPACT_BACKOFF_CAP_S = 300.0
+_COMPACT_BACKOFF = Backoff(base_s=2.0, cap_s=300.0, max_attempts=None, jitter=False)
+"""Waits before compacting a chain again after a failure: 2, 4, 8 ... up to 300 s."""
 _STATS_SHARE = 1000
 """The live-partial-match gauge scans every key: it is refreshed at most once per this many
 times the last scan took, so that it costs at most a thousandth of the loop's time."""
@@ -132,33 +137,6 @@ def parse_reference(metadata: str | None) -> str | None:
     if metadata and metadata.startswith(METADATA_PREFIX):
         return metadata[len(METADATA_PREFIX) :].strip() or None
     return None
-
-
-@attrs.define(eq=False)
-class _SideOutputs:
-    """What an engine reports besides alerts, collected per call (its callbacks)."""
-
-    late: list[LateEvent] = attrs.Factory(list)
-    errors: list[ConditionFailure] = attrs.Factory(list)
-    overflows: list[Overflow] = attrs.Factory(list)
-    timeouts: int = 0
-
-    def count_timeout(self, _match: object) -> None:
-        self.timeouts += 1
-
-    def engine_options(self) -> dict[str, Any]:
-        return {
-            "on_late": self.late.append,
-            "on_error": self.errors.append,
-            "on_overflow": self.overflows.append,
-            "on_timeout": self.count_timeout,
-        }
-
-    def clear(self) -> None:
-        self.late.clear()
-        self.errors.clear()
-        self.overflows.clear()
-        self.timeouts = 0
 
 
 @attrs.frozen
@@ -232,7 +210,7 @@ class _Partition:
     last_checkpoint: float = attrs.Factory(time.monotonic)
     last_record: float = attrs.Factory(time.monotonic)
     idle_base: int | None = None  # the watermark when the last record arrived
-    outputs: _SideOutputs = attrs.Factory(lambda: _SideOutputs())
+    outputs: SideOutputs = attrs.Factory(SideOutputs)
     sinks: list[PartitionSink] | None = None
     """Open once the offset the state starts from is known (see ``fraudcep.runtime.sink``)."""
     payment_sinks: list[PartitionSink] = attrs.Factory(list)
@@ -322,6 +300,10 @@ class Runner:
         self._longest_pause = 0.0
         self._commit_retry_at: float | None = None
         self._next_stats = 0.0
+        self._engine = EngineOptions.of(config)
+        self._state_backoff = attrs.evolve(
+            _STATE_BACKOFF, max_attempts=config.max_checkpoint_failures
+        )
 
     # -- public API ------------------------------------------------------------------------
 
@@ -782,9 +764,7 @@ class Runner:
         engine = st.engine
         st.need_full = True
         blob = engine.snapshot()
-        copy = Engine.restore(
-            blob, engine.rules, **self._engine_options(), **_SideOutputs().engine_options()
-        )
+        copy = Engine.restore(blob, engine.rules, **self._engine_options(SideOutputs()))
         for alert in copy.flush():
             alert_value(alert)
 
@@ -875,7 +855,7 @@ class Runner:
                 extra=fields(partition=st.number, kind=overflow.kind, rule=overflow.rule_id,
                              dropped=overflow.dropped),
             )  # fmt: skip
-        self.metrics.timeouts.inc(out.timeouts)
+        self.metrics.timeouts.inc(out.timeout_count)
         out.clear()
 
     # -- idle partitions -------------------------------------------------------------------
@@ -1261,7 +1241,7 @@ class Runner:
             )
             return
         st.compact_failures += 1
-        delay = min(2.0**st.compact_failures, _COMPACT_BACKOFF_CAP_S)
+        delay = _COMPACT_BACKOFF.delay(st.compact_failures - 1)
         st.compact_after = time.monotonic() + delay
         log.warning(
             "compacting checkpoints failed: trying again later",
@@ -1361,7 +1341,7 @@ class Runner:
                          limit=c.max_checkpoint_failures),
             exc_info=error if failures == 1 else None,
         )  # fmt: skip
-        if failures >= c.max_checkpoint_failures:
+        if self._state_backoff.gives_up(failures):
             raise _Exit(
                 EXIT_STATE,
                 f"{c.input_topic}[{number}]: its state failed {failures} times in a row "
@@ -1369,7 +1349,7 @@ class Runner:
             )
         self._abort_and_rewind(f"state of partition {number} failed ({stage})")
         if stage == "save":
-            self._stop.wait(min(2.0 ** (failures - 1), _BACKOFF_CAP_S))
+            self._stop.wait(self._state_backoff.delay(failures - 1))
 
     def _retrying(self, what: str, call: Callable[[], Any], *, stoppable: bool = False) -> Any:
         """Call a transactional producer API the way librdkafka documents: retry retriable
@@ -1504,7 +1484,7 @@ class Runner:
                 extra=fields(partition=number, offset=committed),
             )
             return self._fresh(number, committed)
-        outputs = _SideOutputs()
+        outputs = SideOutputs()
         started = time.perf_counter()
         try:
             chain = load_chain(
@@ -1516,8 +1496,7 @@ class Runner:
                 chain[0].snapshot,
                 [d.rule for d in definitions],
                 deltas=[x.snapshot for x in chain[1:]],
-                **self._engine_options(),
-                **outputs.engine_options(),
+                **self._engine_options(outputs),
             )
         except OSError as exc:  # the store, not the checkpoint: stop rather than reset
             raise _Exit(
@@ -1572,9 +1551,9 @@ class Runner:
         return st
 
     def _fresh(self, number: int, position: int | None) -> _Partition:
-        outputs = _SideOutputs()
-        engine = Engine([], **self._engine_options(), **outputs.engine_options())
-        apply_definitions(engine, self.rule_set.effective())
+        outputs = SideOutputs()
+        engine = Engine([], **self._engine_options(outputs))
+        self._reconcile(engine, number)
         st = _Partition(
             number=number,
             engine=engine,
@@ -1602,16 +1581,10 @@ class Runner:
             st.close_sinks()
         self._parked.clear()
 
-    def _engine_options(self) -> dict[str, Any]:
-        c = self.config
-        return {
-            "timestamp": c.timestamp_field,
-            "event_id": c.event_id_field,
-            "max_out_of_orderness": c.max_out_of_orderness,
-            "max_partial_matches_per_key": c.max_partial_matches_per_key,
-            "max_buffered_events": c.max_buffered_events,
-            "state_key": c.state_key,
-        }
+    def _engine_options(self, outputs: SideOutputs) -> dict[str, Any]:
+        """An engine's keyword arguments: the configuration's engine options, its side
+        outputs collected in ``outputs``."""
+        return self._engine.engine_kwargs(**outputs.callbacks())
 
     # -- rules -----------------------------------------------------------------------------
 
@@ -1624,7 +1597,10 @@ class Runner:
         try:
             # a checkpoint carries the rules as text: they must load back
             load_rules(dump_rules(definitions), source="rules topic")
-            self._check_versions(definitions)
+            for st in self._partitions.values():
+                refused = refusal(st.engine, definitions)
+                if refused is not None:
+                    raise RunnerError(refused)
         except FraudcepError as exc:
             self.rule_set.topic_rules = before
             self.metrics.rule_errors.inc()
@@ -1637,32 +1613,27 @@ class Runner:
             if not st.replaying:
                 self._apply_rules(st)
 
-    def _check_versions(self, definitions: list[RuleDefinition]) -> None:
-        for st in self._partitions.values():
-            running = st.engine.rule_versions()
-            for d in definitions:
-                if d.version is not None and d.id in running and d.version < running[d.id]:
-                    raise RunnerError(
-                        f"rule {d.id!r}: version {d.version} is older than the running "
-                        f"version {running[d.id]}"
-                    )
-
     def _apply_rules(self, st: _Partition) -> None:
         """Bring the partition's engine to the runner's rules; a change the engine refuses
         (an older version than a restored checkpoint's, say) leaves it on the rules it has."""
         if st.pending is not None:
             return  # a change is checkpointed, one checkpoint under way at a time: after it
         st.rules_pending = False
-        try:
-            changes = apply_definitions(st.engine, self.rule_set.effective())
-        except FraudcepError as exc:
-            self.metrics.rule_errors.inc()
-            log.error("rule change refused", extra=fields(partition=st.number, error=str(exc)))
+        done = self._reconcile(st.engine, st.number)
+        if done.refused is not None:
             return
         st.rules_text = self._rules_text
-        if changes:
+        if done.changed:
             st.changed = st.force_checkpoint = st.dirty = True
-            log.info("rules applied", extra=fields(partition=st.number, changes=changes))
+            log.info("rules applied", extra=fields(partition=st.number, changes=list(done.changes)))
+
+    def _reconcile(self, engine: Engine, partition: int) -> Reconciliation:
+        """Bring ``engine`` to the runner's rules; a refusal is counted and logged."""
+        done = reconcile(engine, self.rule_set.effective())
+        if done.refused is not None:
+            self.metrics.rule_errors.inc()
+            log.error("rule change refused", extra=fields(partition=partition, error=done.refused))
+        return done
 
     # -- gauges ----------------------------------------------------------------------------
 

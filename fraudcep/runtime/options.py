@@ -36,6 +36,7 @@ __all__ = [
     "non_negative",
     "optional_text",
     "options_from_env",
+    "options_table",
     "positive",
 ]
 
@@ -131,7 +132,8 @@ class Option:
     repeatable: bool = False
     """A flag that may be given several times (its values add up)."""
     secret: bool = False
-    """Never shown in logs or errors (a state key)."""
+    """Never shown in logs or errors (a state key): its converter's messages say what is
+    wrong without the value, and one that holds it anyway is not shown."""
     aliases: tuple[str, ...] = ()
     """Older environment names still read (with the same syntax unless noted in ``help``)."""
 
@@ -143,13 +145,24 @@ class Option:
     def env(self) -> str:
         return ENV_PREFIX + self.name.upper()
 
+    def lookup(self, environ: Mapping[str, str], *, source: str = "environment") -> str | None:
+        """The variable of ``environ`` that sets this option (its name or an alias), None if
+        none does; :class:`ConfigurationError` when two of them are set."""
+        given = [name for name in (self.env, *self.aliases) if name in environ]
+        if len(given) > 1:
+            raise ConfigurationError(f"{source}: {' and '.join(given)} both set; keep one")
+        return given[0] if given else None
+
     def parse(self, value: Any, source: str) -> Any:
         """``value`` converted; :class:`ConfigurationError` naming ``source`` and the option
         (without the value, for a secret) when it does not convert."""
         try:
             return self.convert(value)
         except (ValueError, TypeError, ConfigurationError) as exc:
-            shown = "" if self.secret else f": {exc}"
+            message = str(exc)
+            given = str(value).strip()
+            hidden = self.secret and (not given or given in message or message in given)
+            shown = "" if hidden else f": {message}"
             raise ConfigurationError(f"{source}: bad value for {self.name}{shown}") from None
 
 
@@ -245,6 +258,12 @@ class EngineOptions:
     state_key: str | None = attrs.field(default=_default("state_key"), repr=False)
 
     @classmethod
+    def of(cls, config: object) -> EngineOptions:
+        """The engine options among ``config``'s attributes (a runtime's configuration that
+        has a field per shared option it knows, named as in :data:`ENGINE_OPTIONS`)."""
+        return cls(**{n: getattr(config, n) for n in _ENGINE_BY_NAME if hasattr(config, n)})
+
+    @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> EngineOptions:
         """The engine options among ``values`` (a runtime's whole configuration, say)."""
         return cls(**{k: v for k, v in values.items() if k in _ENGINE_BY_NAME})
@@ -270,9 +289,30 @@ def options_from_env(
     not set are left out. Giving an option under two names is an error."""
     out: dict[str, Any] = {}
     for option in options:
-        given = [name for name in (option.env, *option.aliases) if name in environ]
-        if len(given) > 1:
-            raise ConfigurationError(f"{source}: {' and '.join(given)} both set; keep one")
-        if given:
-            out[option.name] = option.parse(environ[given[0]], f"{source} {given[0]}")
+        name = option.lookup(environ, source=source)
+        if name is not None:
+            out[option.name] = option.parse(environ[name], f"{source} {name}")
     return out
+
+
+def options_table(options: Iterable[Option]) -> str:
+    """``options`` as a Markdown table (name, environment variable, value, default, meaning),
+    as the documentation lists them (a test checks that it does)."""
+    rows = [
+        "| option | environment | value | default | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for o in options:
+        env = f"`{o.env}`" + "".join(f" (older name, still read: `{a}`)" for a in o.aliases)
+        value = o.metavar or "TEXT"
+        meaning = " ".join(o.help.split())
+        rows.append(f"| `{o.name}` | {env} | {value} | {_shown_default(o)} | {meaning} |")
+    return "\n".join(rows) + "\n"
+
+
+def _shown_default(option: Option) -> str:
+    if option.default is None:
+        return "none"
+    if option.metavar == "DURATION":
+        return f"`{option.default}ms`" if option.default else "`0`"
+    return f"`{option.default}`"

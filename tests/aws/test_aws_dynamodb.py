@@ -23,20 +23,21 @@ from support.aws_server import REGION, client, unique
 
 from fraudcep.alert import Alert
 from fraudcep.alert.identity import canonical_key
+from fraudcep.runtime import Backoff
 from fraudcep.runtime.sink import SinkError, SourcePartition, open_sink
 from fraudcep_aws.dynamodb import (
     ALERTS_TTL_S,
+    BATCH_BACKOFF,
     MAX_NESTING,
     AlertTable,
-    Backoff,
     DynamoDBSink,
     TableError,
     alert_from_item,
     alert_item,
-    backoff_delay,
     create_alerts_table,
     from_attribute_value,
     open_dynamodb_sink,
+    to_item,
 )
 
 pytestmark = pytest.mark.aws
@@ -170,6 +171,21 @@ def test_alert_item_round_trips_through_the_table(ddb: Any, table_name: str) -> 
         "source": "payments.raw/3",
     }
     assert isinstance(plain["events"]["first"][0]["amount"], float)
+
+
+def test_items_are_made_and_read_by_boto3s_type_serializer() -> None:
+    item = to_item({"s": "x", "n": 12, "b": b"\x00", "m": {"k": [1, "y"]}, "gone": None})
+    assert item == {
+        "s": {"S": "x"},
+        "n": {"N": "12"},
+        "b": {"B": b"\x00"},
+        "m": {"M": {"k": {"L": [{"N": "1"}, {"S": "y"}]}}},
+    }
+    assert from_attribute_value(item["m"]) == {"k": [1, "y"]}
+    assert from_attribute_value({"NS": ["1", "2.5"]}) == {1, 2.5}
+    assert from_attribute_value({"BS": ["AAE="]}) == {b"\x00\x01"}
+    with pytest.raises(ValueError, match="an N attribute value holds 'ten', not a number"):
+        from_attribute_value({"N": "ten"})
 
 
 def test_alert_item_defaults() -> None:
@@ -412,16 +428,10 @@ def test_bad_sink_urls_are_refused(url: str, message: str) -> None:
 # == retries =================================================================================
 
 
-def test_backoff_delay_is_full_jitter_capped_exponential() -> None:
-    assert backoff_delay(0, base_s=0.1, cap_s=2.0, rand=0.0) == 0.0
-    assert [backoff_delay(n, base_s=0.1, cap_s=2.0, rand=0.999) for n in range(6)] == [
-        pytest.approx(0.1 * 2**n * 0.999) if 0.1 * 2**n < 2.0 else pytest.approx(1.998)
-        for n in range(6)
-    ]
-    assert backoff_delay(10_000, base_s=0.1, cap_s=2.0, rand=0.5) == pytest.approx(1.0)
-    assert backoff_delay(3, base_s=0.1, cap_s=2.0, rand=0.25) == pytest.approx(0.2)
-    with pytest.raises(ValueError, match="attempt"):
-        backoff_delay(-1, base_s=0.1, cap_s=2.0, rand=0.5)
+def test_batch_calls_back_off_with_the_runtime_kits_policy_and_its_old_defaults() -> None:
+    assert Backoff(base_s=0.05, cap_s=5.0, max_attempts=10, deadline_s=120.0) == BATCH_BACKOFF
+    assert BATCH_BACKOFF.jitter
+    assert AlertTable("t", None).backoff is BATCH_BACKOFF
 
 
 class _StandIn:
@@ -541,9 +551,8 @@ def test_write_batch_retries_unprocessed_and_throttled_requests(
     table = AlertTable(
         table_name,
         _no_retry_client(stand_in.url),
-        backoff=Backoff(base_s=0.001, cap_s=0.01, max_attempts=20),
+        backoff=Backoff(base_s=0.001, cap_s=0.01, max_attempts=20, sleep=sleeps.append),
         clock=fixed_clock(NOW_MS + 1),
-        sleep=sleeps.append,
     )
     # every existing id is found although the gets came back partly unprocessed
     assert table.write_batch([make_alert(n) for n in range(200)]) == 100
@@ -567,8 +576,7 @@ def test_write_batch_gives_up_and_says_what_is_left(stand_in: _StandIn, ddb: Any
     table = AlertTable(
         name,
         _no_retry_client(stand_in.url),
-        backoff=Backoff(base_s=0.001, cap_s=0.004, max_attempts=4),
-        sleep=sleeps.append,
+        backoff=Backoff(base_s=0.001, cap_s=0.004, max_attempts=4, sleep=sleeps.append),
     )
     with pytest.raises(SinkError, match=r"gave up after 4 rounds .* not checked, nothing written"):
         table.write_batch([make_alert(n) for n in range(4)])

@@ -24,6 +24,7 @@ from fraudcep.errors import ConfigurationError
 from fraudcep.payments.default_rules import DEFAULT_RULES_FILE, default_rule_definitions
 from fraudcep.payments.synthetic import Payment, PaymentGenerator, Scenario, match_alerts
 from fraudcep.rules import RuleDefinition, apply_definitions, load_rule_file
+from fraudcep.runtime import ENGINE_OPTIONS, EngineOptions, reconcile
 from fraudcep_aws import lambda_detector
 from fraudcep_aws.dynamodb import AlertTable, create_alerts_table
 from fraudcep_aws.key_state import (
@@ -35,6 +36,7 @@ from fraudcep_aws.key_state import (
     create_state_table,
 )
 from fraudcep_aws.lambda_detector import (
+    DETECTOR_OPTIONS,
     BatchFailed,
     Detector,
     DetectorConfig,
@@ -42,6 +44,7 @@ from fraudcep_aws.lambda_detector import (
     handler,
 )
 from fraudcep_aws.msk_event import KafkaEventError, batch_response, parse_kafka_event
+from fraudcep_kafka.config import from_sources
 
 pytestmark = pytest.mark.aws
 
@@ -485,7 +488,7 @@ def test_rules_can_change_between_batches(
 
     old = Detector.from_config(config, dynamodb=ddb)
     assert old.process(msk_event(records[:300])).failures == ()
-    new = Detector.from_config(attrs.evolve(config, rules_path=str(path)), dynamodb=ddb)
+    new = Detector.from_config(attrs.evolve(config, rules=str(path)), dynamodb=ddb)
     assert new.process(msk_event(records[300:])).failures == ()
 
     expected = reference_ids(records, change_at=300, then=new_rules)
@@ -497,6 +500,64 @@ def test_rules_can_change_between_batches(
     assert stored_rules == {f"rules#{old.rules.digest}", f"rules#{new.rules.digest}"}
     old.close()
     new.close()
+
+
+TWICE = """
+- id: big-twice
+  version: 2
+  key: user_id
+  within: 5m
+  pattern:
+    - {name: a, where: amount > 100}
+    - {name: b, where: amount > 100}
+"""
+
+
+def test_a_refused_older_rule_version_keeps_a_keys_rules_as_in_the_runner(
+    config: DetectorConfig, ddb: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    newer = tmp_path / "newer.yaml"
+    newer.write_text(TWICE, encoding="utf-8")
+    older = tmp_path / "older.yaml"  # a rollback: version 1, another threshold
+    older.write_text(
+        TWICE.replace("version: 2", "version: 1").replace("> 100", "> 1000"), encoding="utf-8"
+    )
+    t = 1_700_000_000_000
+    first = Detector.from_config(attrs.evolve(config, rules=str(newer)), dynamodb=ddb)
+    assert first.process(msk_event([record(payment("u1", t, 500.0, n=0), 0, 0)])).failures == ()
+    first.close()
+
+    # the runner refuses the same change on an engine that runs version 2 ...
+    engine = Engine([], timestamp="ts")
+    reconcile(engine, load_rule_file(newer))
+    assert reconcile(engine, load_rule_file(older)).refused is not None
+    assert engine.rule_versions() == {"big-twice": 2}
+
+    # ... and so does the detector: u1's records stay on version 2 (its second payment
+    # completes the match), while u2, a key without state, starts on the file's version 1
+    second = Detector.from_config(attrs.evolve(config, rules=str(older)), dynamodb=ddb)
+    batch = [
+        payment("u1", t + 1_000, 500.0, n=1),
+        payment("u2", t + 2_000, 500.0, n=0),
+        payment("u2", t + 3_000, 500.0, n=1),
+        payment("u3", t + 60_000, 5.0, n=0),  # moves the partition's event time past them
+    ]
+    with caplog.at_level(logging.DEBUG, logger=lambda_detector.__name__):
+        report = second.process(msk_event([record(p, 0, i + 1) for i, p in enumerate(batch)]))
+    assert report.failures == () and report.state_resets == 0
+    alerts = stored_alerts(ddb, config)
+    assert [(a["key"], a["rule_version"]) for a in alerts] == [('"u1"', 2)]
+    assert second.refused_rule_changes >= 1
+    refusals = [r for r in caplog.records if r.getMessage().startswith("rule change refused")]
+    assert [r.levelno for r in refusals][:1] == [logging.ERROR]
+    assert all(r.levelno == logging.DEBUG for r in refusals[1:])  # said once per rule file
+    assert "older than the running version 2" in refusals[0].getMessage()
+    rules_of = {
+        i["pk"]["S"]: i["rules"]["S"] for i in scan(ddb, config.state_table) if "rules" in i
+    }
+    assert rules_of['key#"u1"'] == first.rules.digest
+    assert rules_of['key#"u2"'] == second.rules.digest
+    second.close()
 
 
 # == malformed input =========================================================================
@@ -616,7 +677,7 @@ def test_payments_the_rules_cannot_read_are_dead_lettered(
 ) -> None:
     path = tmp_path / "device.yaml"
     path.write_text(DEVICE_RULES, encoding="utf-8")
-    detector = Detector.from_config(attrs.evolve(config, rules_path=str(path)), dynamodb=ddb)
+    detector = Detector.from_config(attrs.evolve(config, rules=str(path)), dynamodb=ddb)
     t = 1_700_000_000_000
     payments = [
         {**payment("u-dev", t + i * 10_000, 2500.0, n=i), "device_id": "d-1"} for i in range(5)
@@ -993,16 +1054,30 @@ TABLES = {"FRAUDCEP_ALERTS_TABLE": "alerts", "FRAUDCEP_STATE_TABLE": "state"}
     [
         ({}, "FRAUDCEP_ALERTS_TABLE is not set"),
         ({"FRAUDCEP_ALERTS_TABLE": "a"}, "FRAUDCEP_STATE_TABLE is not set"),
-        ({**TABLES, "FRAUDCEP_ON_FAILURE": "ignore"}, "must be report or raise"),
-        ({**TABLES, "FRAUDCEP_MAX_OUT_OF_ORDERNESS_MS": "-5"}, "whole number"),
+        ({**TABLES, "FRAUDCEP_ON_FAILURE": "ignore"}, "expected one of report, raise"),
+        ({**TABLES, "FRAUDCEP_MAX_OUT_OF_ORDERNESS_MS": "-5"}, "max_out_of_orderness"),
+        ({**TABLES, "FRAUDCEP_MAX_OUT_OF_ORDERNESS": "5 fortnights"}, "max_out_of_orderness"),
+        (
+            {
+                **TABLES,
+                "FRAUDCEP_MAX_OUT_OF_ORDERNESS": "5m",
+                "FRAUDCEP_MAX_OUT_OF_ORDERNESS_MS": "1",
+            },
+            "both set",
+        ),
         ({**TABLES, "FRAUDCEP_WORKERS": "0"}, "workers"),
-        ({**TABLES, "FRAUDCEP_MAX_RECORD_FAILURES": "0"}, "max_record_failures"),
-        ({**TABLES, "FRAUDCEP_MAX_RECORD_FAILURES": "three"}, "whole number"),
+        ({**TABLES, "FRAUDCEP_MAX_RECORD_FAILURES": "0"}, "max_record_failures: must be > 0"),
+        ({**TABLES, "FRAUDCEP_MAX_RECORD_FAILURES": "three"}, "expected an integer"),
+        (
+            {**TABLES, "FRAUDCEP_STATE_KEY": "short-secret"},
+            "state_key: a state key must be at least 16",
+        ),
     ],
 )
 def test_bad_configuration_is_refused(env: dict[str, str], message: str) -> None:
-    with pytest.raises(ConfigurationError, match=message):
+    with pytest.raises(ConfigurationError, match=message) as raised:
         DetectorConfig.from_env(env)
+    assert "short-secret" not in str(raised.value)
 
 
 def test_configuration_from_the_environment() -> None:
@@ -1019,8 +1094,8 @@ def test_configuration_from_the_environment() -> None:
     )
     assert config.max_record_failures == 5
     assert config.dead_letter_table is None and config.key_field == "card_id"
-    assert config.max_out_of_orderness_ms == 2000 and config.on_failure == "raise"
-    assert config.timestamp_field == "ts" and config.rules_path is None
+    assert config.max_out_of_orderness == 2000 and config.on_failure == "raise"
+    assert config.timestamp_field == "ts" and config.rules is None
     assert config.event_id_field == "payment_id"
     no_ids = DetectorConfig.from_env(
         {
@@ -1031,3 +1106,47 @@ def test_configuration_from_the_environment() -> None:
     )
     assert no_ids.event_id_field is None
     assert no_ids.max_record_failures == 3
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "ms"),
+    [
+        ("FRAUDCEP_MAX_OUT_OF_ORDERNESS", "5m", 300_000),
+        ("FRAUDCEP_MAX_OUT_OF_ORDERNESS", "250ms", 250),
+        ("FRAUDCEP_MAX_OUT_OF_ORDERNESS", "1500", 1500),
+        ("FRAUDCEP_MAX_OUT_OF_ORDERNESS_MS", "2000", 2000),  # the older name, still read
+        ("FRAUDCEP_MAX_OUT_OF_ORDERNESS_MS", "10s", 10_000),  # with the same syntax
+    ],
+)
+def test_the_lambda_reads_the_runners_names_and_durations(
+    variable: str, value: str, ms: int
+) -> None:
+    config = DetectorConfig.from_env({**TABLES, variable: value})
+    assert config.max_out_of_orderness == ms
+    assert config.engine.engine_kwargs()["max_out_of_orderness"] == ms
+    # the runner reads the same variable the same way
+    runner = from_sources({}, environ={variable: value})
+    assert runner.max_out_of_orderness == ms
+    assert EngineOptions.of(runner).max_out_of_orderness == ms
+
+
+def test_every_shared_option_is_a_detector_option_with_the_same_default() -> None:
+    config = DetectorConfig.from_env(TABLES)
+    names = {o.name for o in DETECTOR_OPTIONS}
+    for option in ENGINE_OPTIONS:
+        assert option.name in names
+        assert getattr(config, option.name) == option.default, option.name
+    assert config.engine == EngineOptions()
+    values = {
+        "FRAUDCEP_MAX_PARTIAL_MATCHES_PER_KEY": "7",
+        "FRAUDCEP_MAX_BUFFERED_EVENTS": "11",
+        "FRAUDCEP_EVENT_ID_FIELD": "off",
+        "FRAUDCEP_STATE_KEY": "k" * 20,
+    }
+    engine = DetectorConfig.from_env({**TABLES, **values}).engine
+    assert engine == EngineOptions(
+        max_partial_matches_per_key=7,
+        max_buffered_events=11,
+        event_id_field=None,
+        state_key="k" * 20,
+    )

@@ -162,7 +162,7 @@ def test_alerts_equal_the_engines_id_for_id_whatever_the_batching_and_disorder(
     expected = engine_alerts(records, lag=jitter)
     assert len(expected) >= 15
 
-    detector = detector_of(config, ddb, max_out_of_orderness_ms=jitter, workers=3)
+    detector = detector_of(config, ddb, max_out_of_orderness=jitter, workers=3)
     detectors.append(detector)
     written = 0
     timer_keys = 0
@@ -197,7 +197,7 @@ def test_alerts_equal_the_engines_id_for_id_whatever_the_batching_and_disorder(
 def test_the_state_item_holds_records_held_events_and_the_keys_clock(
     config: DetectorConfig, ddb: Any, detectors: list[Detector]
 ) -> None:
-    detector = detector_of(config, ddb, max_out_of_orderness_ms=30_000)
+    detector = detector_of(config, ddb, max_out_of_orderness=30_000)
     detectors.append(detector)
     burst = [payment("u-hold", T + i * 10_000, 2500.0 + i, n=i) for i in range(3)]
     report = detector.process(msk_event([record(p, 0, i) for i, p in enumerate(burst)]))
@@ -267,14 +267,14 @@ def test_items_of_earlier_releases_are_read_and_rewritten(
     if rules == "changed":
         path = _changed_rules(tmp_path)
         emitted = engine_alerts(records, lag=lag, change_at=split, then=load_rule_file(path))
-        changes: dict[str, Any] = {"rules_path": str(path)}
+        changes: dict[str, Any] = {"rules": str(path)}
     else:
         emitted = engine_alerts(records, lag=lag)
         changes = {}
     expected = {alert_id for alert_id, index in emitted.items() if index >= split}
     assert len(expected) >= 5
 
-    detector = detector_of(config, ddb, max_out_of_orderness_ms=lag, **changes)
+    detector = detector_of(config, ddb, max_out_of_orderness=lag, **changes)
     detectors.append(detector)
     for start in range(split, len(records), 40):
         report = detector.process(msk_event(records[start : start + 40]))

@@ -30,9 +30,14 @@ from support.webhook_server import Webhook
 from fraudcep.errors import ConfigurationError
 from fraudcep_aws import lambda_logs
 from fraudcep_aws.alert_text import amounts, email_subject
-from fraudcep_aws.channels import EmailChannel, EventBridgeChannel, SlackChannel
+from fraudcep_aws.channels import (
+    EVENTBRIDGE_RETRY,
+    EmailChannel,
+    EventBridgeChannel,
+    SlackChannel,
+)
 from fraudcep_aws.lambda_notifier import Notifier, NotifierConfig, handler
-from fraudcep_aws.slack import RetryPolicy, slack_message
+from fraudcep_aws.slack import SLACK_RETRY, slack_message
 from fraudcep_aws.stream_event import (
     MAX_JSON_DEPTH,
     MalformedEvent,
@@ -333,11 +338,21 @@ def make_notifier(
     email: bool = True,
 ) -> Notifier:
     channels: list[Any] = [
-        EventBridgeChannel(env.events, bus=bus or env.bus, source="fraudcep", sleep=sleeps.append),
+        EventBridgeChannel(
+            env.events,
+            bus=bus or env.bus,
+            source="fraudcep",
+            retry=attrs.evolve(EVENTBRIDGE_RETRY, sleep=sleeps.append),
+        ),
         SlackChannel(
             lambda: webhook.url,
-            retry=RetryPolicy(attempts=slack_attempts, base_s=0.01, cap_s=0.05),
-            sleep=sleeps.append,
+            retry=attrs.evolve(
+                SLACK_RETRY,
+                max_attempts=slack_attempts,
+                base_s=0.01,
+                cap_s=0.05,
+                sleep=sleeps.append,
+            ),
         ),
     ]
     if email:

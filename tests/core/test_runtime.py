@@ -13,7 +13,9 @@ from fraudcep.runtime import (
     SideOutputs,
     options_from_env,
     reconcile,
+    refusal,
 )
+from fraudcep.runtime.options import options_table
 
 RULES = """
 - id: big-twice
@@ -81,3 +83,31 @@ def test_reconcile_applies_changes_and_reports_a_refused_one() -> None:
     refused = reconcile(engine, older)
     assert not refused.changed and "older than the running version 2" in (refused.refused or "")
     assert engine.rule_versions() == {"big-twice": 2}
+
+
+def test_refusal_tells_without_changing_and_as_loaded_keeps_file_versions() -> None:
+    engine = Engine([], timestamp="ts")
+    reconcile(engine, load_rules(RULES))
+    older = load_rules(RULES.replace("version: 2", "version: 1"))
+    assert "older than the running version 2" in (refusal(engine, older) or "")
+    assert refusal(engine, load_rules(RULES)) is None
+    assert engine.rule_versions() == {"big-twice": 2}
+    # a rule without a version whose spec changed is counted up by a running engine; an
+    # engine that hands its state to engines made from the file keeps the file's version
+    unversioned = RULES.replace("  version: 2\n", "")
+    counted = Engine([], timestamp="ts")
+    reconcile(counted, load_rules(unversioned))
+    changed = load_rules(unversioned.replace("amount > 100", "amount > 200"))
+    assert reconcile(counted, changed).changed and counted.rule_versions() == {"big-twice": 2}
+    loaded = Engine([], timestamp="ts")
+    reconcile(loaded, load_rules(unversioned))
+    done = reconcile(loaded, changed, as_loaded=True)
+    assert done.changed and loaded.rule_versions() == {"big-twice": 1}
+
+
+def test_options_table_lists_every_name_and_alias() -> None:
+    table = options_table(ENGINE_OPTIONS)
+    for option in ENGINE_OPTIONS:
+        assert f"| `{option.name}` | `{option.env}`" in table
+    assert "`FRAUDCEP_MAX_OUT_OF_ORDERNESS_MS`" in table
+    assert table.count("\n") == len(ENGINE_OPTIONS) + 2
