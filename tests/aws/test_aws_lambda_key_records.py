@@ -16,8 +16,7 @@ from typing import Any
 import attrs
 import pytest
 from support.aws_server import client, unique
-from support.paths import DATA
-from test_aws_lambda_detector import (
+from support.lambda_events import (
     TOPIC,
     kafka_records,
     msk_event,
@@ -28,6 +27,7 @@ from test_aws_lambda_detector import (
     stored_ids,
     value_of,
 )
+from support.paths import DATA
 
 from fraudcep import Engine
 from fraudcep.errors import ConfigurationError
