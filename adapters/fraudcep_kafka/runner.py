@@ -487,8 +487,9 @@ class Runner:
         self._abort_and_rewind("consumer failed", lost=list(self._partitions))
         old, self._consumer = self._consumer, None
         try:
-            old.close()
-        except KafkaException:
+            with self._watchdog.watching("closing the failed consumer"):
+                old.close()
+        except (KafkaException, RuntimeError):
             log.debug("closing the failed consumer", exc_info=True)
         self._consumer = self._new_consumer()
 
@@ -496,7 +497,9 @@ class Runner:
         log.info("stopping: final commit and checkpoints")
         for st in self._partitions.values():
             st.force_checkpoint = True
-        if self._commit_final():
+        if self._consumer_fatal is not None:  # stopped before it was replaced: commit nothing
+            self._abort_and_rewind("stopping with a failed consumer")
+        elif self._commit_final():
             for st in self._partitions.values():
                 self._drop_unused_base(st)
         self._consumer.close()  # revokes the partitions (nothing left to commit)
@@ -568,6 +571,8 @@ class Runner:
                     self._abort_and_rewind(rewind.reason)
                 except _StateFailed as failure:
                     self._state_failed(failure)
+            if self._consumer_fatal is not None:
+                continue  # replaced first: nothing more is committed with the dead consumer
             now = time.monotonic()
             self._checkpoint_work(now)
             if self._reader is not None and now >= next_rules:
@@ -615,8 +620,12 @@ class Runner:
         for msg in messages:
             err = msg.error()
             if err is not None:
-                if err.fatal():
-                    raise RunnerError(f"consumer: {err.str()}")
+                if err.fatal() or err.code() == KafkaError._FATAL:
+                    # librdkafka hands a fatal consumer error to the application as an error
+                    # event among the records (code _FATAL, without the fatal flag), not to
+                    # error_cb: the consumer is dead, nothing it fetched is taken
+                    self._consumer_fatal = err
+                    return
                 log.warning("consumer error", extra=fields(error=err.str(), code=err.code()))
                 continue
             by_partition[msg.partition()].append(msg)
@@ -996,6 +1005,10 @@ class Runner:
                 "commit_transaction", lambda: self._producer.commit_transaction(_TXN_TIMEOUT_S)
             )
         except _Abortable as exc:
+            if exc.code == KafkaError.FENCED_INSTANCE_ID and self._consumer_fatal is None:
+                # another consumer took over the static membership: the consumer is dead
+                # (its fatal error may not have been polled yet) and is replaced
+                self._consumer_fatal = KafkaError(exc.code, str(exc), fatal=True)
             self._abort_and_rewind(str(exc))
             return False
         done = time.time()
@@ -1390,13 +1403,13 @@ class Runner:
                         f"instance id {self.config.instance_id!r} may have taken over)"
                     ) from None
                 if err.txn_requires_abort():
-                    raise _Abortable(f"{what}: {err.str()}") from None
+                    raise _Abortable(f"{what}: {err.str()}", err.code()) from None
                 if err.retriable() or err.code() in _RETRY_CODES:
                     log.warning("retrying", extra=fields(call=what, error=err.str()))
                     time.sleep(delay)
                     delay = min(delay * 2, 2.0)
                     continue
-                raise _Abortable(f"{what}: {err.str()}") from None
+                raise _Abortable(f"{what}: {err.str()}", err.code()) from None
 
     def _abort_and_rewind(self, reason: str, *, lost: Sequence[int] = ()) -> None:
         """Abort the open transaction and bring every partition back to its committed
@@ -1412,6 +1425,8 @@ class Runner:
         self._outputs = 0
         self._alerts_since = None
         self._latencies.clear()
+        if self._consumer_fatal is not None:  # the consumer that is replaced cannot seek
+            lost = list(self._partitions)  # the new one's assignment restores them
         for number in lost:
             gone = self._partitions.pop(number, None)
             if gone is not None:
@@ -1725,7 +1740,12 @@ class _Watchdog:
 
 
 class _Abortable(Exception):
-    """A transactional call failed in a way that aborting the transaction recovers from."""
+    """A transactional call failed in a way that aborting the transaction recovers from
+    (``code``: the error's)."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class _Stopped(Exception):
