@@ -94,7 +94,10 @@ _IDLE_CHECK_S = 0.05
 _GAUGES_S = 1.0
 _TXN_TIMEOUT_S = 20.0
 # librdkafka can block a transactional call far past its timeout when the coordinator it
-# cached went away (librdkafka issues #5456, #5511, open in 2.16). A call blocked this long
+# cached went away (librdkafka issues #5456, #5511, open in 2.16): e.g. a broker restart that
+# leaves no broker up for a moment makes the producer re-bootstrap, which retires the broker
+# object its group coordinator entry still names, and send_offsets_to_transaction waits for
+# it forever (seen in most broker-restart test runs). A call blocked this long
 # is treated as a crash: the process exits and its supervisor restarts it, which the
 # exactly-once design makes safe.
 STUCK_CALL_S = 2 * _TXN_TIMEOUT_S + 5
