@@ -98,7 +98,10 @@ _IDLE_CHECK_S = 0.05
 _GAUGES_S = 1.0
 _TXN_TIMEOUT_S = 20.0
 # librdkafka can block a transactional call far past its timeout when the coordinator it
-# cached went away (librdkafka issues #5456, #5511, open in 2.16). A call blocked this long
+# cached went away (librdkafka issues #5456, #5511, open in 2.16): e.g. a broker restart that
+# leaves no broker up for a moment makes the producer re-bootstrap, which retires the broker
+# object its group coordinator entry still names, and send_offsets_to_transaction waits for
+# it forever (seen in most broker-restart test runs). A call blocked this long
 # is treated as a crash: the process exits and its supervisor restarts it, which the
 # exactly-once design makes safe.
 STUCK_CALL_S = 2 * _TXN_TIMEOUT_S + 5
@@ -118,6 +121,9 @@ _COMPACT_MIN_BYTES = 1 << 20
 """Deltas holding less than this are not compacted for their size (only for their number)."""
 _COMPACT_BACKOFF = Backoff(base_s=2.0, cap_s=300.0, max_attempts=None, jitter=False)
 """Waits before compacting a chain again after a failure: 2, 4, 8 ... up to 300 s."""
+_TXN_BACKOFF = Backoff(base_s=0.1, cap_s=2.0, max_attempts=None, jitter=False)
+"""Waits between retries of a transactional call that failed with a retriable error (0.1,
+0.2, ... 2 s): librdkafka says to retry those; a call that stays stuck is the watchdog's."""
 _STATS_SHARE = 1000
 """The live-partial-match gauge scans every key: it is refreshed at most once per this many
 times the last scan took, so that it costs at most a thousandth of the loop's time."""
@@ -469,8 +475,9 @@ class Runner:
         self._abort_and_rewind("consumer failed", lost=list(self._partitions))
         old, self._consumer = self._consumer, None
         try:
-            old.close()
-        except KafkaException:
+            with self._watchdog.watching("closing the failed consumer"):
+                old.close()
+        except (KafkaException, RuntimeError):
             log.debug("closing the failed consumer", exc_info=True)
         self._consumer = self._new_consumer()
 
@@ -478,7 +485,9 @@ class Runner:
         log.info("stopping: final commit and checkpoints")
         for st in self._partitions.values():
             st.force_checkpoint = True
-        if self._commit_final():
+        if self._consumer_fatal is not None:  # stopped before it was replaced: commit nothing
+            self._abort_and_rewind("stopping with a failed consumer")
+        elif self._commit_final():
             for st in self._partitions.values():
                 self._drop_unused_base(st)
         self._consumer.close()  # revokes the partitions (nothing left to commit)
@@ -550,6 +559,8 @@ class Runner:
                     self._abort_and_rewind(rewind.reason)
                 except _StateFailed as failure:
                     self._state_failed(failure)
+            if self._consumer_fatal is not None:
+                continue  # replaced first: nothing more is committed with the dead consumer
             now = time.monotonic()
             self._checkpoint_work(now)
             if self._reader is not None and now >= next_rules:
@@ -597,8 +608,12 @@ class Runner:
         for msg in messages:
             err = msg.error()
             if err is not None:
-                if err.fatal():
-                    raise RunnerError(f"consumer: {err.str()}")
+                if err.fatal() or err.code() == KafkaError._FATAL:
+                    # librdkafka hands a fatal consumer error to the application as an error
+                    # event among the records (code _FATAL, without the fatal flag), not to
+                    # error_cb: the consumer is dead, nothing it fetched is taken
+                    self._consumer_fatal = err
+                    return
                 log.warning("consumer error", extra=fields(error=err.str(), code=err.code()))
                 continue
             by_partition[msg.partition()].append(msg)
@@ -976,6 +991,10 @@ class Runner:
                 "commit_transaction", lambda: self._producer.commit_transaction(_TXN_TIMEOUT_S)
             )
         except _Abortable as exc:
+            if exc.code == KafkaError.FENCED_INSTANCE_ID and self._consumer_fatal is None:
+                # another consumer took over the static membership: the consumer is dead
+                # (its fatal error may not have been polled yet) and is replaced
+                self._consumer_fatal = KafkaError(exc.code, str(exc), fatal=True)
             self._abort_and_rewind(str(exc))
             return False
         done = time.time()
@@ -1355,7 +1374,7 @@ class Runner:
         """Call a transactional producer API the way librdkafka documents: retry retriable
         errors, report abortable ones, stop on fatal ones. ``stoppable``: a stop ends the
         retries (:class:`_Stopped`)."""
-        delay = 0.1
+        retries = _TXN_BACKOFF.start()
         while True:
             if stoppable and self._stop.is_set():
                 raise _Stopped(what)
@@ -1370,13 +1389,15 @@ class Runner:
                         f"instance id {self.config.instance_id!r} may have taken over)"
                     ) from None
                 if err.txn_requires_abort():
-                    raise _Abortable(f"{what}: {err.str()}") from None
+                    raise _Abortable(f"{what}: {err.str()}", err.code()) from None
                 if err.retriable() or err.code() in _RETRY_CODES:
                     log.warning("retrying", extra=fields(call=what, error=err.str()))
-                    time.sleep(delay)
-                    delay = min(delay * 2, 2.0)
+                    wait = retries.failed()  # never None: stuck calls are the watchdog's
+                    if wait is None:
+                        raise _Abortable(f"{what}: {err.str()}") from None
+                    retries.wait(wait)
                     continue
-                raise _Abortable(f"{what}: {err.str()}") from None
+                raise _Abortable(f"{what}: {err.str()}", err.code()) from None
 
     def _abort_and_rewind(self, reason: str, *, lost: Sequence[int] = ()) -> None:
         """Abort the open transaction and bring every partition back to its committed
@@ -1392,6 +1413,8 @@ class Runner:
         self._outputs = 0
         self._alerts_since = None
         self._latencies.clear()
+        if self._consumer_fatal is not None:  # the consumer that is replaced cannot seek
+            lost = list(self._partitions)  # the new one's assignment restores them
         for number in lost:
             gone = self._partitions.pop(number, None)
             if gone is not None:
@@ -1696,7 +1719,12 @@ class _Watchdog:
 
 
 class _Abortable(Exception):
-    """A transactional call failed in a way that aborting the transaction recovers from."""
+    """A transactional call failed in a way that aborting the transaction recovers from
+    (``code``: the error's)."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class _Stopped(Exception):

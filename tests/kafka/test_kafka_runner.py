@@ -8,6 +8,7 @@ that set, each id once, whatever happened to the runners in between.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import re
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Consumer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.kafka_broker import restart_broker, running_broker
@@ -37,6 +39,7 @@ from support.kafka_runner import (
     wait_until,
 )
 
+from fraudcep import Engine
 from fraudcep.payments.default_rules import default_rules
 from fraudcep.payments.payment import InvalidRecord, decode_payment
 from fraudcep.payments.synthetic import PaymentGenerator, match_alerts
@@ -206,6 +209,104 @@ def test_broker_restart_mid_run(tmp_path: Path) -> None:
     assert len(expected) > 10
     assert sorted(got) == expected
     assert _whole_log(job, "r1", "checkpoint chain compacted")  # delta chains, compacted
+
+
+@pytest.mark.parametrize("while_", ["idle", "committing"])
+def test_a_fenced_static_consumer_is_replaced_and_the_runner_goes_on(job: Job, while_: str) -> None:
+    """A fatal consumer error must not leave the runner polling a dead consumer. Here another
+    consumer joins with the runner's group.instance.id, which fences the runner's static
+    member (as librdkafka's own rejoin does after a broker outage longer than the session
+    timeout): the runner replaces its consumer, takes its partitions back and goes on, and the
+    alerts are exactly the reference's.
+
+    ``idle``: nothing to commit, the runner learns it from the consumer (a fatal error event
+    among the records). ``committing``: payments stream in, its transactions' offsets are
+    refused as fenced first."""
+    payments, _ = PaymentGenerator(seed=19, users=1_000, rate=150.0).generate(20_000)
+    half = len(payments) // 2
+    produce(job.bootstrap, job.input_topic, payment_records(payments[:half]))
+    # idle: no idle-time watermark moves, so no transaction at all once caught up and
+    # checkpointed (and the alerts are those the records release, without the ones an idle
+    # partition's watermark would)
+    runner = job.start("r1", **({"idle_timeout": "1h"} if while_ == "idle" else {}))
+    intruder = Consumer({
+        "bootstrap.servers": job.bootstrap, "group.id": job.group, "group.instance.id": "r1",
+        "session.timeout.ms": 6_000, "enable.auto.commit": False,
+        "isolation.level": "read_committed",
+    })  # fmt: skip
+    feeder: threading.Thread | None = None
+    try:
+        wait_caught_up(job)
+        if while_ == "idle":
+            _wait_quiet(runner)
+        else:
+
+            def feed() -> None:  # transactions in flight when the runner is fenced
+                for i in range(half, len(payments), 500):
+                    produce(job.bootstrap, job.input_topic, payment_records(payments[i : i + 500]))
+                    time.sleep(0.3)
+
+            feeder = threading.Thread(target=feed)
+            feeder.start()
+        intruder.subscribe([job.input_topic])
+
+        def replaced() -> bool:
+            intruder.poll(0.1)  # joins, and is fenced in turn when the runner rejoins
+            return bool(_logged([runner], "replacing the consumer after a fatal error"))
+
+        wait_until(replaced, 120, "the runner to replace its fenced consumer")
+        if feeder is not None:
+            feeder.join()
+        else:
+            produce(job.bootstrap, job.input_topic, payment_records(payments[half:]))
+        wait_caught_up(job, timeout=180)
+        if while_ == "idle":
+            expected = _released_by_records(job)
+        else:
+            expected = sorted(a.alert_id for a in expected_alerts(job, default_rules()))
+        wait_until(lambda: len(alert_ids(job.bootstrap, job.alerts_topic)) >= len(expected), 180,
+                   "the last alerts")  # fmt: skip
+    finally:
+        if feeder is not None:
+            feeder.join()
+        code = runner.terminate()
+        with contextlib.suppress(Exception):  # fenced by the runner's new consumer
+            intruder.close()
+    assert code == 0, runner.tail()
+    got = alert_ids(job.bootstrap, job.alerts_topic)  # final: the runner has stopped
+    assert len(expected) > 5
+    assert sorted(got) == expected
+    assigned = [x for x in runner.log_lines() if x.get("msg") == "partitions assigned"]
+    assert assigned[-1]["partitions"] == [0, 1, 2, 3]
+    if while_ == "idle":  # learnt from the consumer itself, not from a refused commit
+        [replacement, *_] = _logged([runner], "replacing the consumer after a fatal error")
+        assert "_FATAL" in replacement["error"], replacement
+
+
+def _wait_quiet(runner: RunnerProcess, seconds: float = 3.0) -> None:
+    """Until the runner has committed no transaction for ``seconds``."""
+    key = 'fraudcep_transactions{outcome="committed"}'
+    last = [-1.0, time.monotonic()]
+
+    def quiet() -> bool:
+        committed = _metrics(runner)[key]
+        if committed != last[0]:
+            last[:] = [committed, time.monotonic()]
+        return time.monotonic() - last[1] >= seconds
+
+    wait_until(quiet, 120, "the runner to have nothing left to commit")
+
+
+def _released_by_records(job: Job) -> list[str]:
+    """The reference's alert ids without those only an idle partition's watermark releases."""
+    by_partition: dict[int, list[Any]] = {}
+    for msg in read_topic(job.bootstrap, job.input_topic):
+        by_partition.setdefault(msg.partition(), []).append(decode_payment(msg.value()))
+    ids: list[str] = []
+    for records in by_partition.values():
+        engine = Engine(default_rules(), timestamp="ts", event_id="payment_id")
+        ids += [a.alert_id for a in engine.process_many(records)]
+    return sorted(ids)
 
 
 def test_rebalance_second_runner_joins_then_leaves(job: Job) -> None:

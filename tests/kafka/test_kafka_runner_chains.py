@@ -19,14 +19,17 @@ from typing import Any
 
 import pytest
 from support.kafka_runner import (
+    InProcess,
     Job,
     RunnerProcess,
     alert_ids,
     committed_references,
     expected_alerts,
+    in_process_runners,
     payment_records,
     produce,
     read_topic,
+    runner_config,
     wait_caught_up,
     wait_until,
 )
@@ -305,60 +308,13 @@ def test_a_state_key_authenticates_every_checkpoint_of_the_chains(job: Job) -> N
 
 
 def config(job: Job, **changes: Any) -> RunnerConfig:
-    settings: dict[str, Any] = {
-        "bootstrap": job.bootstrap,
-        "group_id": job.group,
-        "instance_id": f"in-process-{job.tag}",
-        "input_topic": job.input_topic,
-        "alerts_topic": job.alerts_topic,
-        "dead_letter_topic": job.dlq_topic,
-        "rules_topic": None,
-        "checkpoints": str(job.checkpoints),
-        "metrics_address": None,
-        "idle_timeout": 1_000,
-        "commit_interval": 50,
-        "checkpoint_interval": 200,
-        "session_timeout": 6_000,
-    }
-    settings.update(changes)
-    return RunnerConfig(**settings)
-
-
-class InProcess:
-    """A runner on a thread of the test process."""
-
-    def __init__(self, runner: Runner) -> None:
-        self.runner = runner
-        self.code: int | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        self.code = self.runner.run()
-
-    def stop(self) -> int | None:
-        self.runner.stop()
-        self.thread.join(180)
-        assert not self.thread.is_alive(), "the runner did not stop"
-        return self.code
-
-    def sample(self, name: str, **labels: str) -> float:
-        value = self.runner.metrics.registry.get_sample_value(name, labels)
-        return 0.0 if value is None else value
+    return runner_config(job, **{"checkpoint_interval": 200, **changes})
 
 
 @pytest.fixture
 def in_process() -> Iterator[Callable[[Runner], InProcess]]:
-    started: list[InProcess] = []
-
-    def start(runner: Runner) -> InProcess:
-        started.append(InProcess(runner))
-        return started[-1]
-
-    yield start
-    for one in started:
-        if one.thread.is_alive():
-            one.stop()
+    with in_process_runners() as start:
+        yield start
 
 
 def test_a_chain_compaction_finds_broken_is_replaced_by_a_full_checkpoint(

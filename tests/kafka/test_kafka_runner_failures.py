@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from support.kafka_runner import (
+    InProcess,
     Job,
     alert_ids,
+    in_process_runners,
     produce,
     read_topic,
+    runner_config,
     wait_caught_up,
     wait_until,
 )
@@ -32,7 +34,6 @@ from fraudcep.payments.default_rules import default_rules
 from fraudcep.rules import load_rules
 from fraudcep.runtime.checkpoint import Checkpoint
 from fraudcep_kafka.checkpoints import DirectoryCheckpointStore
-from fraudcep_kafka.config import RunnerConfig
 from fraudcep_kafka.runner import EXIT_OK, EXIT_STATE, Runner
 
 pytestmark = pytest.mark.kafka
@@ -49,61 +50,10 @@ def job(kafka_bootstrap: str, tmp_path: Path) -> Job:
     return j
 
 
-def config(job: Job, **changes: Any) -> RunnerConfig:
-    settings: dict[str, Any] = {
-        "bootstrap": job.bootstrap,
-        "group_id": job.group,
-        "instance_id": f"in-process-{job.tag}",
-        "input_topic": job.input_topic,
-        "alerts_topic": job.alerts_topic,
-        "dead_letter_topic": job.dlq_topic,
-        "rules_topic": None,
-        "checkpoints": str(job.checkpoints),
-        "metrics_address": None,
-        "idle_timeout": 1_000,
-        "commit_interval": 50,
-        "checkpoint_interval": 1_000,
-        "session_timeout": 6_000,
-    }
-    settings.update(changes)
-    return RunnerConfig(**settings)
-
-
-class InProcess:
-    """A runner on a thread of the test process; :meth:`stop` returns its exit code."""
-
-    def __init__(self, runner: Runner) -> None:
-        self.runner = runner
-        self.code: int | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        self.code = self.runner.run()
-
-    def stop(self) -> int | None:
-        self.runner.stop()
-        self.thread.join(180)
-        assert not self.thread.is_alive(), "the runner did not stop"
-        return self.code
-
-    def sample(self, name: str, **labels: str) -> float:
-        value = self.runner.metrics.registry.get_sample_value(name, labels)
-        return 0.0 if value is None else value
-
-
 @pytest.fixture
 def in_process() -> Iterator[Callable[[Runner], InProcess]]:
-    started: list[InProcess] = []
-
-    def start(runner: Runner) -> InProcess:
-        started.append(InProcess(runner))
-        return started[-1]
-
-    yield start
-    for one in started:
-        if one.thread.is_alive():
-            one.stop()
+    with in_process_runners() as start:
+        yield start
 
 
 def pay(n: int, ts: int, amount: float, **extra: Any) -> dict[str, Any]:
@@ -175,7 +125,7 @@ def test_a_record_whose_processing_raises_is_dead_lettered_after_three_failures(
     poison = pay(0, T + 5_000, 10.0, payment_id=POISON)
     first = burst(1, T, poison)
     send(job, first)
-    runner = in_process(Runner(config(job)))
+    runner = in_process(Runner(runner_config(job)))
     clean = [p for p in first if p is not poison]
     wait_alerts(job, reference(clean))
     wait_caught_up(job)
@@ -221,7 +171,7 @@ def test_a_record_that_breaks_the_checkpoint_is_found_and_dead_lettered(
     poison = pay(0, T + 5_000, 10.0, payment_id=POISON)
     first = burst(1, T, poison)
     send(job, first)
-    runner = in_process(Runner(config(job)))
+    runner = in_process(Runner(runner_config(job)))
     clean = [p for p in first if p is not poison]
     wait_caught_up(job)
     wait_alerts(job, reference(clean))
@@ -256,7 +206,7 @@ def test_payments_the_rules_cannot_read_are_dead_lettered_not_a_crash(
     payments.append(pay(9, T + 900_000, 1.0, device_id="d-1"))
     send(job, payments)
     rules = [d for d in load_rules(DEVICE_RULES)]
-    runner = in_process(Runner(config(job), rules=rules))
+    runner = in_process(Runner(runner_config(job), rules=rules))
     wait_caught_up(job)
     engine = Engine([d.rule for d in rules], timestamp="ts", event_id="payment_id")
     want = [a.alert_id for a in engine.process_many([p for p in payments if "device_id" in p])]
@@ -285,7 +235,7 @@ def test_a_checkpoint_store_that_keeps_failing_ends_the_runner_with_exit_code_5(
 ) -> None:
     send(job, burst(1, T, pay(0, T + 5_000, 10.0)))
     store = _FailingStore(job.checkpoints)
-    runner = in_process(Runner(config(job, max_checkpoint_failures=3), store=store))
+    runner = in_process(Runner(runner_config(job, max_checkpoint_failures=3), store=store))
     runner.thread.join(180)
     assert runner.code == EXIT_STATE
     assert runner.sample("fraudcep_checkpoint_failures_total", stage="save") == 3
@@ -299,7 +249,7 @@ def test_a_checkpoint_store_that_recovers_is_retried_with_back_off(
     send(job, payments)
     store = _FailingStore(job.checkpoints)
     store.failures = 2
-    runner = in_process(Runner(config(job), store=store))
+    runner = in_process(Runner(runner_config(job), store=store))
     wait_caught_up(job)
     wait_alerts(job, reference(payments))
     assert runner.sample("fraudcep_checkpoint_failures_total", stage="save") == 2

@@ -1,8 +1,9 @@
 """Helpers for tests of ``fraudcep run`` against the real broker.
 
 Runners are real processes (``python -m fraudcep_cli run ...``) so that tests can kill them
-with SIGKILL at any instruction; topics are read back with ``read_committed`` consumers,
-which is what the exactly-once promise is about.
+with SIGKILL at any instruction, or runners on a thread of the test process
+(:class:`InProcess`) where a test needs to patch the engine or the runner; topics are read
+back with ``read_committed`` consumers, which is what the exactly-once promise is about.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from fraudcep import Alert, Engine, Rule
+from fraudcep_kafka.config import RunnerConfig
+from fraudcep_kafka.runner import Runner
 from fraudcep_kafka.topics import create_topics
 from support.paths import REPO
 
@@ -197,6 +200,69 @@ class Supervisor:
         self._stop.set()
         self._thread.join()
         return self.runner.terminate()
+
+
+def runner_config(job: Job, **changes: Any) -> RunnerConfig:
+    """The configuration of an in-process runner of ``job`` (the settings of
+    :meth:`Job.runner_args`, without the rules topic and the metrics endpoint)."""
+    settings: dict[str, Any] = {
+        "bootstrap": job.bootstrap,
+        "group_id": job.group,
+        "instance_id": f"in-process-{job.tag}",
+        "input_topic": job.input_topic,
+        "alerts_topic": job.alerts_topic,
+        "dead_letter_topic": job.dlq_topic,
+        "rules_topic": None,
+        "checkpoints": str(job.checkpoints),
+        "metrics_address": None,
+        "idle_timeout": 1_000,
+        "commit_interval": 50,
+        "checkpoint_interval": 1_000,
+        "session_timeout": 6_000,
+    }
+    settings.update(changes)
+    return RunnerConfig(**settings)
+
+
+class InProcess:
+    """A runner on a thread of the test process; :meth:`stop` returns its exit code."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self.code: int | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.code = self.runner.run()
+
+    def stop(self) -> int | None:
+        self.runner.stop()
+        self.thread.join(180)
+        assert not self.thread.is_alive(), "the runner did not stop"
+        return self.code
+
+    def sample(self, name: str, **labels: str) -> float:
+        value = self.runner.metrics.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
+
+
+@contextlib.contextmanager
+def in_process_runners() -> Iterator[Callable[[Runner], InProcess]]:
+    """A function that starts a runner on a thread (:class:`InProcess`); the runners still
+    running at the end are stopped. For a test module's ``in_process`` fixture."""
+    started: list[InProcess] = []
+
+    def start(runner: Runner) -> InProcess:
+        started.append(InProcess(runner))
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for one in started:
+            if one.thread.is_alive():
+                one.stop()
 
 
 @contextlib.contextmanager
