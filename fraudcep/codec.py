@@ -83,14 +83,24 @@ _CONTAINERS: Final[frozenset[type]] = frozenset({dict, list, tuple})
 
 
 @contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
+def _no_gc(long_lived: bool = False) -> Iterator[None]:
     """Pause the cyclic garbage collector while a snapshot is built or read: it makes
     millions of objects that live on (no cycles among them), and collections that walk the
-    whole heap again and again would cost more than the work itself."""
+    whole heap again and again would cost more than the work itself.
+
+    ``long_lived``: what was made is the state an engine runs on from now on. It joins the
+    oldest generation at once (freezing and unfreezing what the collector tracks, unless
+    something else keeps objects frozen), instead of being walked by a young collection
+    right away (1.4 s for a million keys), then a middle one (2.2 s), before it gets there.
+    Young objects of the program's own go with it: a cycle among them is collected by the
+    next full collection, not the next young one."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
+        if long_lived and gc.get_freeze_count() == 0:
+            gc.freeze()
+            gc.unfreeze()
     finally:
         if enabled:
             gc.enable()
@@ -432,47 +442,80 @@ def _record(
 
     Written as one function over local tables: it runs once per key in every snapshot."""
     events: list[Any] = []
-    event_at: dict[int, int] = {}
+    event_at: dict[int, int] = {}  # by id: events need not be hashable
     nodes: list[tuple[str, int, int, int, int]] = []
-    node_at: dict[int, int] = {}
+    node_at: dict[Node, int] = {}  # nodes are hashed by identity
     entries = []
     for rs in rules:
         ks = rs.keys.get(key)
         if ks is None:
             continue
+        start_run, start_entry = rs.write_view
         written = []
-        for runs in (ks.partial, ks.completed):
+        for runs in (ks.partial, ks.completed) if ks.completed else (ks.partial,):
             out = []
             for run in runs:
+                if run is start_run:
+                    out.append(start_entry)
+                    continue
                 node = run.node
                 if node is None:
                     at = -1
                 else:
-                    at = node_at.get(id(node), -2)
+                    at = node_at.get(node, -2)
                     if at == -2:  # a path not written yet: write it, oldest node first
                         chain = []
                         current: Node | None = node
-                        while current is not None and id(current) not in node_at:
+                        while current is not None and current not in node_at:
                             chain.append(current)
                             current = current.prev
                         for n in reversed(chain):
-                            ev = event_at.get(id(n.event))
+                            event = n.event
+                            ev = event_at.get(id(event))
                             if ev is None:
-                                ev = event_at[id(n.event)] = len(events)
-                                events.append(n.event)
+                                ev = event_at[id(event)] = len(events)
+                                events.append(event)
                             prev = n.prev
-                            node_at[id(n)] = len(nodes)
+                            node_at[n] = len(nodes)
                             nodes.append(
-                                (n.name, ev, n.ts, n.seq, -1 if prev is None else node_at[id(prev)])
+                                (n.name, ev, n.ts, n.seq, -1 if prev is None else node_at[prev])
                             )
-                        at = node_at[id(node)]
+                        at = node_at[node]
                 out.append((run.state.index, at, run.start_ts, run.prev_ts, run.order))
             written.append(out)
         tie = rs.timers.get(key) if ks.deadline is not None else None
-        entries.append((rs.rule.id, rs.version, ks.time, ks.deadline, tie, written[0], written[1]))
+        entries.append(
+            (
+                rs.rule.id,
+                rs.version,
+                ks.time,
+                ks.deadline,
+                tie,
+                written[0],
+                written[1] if len(written) == 2 else [],
+            )
+        )
     if not entries:
         return None
     return ([value(e) for e in events], nodes, entries)
+
+
+def _record_bytes(
+    rules: Sequence[RuleState], key: Hashable, value: Callable[[Any], Any] = _value
+) -> bytes | None:
+    """:func:`_record`, encoded: at once, while what it holds is at hand in memory (a snapshot
+    then copies the bytes). With :func:`_value`, a record whose events MessagePack cannot
+    carry as they are (an integer beyond 64 bits, a lone surrogate) is made again with
+    :func:`_portable`."""
+    record = _record(rules, key, value)
+    if record is None:
+        return None
+    try:
+        return _ENCODE(record)
+    except (OverflowError, UnicodeEncodeError):
+        if value is _portable:
+            raise
+        return _ENCODE(_record(rules, key, _portable))
 
 
 def encode_key_record(
@@ -480,9 +523,9 @@ def encode_key_record(
 ) -> bytes | None:
     """``key``'s state over ``rules`` (the rules of one key group) as a standalone record, or
     None when the key holds nothing (a runtime then deletes what it stored)."""
-    if not any(key in rs.keys for rs in rules):
+    body = _record_bytes(rules, key)
+    if body is None:
         return None
-    body = _encode(lambda value: _record(rules, key, value))
     flags = _KEYED if state_key else 0
     mac = _record_mac(state_key)
     mac.update(body)
@@ -527,19 +570,22 @@ def write_snapshot(
     def build(value: Callable[[Any], Any]) -> tuple[Any, ...]:
         records: list[tuple[str, Any, Any]] = []
         removed: list[tuple[str, Any]] = []
+        raw = msgspec.Raw
         if changes is None:
             for group, rules in groups.items():
                 for key in state.keys_of(group):
-                    records.append((group, value(key), _record(rules, key, value)))
+                    record = _record_bytes(rules, key, value)
+                    if record is not None:  # a key of the group holds state: it has a record
+                        records.append((group, value(key), raw(record)))
         else:
             for group, keys in changes.items():
                 rules = groups.get(group, [])
                 for key in keys:
-                    record = _record(rules, key, value) if rules else None
+                    record = _record_bytes(rules, key, value) if rules else None
                     if record is None:
                         removed.append((group, value(key)))
                     else:
-                        records.append((group, value(key), record))
+                        records.append((group, value(key), raw(record)))
         link = None if changes is None else state.last_snapshot
         return (link, _engine_part(state, time_mode, value), records, removed)
 
@@ -767,7 +813,7 @@ def _key_states(
         partial: list[Run] = []
         for r in entry.partial:
             index, node, order = r.state, r.node, r.order
-            if index >= n_states or node >= n_nodes or order > NOT_STARTED:  # lower: the types'
+            if index >= n_states or node >= n_nodes or order > NOT_STARTED:  # lower: the types
                 raise SnapshotError(
                     f"{_where(where)}: a run of rule {rule_id!r:.80} is out of range"
                 )
@@ -786,7 +832,7 @@ def _key_states(
         completed: list[Run] = []
         for r in entry.completed:
             index, node, order = r.state, r.node, r.order
-            if index >= n_states or node >= n_nodes or order > NOT_STARTED:  # lower: the types'
+            if index >= n_states or node >= n_nodes or order > NOT_STARTED:  # lower: the types
                 raise SnapshotError(
                     f"{_where(where)}: a run of rule {rule_id!r:.80} is out of range"
                 )
@@ -867,7 +913,7 @@ def restore_state(
     blobs: Sequence[Blob],
 ) -> None:
     """Fill a fresh ``state`` from a full snapshot and the deltas after it, in order."""
-    with _no_gc():
+    with _no_gc(long_lived=True):
         _restore_state(state, rules, time_mode, blobs)
 
 
@@ -902,35 +948,38 @@ def _restore_state(
     by_id = {group: {rs.rule.id: rs for rs in rules_} for group, rules_ in state.groups().items()}
     timers = state.timers
     ties: list[int] = []
-
-    def take(item: _Pending, key: Hashable) -> None:
-        rules_of_group = by_id.get(item.group)
-        if rules_of_group is None:
-            raise SnapshotError(f"{_where(item)} belongs to no rule in force")
-        states, _ = _key_states(_decode_record(item), rules_of_group, item)
-        for rs, (ks, tie, live) in states.items():
-            keys = rs.keys
-            if key in keys:
-                raise SnapshotError(f"{_where(item)}: the key is stored twice")
-            keys[key] = ks
-            rs.live += live
-            deadline = ks.deadline
-            if deadline is not None and tie is not None:  # both or neither (checked)
-                rs.timers[key] = tie
-                timers.append((deadline, tie, rs, key))
-                ties.append(tie)
-
-    for item in blobs[0].body.records:
-        key = _hashable(item.key)
-        told = latest.get(item.group)
-        if told is not None and key in told:
-            superseded.append(item)
-        else:
-            take(item, key)
-    for said in latest.values():
-        for key, pending in said.items():
-            if pending is not None:
-                take(pending, key)
+    taken = 0  # key states put in place: the rules' keys add up to it unless a key came twice
+    decode = _DECODE_RECORD
+    newer = [item for said in latest.values() for item in said.values() if item is not None]
+    for records, replaced in ((blobs[0].body.records, latest), (newer, None)):
+        for item in records:
+            key = item.key
+            if key.__class__ is not str:
+                key = _hashable(key)
+            if replaced:
+                told = replaced.get(item.group)
+                if told is not None and key in told:
+                    superseded.append(item)
+                    continue
+            rules_of_group = by_id.get(item.group)
+            if rules_of_group is None:
+                raise SnapshotError(f"{_where(item)} belongs to no rule in force")
+            try:
+                record = decode(item.record)
+            except (msgspec.MsgspecError, ValueError, TypeError, RecursionError) as exc:
+                raise _undecodable(item, exc) from None
+            states, _ = _key_states(record, rules_of_group, item)
+            taken += len(states)
+            for rs, (ks, tie, live) in states.items():
+                rs.keys[key] = ks
+                rs.live += live
+                deadline = ks.deadline
+                if deadline is not None and tie is not None:  # both or neither (checked)
+                    rs.timers[key] = tie
+                    timers.append((deadline, tie, rs, key))
+                    ties.append(tie)
+    if sum(len(rs.keys) for rs in state.rules) != taken:
+        _find_twice(blobs[0].body.records, newer, latest)
     for item in superseded:  # records no key keeps: checked as the rest (types, ranges)
         _decode_record(item)
     _check_ties(ties, last.timer_tie, timers)
@@ -943,10 +992,33 @@ def _restore_state(
 def _decode_record(item: _Pending) -> _KeyRecord:
     try:
         return _DECODE_RECORD(item.record)
-    except SnapshotError:
-        raise
-    except (msgspec.MsgspecError, ValueError, TypeError, RecursionError, OverflowError) as exc:
-        raise SnapshotError(f"{_where(item)} cannot be decoded: {_describe(str(exc))}") from None
+    except (msgspec.MsgspecError, ValueError, TypeError, RecursionError) as exc:
+        raise _undecodable(item, exc) from None
+
+
+def _undecodable(item: _Pending, exc: Exception) -> SnapshotError:
+    if isinstance(exc, SnapshotError):
+        return exc
+    return SnapshotError(f"{_where(item)} cannot be decoded: {_describe(str(exc))}")
+
+
+def _find_twice(
+    base: list[_Pending], newer: list[_Pending], replaced: dict[str, dict[Hashable, Any]]
+) -> None:
+    """Name a key whose state two records hold (restore found fewer keys than records)."""
+    seen: set[tuple[str, Hashable]] = set()
+    for item in base:
+        key = _hashable(item.key)
+        told = replaced.get(item.group)
+        if told is not None and key in told:
+            continue
+        if (item.group, key) in seen:
+            raise SnapshotError(f"{_where(item)}: the key is stored twice")
+        seen.add((item.group, key))
+    for item in newer:
+        if (item.group, _hashable(item.key)) in seen:
+            raise SnapshotError(f"{_where(item)}: the key is stored twice")
+    raise SnapshotError("snapshot holds a key twice")
 
 
 def _check_ties(ties: list[int], highest: int, timers: list[Timer]) -> None:

@@ -94,6 +94,7 @@ class RuleState:
         "rule",
         "timers",
         "version",
+        "write_view",
     )
 
     def __init__(self, rule: Rule, version: int) -> None:
@@ -106,10 +107,16 @@ class RuleState:
         self.first_test = self.matcher.simple_start_test()
         # what restoring a key's runs looks up: the automaton's states by index, the start run
         # (shared by every key) and the start state
+        start = self.matcher.start_run
         self.restore_view: tuple[Sequence[State], Run, State] = (
             self.matcher.nfa.states,
-            self.matcher.start_run,
-            self.matcher.start_run.state,
+            start,
+            start.state,
+        )
+        # ... and writing them: the start run, and how a record holds it
+        self.write_view: tuple[Run, tuple[int, int, int, int, int]] = (
+            start,
+            (start.state.index, -1, start.start_ts, start.prev_ts, start.order),
         )
         self.keys: dict[Hashable, KeyState] = {}
         self.pending: dict[Hashable, int] = {}  # buffered, unprocessed events per key
