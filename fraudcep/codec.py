@@ -560,7 +560,7 @@ def write_snapshot(
     state: EngineState,
     time_mode: str,
     *,
-    changes: dict[str, set[Hashable]] | None = None,
+    changes: Mapping[str, Iterable[Hashable]] | None = None,
     state_key: bytes | None = None,
 ) -> tuple[bytes, bytes]:
     """A full snapshot of ``state`` (``changes`` None) or a delta of ``changes`` after the

@@ -399,7 +399,7 @@ class Engine:
         if self._state.tracking:
             for rr in self._state.rules:
                 if rr.changed is None:
-                    rr.changed = set()
+                    rr.changed = {}
         for rr in self._state.rules:
             rr.pending.clear()
         rekeyed = []
@@ -519,7 +519,7 @@ class Engine:
         for rs in rules:
             rs.timers.pop(key, None)
             if rs.changed is not None:
-                rs.changed.add(key)
+                rs.changed[key] = None
             keys = rs.keys
             old = keys.get(key)
             if old is not None:
@@ -712,7 +712,7 @@ class Engine:
                 ks.time = ts
             changed = rr.changed
             if changed is not None:
-                changed.add(key)
+                changed[key] = None
             if ks.time < ts:
                 deadline = ks.deadline
                 if deadline is None or ts < deadline:
@@ -780,7 +780,7 @@ class Engine:
             ks.deadline = None
             del rr.timers[key]
             if rr.changed is not None:
-                rr.changed.add(key)
+                rr.changed[key] = None
             self._advance_key(rr, key, ks, now, out)
             self._settle(rr, key, ks)
 

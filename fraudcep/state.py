@@ -11,7 +11,7 @@ serializers never touch the operator); so does fraudcep. :class:`EngineState` ho
 - the counters, and the side outputs not drained yet.
 
 It also records which keys changed since the last snapshot, so that a snapshot can cost what
-changed (:meth:`EngineState.take_changes`). Keys are grouped by *key group*, the key spec that
+changed (:meth:`EngineState.pending_changes`). Keys are grouped by *key group*, the key spec that
 rules share (``"user_id"``): one record holds a key's state for every rule of its group.
 """
 
@@ -121,8 +121,10 @@ class RuleState:
         self.keys: dict[Hashable, KeyState] = {}
         self.pending: dict[Hashable, int] = {}  # buffered, unprocessed events per key
         self.timers: dict[Hashable, int] = {}  # key -> tie of its live timer
-        # keys whose state changed since the last snapshot; None while no snapshot is taken
-        self.changed: set[Hashable] | None = None
+        # keys whose state changed since the last snapshot, in the order they first changed
+        # (a delta reads their state in about the order it was made); None while no snapshot
+        # is taken
+        self.changed: dict[Hashable, None] | None = None
         # live_matches(), kept up to date by whatever changes a key's runs (the engine, a
         # restore, a key record taken in): Engine.stats reads it without a scan
         self.live = 0
@@ -175,19 +177,20 @@ class EngineState:
             return None
         return ks.deadline, rs.timers[key]
 
-    def pending_changes(self) -> dict[str, set[Hashable]]:
-        """The keys changed since changes were last cleared, by key group."""
-        out: dict[str, set[Hashable]] = {}
+    def pending_changes(self) -> dict[str, dict[Hashable, None]]:
+        """The keys changed since changes were last cleared, by key group (each group's in
+        the order they first changed)."""
+        out: dict[str, dict[Hashable, None]] = {}
         for rs in self.rules:
             if rs.changed:
-                out.setdefault(rs.group, set()).update(rs.changed)
+                out.setdefault(rs.group, {}).update(rs.changed)
         for group, key in self.regrouped:
-            out.setdefault(group, set()).add(key)
+            out.setdefault(group, {})[key] = None
         return out
 
     def clear_changes(self) -> None:
         for rs in self.rules:
-            rs.changed = set()
+            rs.changed = {}
         self.regrouped = set()
 
     def start_tracking(self) -> None:
