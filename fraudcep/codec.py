@@ -243,36 +243,15 @@ Order = Annotated[int, msgspec.Meta(ge=0)]
 """A run's order: up to NOT_STARTED (2**63), beyond int64 bounds: the top is checked on restore."""
 
 
-class _Run(msgspec.Struct, array_like=True, frozen=True, gc=False):
-    state: Count
-    node: Index
-    start_ts: Time
-    prev_ts: Time
-    order: Order
-
-
-class _Node(msgspec.Struct, array_like=True, frozen=True, gc=False):
-    name: str
-    event: Count
-    ts: Time
-    seq: Count
-    prev: Index
-
-
-class _RuleEntry(msgspec.Struct, array_like=True, frozen=True, gc=False):
-    rule_id: str
-    version: Count
-    time: Time
-    deadline: Time | None
-    tie: Count | None
-    partial: list[_Run]
-    completed: list[_Run]
-
-
-class _KeyRecord(msgspec.Struct, array_like=True, frozen=True, gc=False):
-    events: list[Any]
-    nodes: list[_Node]
-    rules: list[_RuleEntry]
+# A key record, decoded as tuples (unpacked in one step where they are read): the matched
+# events; the nodes ``(stage, event, timestamp, order, previous node or -1)``, each after the
+# node it follows; per rule ``(rule id, version, time, deadline, timer tie, partial runs,
+# completed runs)``, a run being ``(state, node or -1, start timestamp, previous timestamp,
+# order)``.
+_Run = tuple[Count, Index, Time, Time, Order]
+_Node = tuple[str, Count, Time, Count, Index]
+_RuleEntry = tuple[str, Count, Time, Time | None, Count | None, list[_Run], list[_Run]]
+_KeyRecord = tuple[list[Any], list[_Node], list[_RuleEntry]]
 
 
 class _Stored(msgspec.Struct, array_like=True, frozen=True, gc=False):
@@ -527,7 +506,7 @@ def encode_key_record(
     if body is None:
         return None
     flags = _KEYED if state_key else 0
-    mac = _record_mac(state_key)
+    mac = _record_mac(state_key).copy()
     mac.update(body)
     return _RECORD_HEADER.pack(RECORD_MAGIC, flags, mac.digest()) + body
 
@@ -536,14 +515,14 @@ _RECORD_MACS: dict[bytes | None, Any] = {}
 
 
 def _record_mac(state_key: bytes | None) -> Any:
-    """A fresh BLAKE2b-128 of a key record's body, keyed with ``state_key``: a copy of one
-    made once per key (cheaper than making one per record)."""
+    """The BLAKE2b-128 of key records' bodies, keyed with ``state_key``, before any byte: made
+    once per key and copied for each record (cheaper than making one per record)."""
     mac = _RECORD_MACS.get(state_key)
     if mac is None:
         if len(_RECORD_MACS) >= 16:
             _RECORD_MACS.clear()
         mac = _RECORD_MACS[state_key] = hashlib.blake2b(digest_size=16, key=state_key or b"")
-    return mac.copy()
+    return mac
 
 
 def _encode(build: Callable[[Callable[[Any], Any]], Any]) -> bytes:
@@ -747,7 +726,6 @@ matches)``."""
 def decode_key_record(
     data: bytes | bytearray | memoryview,
     rules: Mapping[str, RuleState],
-    *,
     state_key: bytes | None = None,
 ) -> tuple[KeyStates, int]:
     """A standalone record (:func:`encode_key_record`) of a key of one key group, whose rules
@@ -758,16 +736,22 @@ def decode_key_record(
     if not data.startswith(RECORD_MAGIC) or len(data) < _RECORD_HEADER.size:
         raise SnapshotError("not a fraudcep key record (bad magic bytes)")
     flags = data[8]
-    if flags & ~_KEYED:
-        raise SnapshotError(f"key record header is corrupt (flags {flags})")
-    if bool(flags) != bool(state_key):
+    if flags != (_KEYED if state_key else 0):
+        if flags & ~_KEYED:
+            raise SnapshotError(f"key record header is corrupt (flags {flags})")
         _check_key(bool(flags), state_key, "key record")
     body = memoryview(data)[_RECORD_HEADER.size :]
-    mac = _record_mac(state_key)
+    mac = (_RECORD_MACS.get(state_key) or _record_mac(state_key)).copy()
     mac.update(body)
     if mac.digest() != data[9:25]:
         raise SnapshotError("key record digest mismatch: the record is corrupt")
-    return _key_states(_decode(_DECODE_RECORD, body, "key record"), rules, "the record")
+    try:
+        record = _DECODE_RECORD(body)
+    except (msgspec.MsgspecError, ValueError, TypeError, RecursionError) as exc:
+        if isinstance(exc, SnapshotError):
+            raise
+        raise SnapshotError(f"key record body cannot be decoded: {_describe(str(exc))}") from None
+    return _key_states(record, rules, "the record")
 
 
 def _key_states(
@@ -777,7 +761,7 @@ def _key_states(
     the highest processing order its runs and matched events carry.
 
     Written as one function over local variables: it runs once per key on every restore."""
-    events = record.events
+    events, stored_nodes, entries = record
     containers = _CONTAINERS
     for event in events:
         if event.__class__ is not dict or not containers.isdisjoint(map(type, event.values())):
@@ -786,33 +770,30 @@ def _key_states(
     n_events = len(events)
     nodes: list[Node] = []
     latest = 0
-    for n in record.nodes:
-        event, prev, seq = n.event, n.prev, n.seq
+    for name, event, ts, seq, prev in stored_nodes:
         if event >= n_events or prev >= len(nodes):  # the lower bounds are the types
             raise SnapshotError(
                 f"{_where(where)}: node {len(nodes)} refers to a missing event or node"
             )
         if seq > latest:
             latest = seq
-        nodes.append(Node(n.name, events[event], n.ts, seq, nodes[prev] if prev >= 0 else None))
+        nodes.append(Node(name, events[event], ts, seq, nodes[prev] if prev >= 0 else None))
     n_nodes = len(nodes)
     out: KeyStates = {}
-    for entry in record.rules:
-        rule_id = entry.rule_id
+    for rule_id, version, time, deadline, tie, stored_partial, stored_completed in entries:
         rs = rules.get(rule_id)
-        if rs is None or rs.version != entry.version:
+        if rs is None or rs.version != version:
             raise SnapshotError(
-                f"{_where(where)} holds rule {rule_id!r:.80} version {entry.version}, which "
-                "is not in force in its key group"
+                f"{_where(where)} holds rule {rule_id!r:.80} version {version}, which is not "
+                "in force in its key group"
             )
         if rs in out:
             raise SnapshotError(f"{_where(where)} holds rule {rule_id!r:.80} twice")
         nfa_states, start_run, start = rs.restore_view
         n_states = len(nfa_states)
-        live = 0  # the runs that have started, and the completed ones
+        live = 0  # the partial runs that have started, and the completed ones
         partial: list[Run] = []
-        for r in entry.partial:
-            index, node, order = r.state, r.node, r.order
+        for index, node, start_ts, prev_ts, order in stored_partial:
             if index >= n_states or node >= n_nodes or order > NOT_STARTED:  # lower: the types
                 raise SnapshotError(
                     f"{_where(where)}: a run of rule {rule_id!r:.80} is out of range"
@@ -826,27 +807,23 @@ def _key_states(
                 live += 1
                 if order > latest:
                     latest = order
-            partial.append(
-                Run(state, nodes[node] if node >= 0 else None, r.start_ts, r.prev_ts, order)
-            )
+            partial.append(Run(state, nodes[node] if node >= 0 else None, start_ts, prev_ts, order))
         completed: list[Run] = []
-        for r in entry.completed:
-            index, node, order = r.state, r.node, r.order
-            if index >= n_states or node >= n_nodes or order > NOT_STARTED:  # lower: the types
-                raise SnapshotError(
-                    f"{_where(where)}: a run of rule {rule_id!r:.80} is out of range"
-                )
-            state = nfa_states[index]
-            if order != NOT_STARTED and order > latest:
-                latest = order
-            if order == NOT_STARTED and node < 0 and state is start:
-                completed.append(start_run)
-            else:
+        if stored_completed:
+            for index, node, start_ts, prev_ts, order in stored_completed:
+                if index >= n_states or node >= n_nodes or order > NOT_STARTED:
+                    raise SnapshotError(
+                        f"{_where(where)}: a run of rule {rule_id!r:.80} is out of range"
+                    )
+                state = nfa_states[index]
+                if order != NOT_STARTED and order > latest:
+                    latest = order
                 completed.append(
-                    Run(state, nodes[node] if node >= 0 else None, r.start_ts, r.prev_ts, order)
+                    start_run
+                    if order == NOT_STARTED and node < 0 and state is start
+                    else Run(state, nodes[node] if node >= 0 else None, start_ts, prev_ts, order)
                 )
-        live += len(completed)
-        deadline, tie = entry.deadline, entry.tie
+            live += len(completed)
         if (deadline is None) != (tie is None):
             raise SnapshotError(f"{_where(where)}: rule {rule_id!r:.80} has half a timer")
         if len(partial) == 1 and not completed:
@@ -854,7 +831,7 @@ def _key_states(
         ks = KeyState(start_run)
         ks.partial = partial
         ks.completed = completed
-        ks.time = entry.time
+        ks.time = time
         ks.deadline = deadline
         out[rs] = (ks, tie, live)
     if not out:

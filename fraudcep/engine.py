@@ -509,9 +509,7 @@ class Engine:
         states: KeyStates = {}
         state = self._state
         if record is not None:
-            states, latest = decode_key_record(
-                record, self._group_rules[group], state_key=self._state_key
-            )
+            states, latest = decode_key_record(record, self._group_rules[group], self._state_key)
             # runs are ordered by processing order: the key's new runs must come after its
             # old ones, whichever engine numbered those
             if latest > state.order:
@@ -523,7 +521,11 @@ class Engine:
             keys = rs.keys
             old = keys.get(key)
             if old is not None:
-                rs.live -= live_in(old.partial, len(old.completed))
+                gone = len(old.completed)
+                for run in old.partial:
+                    if run.order != NOT_STARTED:
+                        gone += 1
+                rs.live -= gone
             new = states.get(rs)
             if new is None:
                 if old is not None:
