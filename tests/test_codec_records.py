@@ -109,7 +109,7 @@ def test_a_key_stored_twice_is_refused() -> None:
 def test_timers_in_an_order_the_engine_cannot_have_given_are_refused() -> None:
     docs = [body(b) for b in chain()]
     record_of(docs[0], "d")[2][0][4] = record_of(docs[0], "c")[2][0][4]  # c's timer tie
-    with pytest.raises(SnapshotError, match="key '[cd]' in group 'user': its timer's order"):
+    with pytest.raises(SnapshotError, match=r"key '[cd]' in group 'user': its timer's order"):
         restore(relinked(docs))
     docs = [body(b) for b in chain()]
     record_of(docs[0], "d")[2][0][4] = docs[-1][1][6] + 1  # after the engine's last tie
