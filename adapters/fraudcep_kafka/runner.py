@@ -124,9 +124,6 @@ _COMPACT_BACKOFF = Backoff(base_s=2.0, cap_s=300.0, max_attempts=None, jitter=Fa
 _TXN_BACKOFF = Backoff(base_s=0.1, cap_s=2.0, max_attempts=None, jitter=False)
 """Waits between retries of a transactional call that failed with a retriable error (0.1,
 0.2, ... 2 s): librdkafka says to retry those; a call that stays stuck is the watchdog's."""
-_STATS_SHARE = 1000
-"""The live-partial-match gauge scans every key: it is refreshed at most once per this many
-times the last scan took, so that it costs at most a thousandth of the loop's time."""
 
 
 class RunnerError(FraudcepError):
@@ -305,7 +302,6 @@ class Runner:
         """Seconds a delta costs per record taken since the previous checkpoint (measured)."""
         self._longest_pause = 0.0
         self._commit_retry_at: float | None = None
-        self._next_stats = 0.0
         self._engine = EngineOptions.of(config)
         self._state_backoff = attrs.evolve(
             _STATE_BACKOFF, max_attempts=config.max_checkpoint_failures
@@ -1676,13 +1672,9 @@ class Runner:
                         self.metrics.lag.labels(label).set(max(0, high - st.position))
                 except KafkaException:
                     pass
-        now = time.monotonic()
-        if now >= self._next_stats:  # a scan of every key: see _STATS_SHARE
-            started = time.perf_counter()
-            live = sum(st.engine.stats.live_partial_matches for st in self._partitions.values())
-            self.metrics.partial_matches.set(live)
-            took = time.perf_counter() - started
-            self._next_stats = now + max(_GAUGES_S, _STATS_SHARE * took)
+        # engines count their live partial matches as they change: this reads a counter each
+        live = sum(st.engine.stats.live_partial_matches for st in self._partitions.values())
+        self.metrics.partial_matches.set(live)
 
 
 class _Watchdog:

@@ -40,7 +40,7 @@ import msgspec
 
 from fraudcep.alert import ConditionFailure, LateEvent, Overflow, TimedOutMatch
 from fraudcep.engine.rule import Rule
-from fraudcep.engine.state import COUNTERS, SKIP, EngineState, RuleState, count_pending
+from fraudcep.engine.state import COUNTERS, SKIP, EngineState, RuleState, Timer, count_pending
 from fraudcep.errors import SnapshotError
 from fraudcep.nfa.matcher import NOT_STARTED, KeyState, Node, Run
 from fraudcep.timeutil import MAX_TIMESTAMP, MIN_TIMESTAMP
@@ -83,14 +83,24 @@ _CONTAINERS: Final[frozenset[type]] = frozenset({dict, list, tuple})
 
 
 @contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
+def _no_gc(long_lived: bool = False) -> Iterator[None]:
     """Pause the cyclic garbage collector while a snapshot is built or read: it makes
     millions of objects that live on (no cycles among them), and collections that walk the
-    whole heap again and again would cost more than the work itself."""
+    whole heap again and again would cost more than the work itself.
+
+    ``long_lived``: what was made is the state an engine runs on from now on. It joins the
+    oldest generation at once (freezing and unfreezing what the collector tracks, unless
+    something else keeps objects frozen), instead of being walked by a young collection
+    right away (1.4 s for a million keys), then a middle one (2.2 s), before it gets there.
+    Young objects of the program's own go with it: a cycle among them is collected by the
+    next full collection, not the next young one."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
+        if long_lived and gc.get_freeze_count() == 0:
+            gc.freeze()
+            gc.unfreeze()
     finally:
         if enabled:
             gc.enable()
@@ -229,66 +239,56 @@ _DECODE_PAIRS: Final = msgspec.msgpack.Decoder(list[tuple[Any, Any]], ext_hook=_
 Time = Annotated[int, msgspec.Meta(ge=MIN_TIMESTAMP, le=MAX_TIMESTAMP)]
 Count = Annotated[int, msgspec.Meta(ge=0, le=_MAX_COUNT)]
 Index = Annotated[int, msgspec.Meta(ge=-1, le=_MAX_COUNT)]
+Order = Annotated[int, msgspec.Meta(ge=0)]
+"""A run's order: up to NOT_STARTED (2**63), beyond int64 bounds: the top is checked on restore."""
 
 
-class _Run(msgspec.Struct, array_like=True, frozen=True):
-    state: Index
-    node: Index
-    start_ts: Time
-    prev_ts: Time
-    order: int  # up to NOT_STARTED (2**63), beyond int64 bounds: checked on restore
+# A key record, decoded as tuples (unpacked in one step where they are read): the matched
+# events; the nodes ``(stage, event, timestamp, order, previous node or -1)``, each after the
+# node it follows; per rule ``(rule id, version, time, deadline, timer tie, partial runs,
+# completed runs)``, a run being ``(state, node or -1, start timestamp, previous timestamp,
+# order)``.
+_Run = tuple[Count, Index, Time, Time, Order]
+_Node = tuple[str, Count, Time, Count, Index]
+_RuleEntry = tuple[str, Count, Time, Time | None, Count | None, list[_Run], list[_Run]]
+_KeyRecord = tuple[list[Any], list[_Node], list[_RuleEntry]]
 
 
-class _Node(msgspec.Struct, array_like=True, frozen=True):
-    name: str
-    event: Index
-    ts: Time
-    seq: Count
-    prev: Index
-
-
-class _RuleEntry(msgspec.Struct, array_like=True, frozen=True):
-    rule_id: str
-    version: Count
-    time: Time
-    deadline: Time | None
-    tie: Count | None
-    partial: list[_Run]
-    completed: list[_Run]
-
-
-class _KeyRecord(msgspec.Struct, array_like=True, frozen=True):
-    events: list[Any]
-    nodes: list[_Node]
-    rules: list[_RuleEntry]
-
-
-class _Stored(msgspec.Struct, array_like=True, frozen=True):
+class _Stored(msgspec.Struct, array_like=True, frozen=True, gc=False):
     group: str
     key: Any
     record: _KeyRecord
 
 
-class _Gone(msgspec.Struct, array_like=True, frozen=True):
+class _Pending(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """A key's record as restore reads it: checked as MessagePack, decoded when it is taken
+    (each record is decoded and turned into engine state while its bytes are at hand)."""
+
+    group: str
+    key: Any
+    record: msgspec.Raw
+
+
+class _Gone(msgspec.Struct, array_like=True, frozen=True, gc=False):
     group: str
     key: Any
 
 
-class _RuleInForce(msgspec.Struct, array_like=True, frozen=True):
+class _RuleInForce(msgspec.Struct, array_like=True, frozen=True, gc=False):
     rule_id: str
     version: Count
     structure: str
     enabled: bool
 
 
-class _Buffered(msgspec.Struct, array_like=True, frozen=True):
+class _Buffered(msgspec.Struct, array_like=True, frozen=True, gc=False):
     ts: Time
     seq: Count
     event: Index
     keys: list[Any]  # per rule in force: [key] or None (skipped)
 
 
-class _Timeout(msgspec.Struct, array_like=True, frozen=True):
+class _Timeout(msgspec.Struct, array_like=True, frozen=True, gc=False):
     rule_id: str
     key: Any
     events: list[tuple[str, list[int]]]
@@ -296,13 +296,13 @@ class _Timeout(msgspec.Struct, array_like=True, frozen=True):
     version: Count
 
 
-class _Late(msgspec.Struct, array_like=True, frozen=True):
+class _Late(msgspec.Struct, array_like=True, frozen=True, gc=False):
     event: Index
     ts: Time
     watermark: Time
 
 
-class _Overflow(msgspec.Struct, array_like=True, frozen=True):
+class _Overflow(msgspec.Struct, array_like=True, frozen=True, gc=False):
     kind: str
     rule_id: str | None
     key: list[Any] | None
@@ -310,7 +310,7 @@ class _Overflow(msgspec.Struct, array_like=True, frozen=True):
     at: Time
 
 
-class _Failure(msgspec.Struct, array_like=True, frozen=True):
+class _Failure(msgspec.Struct, array_like=True, frozen=True, gc=False):
     rule_id: str
     key: Any
     event: Index
@@ -318,7 +318,7 @@ class _Failure(msgspec.Struct, array_like=True, frozen=True):
     error: str
 
 
-class _EnginePart(msgspec.Struct, array_like=True, frozen=True):
+class _EnginePart(msgspec.Struct, array_like=True, frozen=True, gc=False):
     rules: list[_RuleInForce]
     time_mode: str
     seq: Count
@@ -335,8 +335,17 @@ class _EnginePart(msgspec.Struct, array_like=True, frozen=True):
     failures: list[_Failure]
 
 
-class _Body(msgspec.Struct, array_like=True, frozen=True):
+class _Body(msgspec.Struct, array_like=True, frozen=True, gc=False):
     link: bytes | None  # a delta: the blob it follows; a compacted full: the last blob it holds
+    engine: _EnginePart
+    records: list[_Pending]
+    removed: list[_Gone]
+
+
+class _WholeBody(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """:class:`_Body` with every record decoded (and so checked) at once: compaction's."""
+
+    link: bytes | None
     engine: _EnginePart
     records: list[_Stored]
     removed: list[_Gone]
@@ -345,7 +354,7 @@ class _Body(msgspec.Struct, array_like=True, frozen=True):
 _DECODE_BODY: Final = msgspec.msgpack.Decoder(_Body, ext_hook=_ext).decode
 _DECODE_RECORD: Final = msgspec.msgpack.Decoder(_KeyRecord, ext_hook=_ext).decode
 _DECODE_BODY_RAW: Final = msgspec.msgpack.Decoder(
-    _Body, ext_hook=lambda code, data: msgspec.msgpack.Ext(code, bytes(data))
+    _WholeBody, ext_hook=lambda code, data: msgspec.msgpack.Ext(code, bytes(data))
 ).decode
 
 
@@ -412,47 +421,80 @@ def _record(
 
     Written as one function over local tables: it runs once per key in every snapshot."""
     events: list[Any] = []
-    event_at: dict[int, int] = {}
+    event_at: dict[int, int] = {}  # by id: events need not be hashable
     nodes: list[tuple[str, int, int, int, int]] = []
-    node_at: dict[int, int] = {}
+    node_at: dict[Node, int] = {}  # nodes are hashed by identity
     entries = []
     for rs in rules:
         ks = rs.keys.get(key)
         if ks is None:
             continue
+        start_run, start_entry = rs.write_view
         written = []
-        for runs in (ks.partial, ks.completed):
+        for runs in (ks.partial, ks.completed) if ks.completed else (ks.partial,):
             out = []
             for run in runs:
+                if run is start_run:
+                    out.append(start_entry)
+                    continue
                 node = run.node
                 if node is None:
                     at = -1
                 else:
-                    at = node_at.get(id(node), -2)
+                    at = node_at.get(node, -2)
                     if at == -2:  # a path not written yet: write it, oldest node first
                         chain = []
                         current: Node | None = node
-                        while current is not None and id(current) not in node_at:
+                        while current is not None and current not in node_at:
                             chain.append(current)
                             current = current.prev
                         for n in reversed(chain):
-                            ev = event_at.get(id(n.event))
+                            event = n.event
+                            ev = event_at.get(id(event))
                             if ev is None:
-                                ev = event_at[id(n.event)] = len(events)
-                                events.append(n.event)
+                                ev = event_at[id(event)] = len(events)
+                                events.append(event)
                             prev = n.prev
-                            node_at[id(n)] = len(nodes)
+                            node_at[n] = len(nodes)
                             nodes.append(
-                                (n.name, ev, n.ts, n.seq, -1 if prev is None else node_at[id(prev)])
+                                (n.name, ev, n.ts, n.seq, -1 if prev is None else node_at[prev])
                             )
-                        at = node_at[id(node)]
+                        at = node_at[node]
                 out.append((run.state.index, at, run.start_ts, run.prev_ts, run.order))
             written.append(out)
         tie = rs.timers.get(key) if ks.deadline is not None else None
-        entries.append((rs.rule.id, rs.version, ks.time, ks.deadline, tie, written[0], written[1]))
+        entries.append(
+            (
+                rs.rule.id,
+                rs.version,
+                ks.time,
+                ks.deadline,
+                tie,
+                written[0],
+                written[1] if len(written) == 2 else [],
+            )
+        )
     if not entries:
         return None
     return ([value(e) for e in events], nodes, entries)
+
+
+def _record_bytes(
+    rules: Sequence[RuleState], key: Hashable, value: Callable[[Any], Any] = _value
+) -> bytes | None:
+    """:func:`_record`, encoded: at once, while what it holds is at hand in memory (a snapshot
+    then copies the bytes). With :func:`_value`, a record whose events MessagePack cannot
+    carry as they are (an integer beyond 64 bits, a lone surrogate) is made again with
+    :func:`_portable`."""
+    record = _record(rules, key, value)
+    if record is None:
+        return None
+    try:
+        return _ENCODE(record)
+    except (OverflowError, UnicodeEncodeError):
+        if value is _portable:
+            raise
+        return _ENCODE(_record(rules, key, _portable))
 
 
 def encode_key_record(
@@ -460,12 +502,27 @@ def encode_key_record(
 ) -> bytes | None:
     """``key``'s state over ``rules`` (the rules of one key group) as a standalone record, or
     None when the key holds nothing (a runtime then deletes what it stored)."""
-    if not any(key in rs.keys for rs in rules):
+    body = _record_bytes(rules, key)
+    if body is None:
         return None
-    body = _encode(lambda value: _record(rules, key, value))
     flags = _KEYED if state_key else 0
-    digest = hashlib.blake2b(body, digest_size=16, key=state_key or b"").digest()
-    return _RECORD_HEADER.pack(RECORD_MAGIC, flags, digest) + body
+    mac = _record_mac(state_key).copy()
+    mac.update(body)
+    return _RECORD_HEADER.pack(RECORD_MAGIC, flags, mac.digest()) + body
+
+
+_RECORD_MACS: dict[bytes | None, Any] = {}
+
+
+def _record_mac(state_key: bytes | None) -> Any:
+    """The BLAKE2b-128 of key records' bodies, keyed with ``state_key``, before any byte: made
+    once per key and copied for each record (cheaper than making one per record)."""
+    mac = _RECORD_MACS.get(state_key)
+    if mac is None:
+        if len(_RECORD_MACS) >= 16:
+            _RECORD_MACS.clear()
+        mac = _RECORD_MACS[state_key] = hashlib.blake2b(digest_size=16, key=state_key or b"")
+    return mac
 
 
 def _encode(build: Callable[[Callable[[Any], Any]], Any]) -> bytes:
@@ -482,7 +539,7 @@ def write_snapshot(
     state: EngineState,
     time_mode: str,
     *,
-    changes: dict[str, set[Hashable]] | None = None,
+    changes: Mapping[str, Iterable[Hashable]] | None = None,
     state_key: bytes | None = None,
 ) -> tuple[bytes, bytes]:
     """A full snapshot of ``state`` (``changes`` None) or a delta of ``changes`` after the
@@ -492,19 +549,22 @@ def write_snapshot(
     def build(value: Callable[[Any], Any]) -> tuple[Any, ...]:
         records: list[tuple[str, Any, Any]] = []
         removed: list[tuple[str, Any]] = []
+        raw = msgspec.Raw
         if changes is None:
             for group, rules in groups.items():
                 for key in state.keys_of(group):
-                    records.append((group, value(key), _record(rules, key, value)))
+                    record = _record_bytes(rules, key, value)
+                    if record is not None:  # a key of the group holds state: it has a record
+                        records.append((group, value(key), raw(record)))
         else:
             for group, keys in changes.items():
                 rules = groups.get(group, [])
                 for key in keys:
-                    record = _record(rules, key, value) if rules else None
+                    record = _record_bytes(rules, key, value) if rules else None
                     if record is None:
                         removed.append((group, value(key)))
                     else:
-                        records.append((group, value(key), record))
+                        records.append((group, value(key), raw(record)))
         link = None if changes is None else state.last_snapshot
         return (link, _engine_part(state, time_mode, value), records, removed)
 
@@ -576,16 +636,12 @@ def _digest(kind: int, flags: int, body: bytes | memoryview, state_key: bytes | 
 # -- reading -----------------------------------------------------------------------------------
 
 
-class _Where:
-    """Names a stored record in an error message; the text is made only when one is."""
-
-    __slots__ = ("group", "key")
-
-    def __init__(self, group: str, key: Any) -> None:
-        self.group, self.key = group, key
-
-    def __format__(self, spec: str) -> str:
-        return f"the record of key {_describe(self.key)} in group {self.group!r:.80}"
+def _where(where: Any) -> str:
+    """Names a stored record in an error message: ``where`` is a text, or the record as
+    restore read it (the text is made only when an error is raised)."""
+    if isinstance(where, str):
+        return where
+    return f"the record of key {_describe(where.key)} in group {where.group!r:.80}"
 
 
 class Blob(msgspec.Struct, frozen=True):
@@ -653,7 +709,7 @@ def _check_key(keyed: bool, state_key: bytes | None, what: str) -> None:
         )
 
 
-def _decode(decoder: Any, data: memoryview | bytes, what: str) -> Any:
+def _decode(decoder: Any, data: Any, what: str) -> Any:
     try:
         return decoder(data)
     except SnapshotError:
@@ -662,105 +718,125 @@ def _decode(decoder: Any, data: memoryview | bytes, what: str) -> Any:
         raise SnapshotError(f"{what} body cannot be decoded: {_describe(str(exc))}") from None
 
 
+KeyStates = dict[RuleState, tuple[KeyState, int | None, int]]
+"""A key's state as read from its record: per rule, ``(state, its timer's tie or None, its live
+matches)``."""
+
+
 def decode_key_record(
     data: bytes | bytearray | memoryview,
     rules: Mapping[str, RuleState],
-    *,
     state_key: bytes | None = None,
-) -> tuple[dict[str, KeyState], dict[str, int], int]:
+) -> tuple[KeyStates, int]:
     """A standalone record (:func:`encode_key_record`) of a key of one key group, whose rules
-    in force ``rules`` maps by id: the key's state per rule id, each rule's timer tie, and the
+    in force ``rules`` maps by id: the key's state per rule (:data:`KeyStates`), and the
     highest processing order in it (an engine taking the key over must be past it)."""
-    if not isinstance(data, bytes):
+    if data.__class__ is not bytes:
         data = bytes(data)
-    if len(data) < _RECORD_HEADER.size or data[:8] != RECORD_MAGIC:
+    if not data.startswith(RECORD_MAGIC) or len(data) < _RECORD_HEADER.size:
         raise SnapshotError("not a fraudcep key record (bad magic bytes)")
     flags = data[8]
-    if flags & ~_KEYED:
-        raise SnapshotError(f"key record header is corrupt (flags {flags})")
-    if bool(flags & _KEYED) != bool(state_key):
-        _check_key(bool(flags & _KEYED), state_key, "key record")
+    if flags != (_KEYED if state_key else 0):
+        if flags & ~_KEYED:
+            raise SnapshotError(f"key record header is corrupt (flags {flags})")
+        _check_key(bool(flags), state_key, "key record")
     body = memoryview(data)[_RECORD_HEADER.size :]
-    if hashlib.blake2b(body, digest_size=16, key=state_key or b"").digest() != data[9:25]:
+    mac = (_RECORD_MACS.get(state_key) or _record_mac(state_key)).copy()
+    mac.update(body)
+    if mac.digest() != data[9:25]:
         raise SnapshotError("key record digest mismatch: the record is corrupt")
-    record = _decode(_DECODE_RECORD, body, "key record")
+    try:
+        record = _DECODE_RECORD(body)
+    except (msgspec.MsgspecError, ValueError, TypeError, RecursionError) as exc:
+        if isinstance(exc, SnapshotError):
+            raise
+        raise SnapshotError(f"key record body cannot be decoded: {_describe(str(exc))}") from None
     return _key_states(record, rules, "the record")
 
 
 def _key_states(
-    record: _KeyRecord, rules: Mapping[str, RuleState], where: object
-) -> tuple[dict[str, KeyState], dict[str, int], int]:
-    """The key states a record holds, each checked (indices, rules in force, timers).
+    record: _KeyRecord, rules: Mapping[str, RuleState], where: Any
+) -> tuple[KeyStates, int]:
+    """The key states a record holds, each checked (indices, rules in force, timers), and
+    the highest processing order its runs and matched events carry.
 
     Written as one function over local variables: it runs once per key on every restore."""
-    events = record.events
-    _check_depth(events)
+    events, stored_nodes, entries = record
+    containers = _CONTAINERS
+    for event in events:
+        if event.__class__ is not dict or not containers.isdisjoint(map(type, event.values())):
+            _check_depth(events)  # not only flat events (the usual kind): check them all
+            break
     n_events = len(events)
     nodes: list[Node] = []
-    for i, n in enumerate(record.nodes):
-        event, prev = n.event, n.prev
-        if not 0 <= event < n_events or not -1 <= prev < i:
-            raise SnapshotError(f"{where}: node {i} refers to a missing event or node")
-        nodes.append(Node(n.name, events[event], n.ts, n.seq, nodes[prev] if prev >= 0 else None))
-    n_nodes = len(nodes)
-    states: dict[str, KeyState] = {}
-    ties: dict[str, int] = {}
-    for entry in record.rules:
-        rule_id = entry.rule_id
-        rs = rules.get(rule_id)
-        if rs is None or rs.version != entry.version:
+    latest = 0
+    for name, event, ts, seq, prev in stored_nodes:
+        if event >= n_events or prev >= len(nodes):  # the lower bounds are the types
             raise SnapshotError(
-                f"{where} holds rule {rule_id!r:.80} version {entry.version}, which is "
-                "not in force in its key group"
+                f"{_where(where)}: node {len(nodes)} refers to a missing event or node"
             )
-        if rule_id in states:
-            raise SnapshotError(f"{where} holds rule {rule_id!r:.80} twice")
-        matcher = rs.matcher
-        nfa_states = matcher.nfa.states
+        if seq > latest:
+            latest = seq
+        nodes.append(Node(name, events[event], ts, seq, nodes[prev] if prev >= 0 else None))
+    n_nodes = len(nodes)
+    out: KeyStates = {}
+    for rule_id, version, time, deadline, tie, stored_partial, stored_completed in entries:
+        rs = rules.get(rule_id)
+        if rs is None or rs.version != version:
+            raise SnapshotError(
+                f"{_where(where)} holds rule {rule_id!r:.80} version {version}, which is not "
+                "in force in its key group"
+            )
+        if rs in out:
+            raise SnapshotError(f"{_where(where)} holds rule {rule_id!r:.80} twice")
+        nfa_states, start_run, start = rs.restore_view
         n_states = len(nfa_states)
-        start = matcher.nfa.start
-        restored: list[list[Run]] = []
-        for runs in (entry.partial, entry.completed):
-            out: list[Run] = []
-            for r in runs:
-                index, node, order = r.state, r.node, r.order
-                if not (
-                    0 <= index < n_states and -1 <= node < n_nodes and 0 <= order <= NOT_STARTED
-                ):
-                    raise SnapshotError(f"{where}: a run of rule {rule_id!r:.80} is out of range")
-                state = nfa_states[index]
-                if order == NOT_STARTED and node < 0 and state is start:
-                    out.append(matcher.start_run)
-                else:
-                    out.append(
-                        Run(state, nodes[node] if node >= 0 else None, r.start_ts, r.prev_ts, order)
+        live = 0  # the partial runs that have started, and the completed ones
+        partial: list[Run] = []
+        for index, node, start_ts, prev_ts, order in stored_partial:
+            if index >= n_states or node >= n_nodes or order > NOT_STARTED:  # lower: the types
+                raise SnapshotError(
+                    f"{_where(where)}: a run of rule {rule_id!r:.80} is out of range"
+                )
+            state = nfa_states[index]
+            if order == NOT_STARTED:
+                if node < 0 and state is start:
+                    partial.append(start_run)
+                    continue
+            else:
+                live += 1
+                if order > latest:
+                    latest = order
+            partial.append(Run(state, nodes[node] if node >= 0 else None, start_ts, prev_ts, order))
+        completed: list[Run] = []
+        if stored_completed:
+            for index, node, start_ts, prev_ts, order in stored_completed:
+                if index >= n_states or node >= n_nodes or order > NOT_STARTED:
+                    raise SnapshotError(
+                        f"{_where(where)}: a run of rule {rule_id!r:.80} is out of range"
                     )
-            restored.append(out)
-        ks = matcher.new_key_state()
-        ks.partial, ks.completed = restored
-        ks.time = entry.time
-        deadline, tie = entry.deadline, entry.tie
-        ks.deadline = deadline
+                state = nfa_states[index]
+                if order != NOT_STARTED and order > latest:
+                    latest = order
+                completed.append(
+                    start_run
+                    if order == NOT_STARTED and node < 0 and state is start
+                    else Run(state, nodes[node] if node >= 0 else None, start_ts, prev_ts, order)
+                )
+            live += len(completed)
         if (deadline is None) != (tie is None):
-            raise SnapshotError(f"{where}: rule {rule_id!r:.80} has half a timer")
-        if tie is not None:
-            ties[rule_id] = tie
-        if ks.idle:
-            raise SnapshotError(f"{where}: rule {rule_id!r:.80} holds an empty state")
-        states[rule_id] = ks
-    if not states:
-        raise SnapshotError(f"{where} holds no rule's state")
-    return states, ties, _latest_order(record)
-
-
-def _latest_order(record: _KeyRecord) -> int:
-    """The highest processing order the record's runs and matched events carry."""
-    latest = max((n.seq for n in record.nodes), default=0)
-    for entry in record.rules:
-        for run in (*entry.partial, *entry.completed):
-            if run.order != NOT_STARTED and run.order > latest:
-                latest = run.order
-    return latest
+            raise SnapshotError(f"{_where(where)}: rule {rule_id!r:.80} has half a timer")
+        if len(partial) == 1 and not completed:
+            raise SnapshotError(f"{_where(where)}: rule {rule_id!r:.80} holds an empty state")
+        ks = KeyState(start_run)
+        ks.partial = partial
+        ks.completed = completed
+        ks.time = time
+        ks.deadline = deadline
+        out[rs] = (ks, tie, live)
+    if not out:
+        raise SnapshotError(f"{_where(where)} holds no rule's state")
+    return out, latest
 
 
 # -- compaction --------------------------------------------------------------------------------
@@ -777,12 +853,12 @@ def compact(base: bytes, deltas: Sequence[bytes], *, state_key: bytes | None = N
         # extension values stay as they were written; a key is known by its encoding
         stored: dict[tuple[str, bytes], _Stored] = {}
         for blob in blobs:
-            body: _Body = blob.body
+            body: _WholeBody = blob.body
             for gone in body.removed:
                 stored.pop((gone.group, _ENCODE(gone.key)), None)
             for item in body.records:
                 stored[(item.group, _ENCODE(item.key))] = item
-        merged = _Body(blobs[-1].id, blobs[-1].body.engine, list(stored.values()), [])
+        merged = _WholeBody(blobs[-1].id, blobs[-1].body.engine, list(stored.values()), [])
         out = _ENCODE(merged)
     flags = _KEYED if state_key else 0
     digest = _digest(FULL, flags, out, state_key)
@@ -814,7 +890,7 @@ def restore_state(
     blobs: Sequence[Blob],
 ) -> None:
     """Fill a fresh ``state`` from a full snapshot and the deltas after it, in order."""
-    with _no_gc():
+    with _no_gc(long_lived=True):
         _restore_state(state, rules, time_mode, blobs)
 
 
@@ -831,37 +907,110 @@ def _restore_state(
         raise SnapshotError(
             f"snapshot was taken in {last.time_mode!r:.40} mode, restore asked for {time_mode}"
         )
-    groups = state.groups()
-    stored: dict[tuple[str, Hashable], _KeyRecord] = {}
-    for blob in blobs:
+    # what the deltas say of a key, the last one first: its record, or None (removed); the
+    # base's records of those keys, and the deltas' older ones, are only checked
+    latest: dict[str, dict[Hashable, _Pending | None]] = {}
+    superseded: list[_Pending] = []
+    for blob in reversed(blobs[1:]):
         body: _Body = blob.body
-        for gone in body.removed:
-            stored.pop((gone.group, _hashable(gone.key)), None)
         for item in body.records:
-            stored[(item.group, _hashable(item.key))] = item.record
-    by_id = {group: {rs.rule.id: rs for rs in rules_} for group, rules_ in groups.items()}
+            said = latest.setdefault(item.group, {})
+            key = _hashable(item.key)
+            if key in said:
+                superseded.append(item)
+            else:
+                said[key] = item
+        for gone in body.removed:
+            latest.setdefault(gone.group, {}).setdefault(_hashable(gone.key), None)
+    by_id = {group: {rs.rule.id: rs for rs in rules_} for group, rules_ in state.groups().items()}
     timers = state.timers
-    ties: set[int] = set()
-    for (group, key), record in stored.items():
-        where = _Where(group, key)
-        rules_of_group = by_id.get(group)
-        if rules_of_group is None:
-            raise SnapshotError(f"{where} belongs to no rule in force")
-        key_states, key_ties, _ = _key_states(record, rules_of_group, where)
-        for rule_id, ks in key_states.items():
-            rs = rules_of_group[rule_id]
-            rs.keys[key] = ks
-            tie = key_ties.get(rule_id)
-            if tie is not None and ks.deadline is not None:
-                if tie in ties or tie > last.timer_tie:
-                    raise SnapshotError(f"{where}: its timer's order {tie} is not unique")
-                ties.add(tie)
-                rs.timers[key] = tie
-                timers.append((ks.deadline, tie, rs, key))
+    ties: list[int] = []
+    taken = 0  # key states put in place: the rules' keys add up to it unless a key came twice
+    decode = _DECODE_RECORD
+    newer = [item for said in latest.values() for item in said.values() if item is not None]
+    for records, replaced in ((blobs[0].body.records, latest), (newer, None)):
+        for item in records:
+            key = item.key
+            if key.__class__ is not str:
+                key = _hashable(key)
+            if replaced:
+                told = replaced.get(item.group)
+                if told is not None and key in told:
+                    superseded.append(item)
+                    continue
+            rules_of_group = by_id.get(item.group)
+            if rules_of_group is None:
+                raise SnapshotError(f"{_where(item)} belongs to no rule in force")
+            try:
+                record = decode(item.record)
+            except (msgspec.MsgspecError, ValueError, TypeError, RecursionError) as exc:
+                raise _undecodable(item, exc) from None
+            states, _ = _key_states(record, rules_of_group, item)
+            taken += len(states)
+            for rs, (ks, tie, live) in states.items():
+                rs.keys[key] = ks
+                rs.live += live
+                deadline = ks.deadline
+                if deadline is not None and tie is not None:  # both or neither (checked)
+                    rs.timers[key] = tie
+                    timers.append((deadline, tie, rs, key))
+                    ties.append(tie)
+    if sum(len(rs.keys) for rs in state.rules) != taken:
+        _find_twice(blobs[0].body.records, newer, latest)
+    for item in superseded:  # records no key keeps: checked as the rest (types, ranges)
+        _decode_record(item)
+    _check_ties(ties, last.timer_tie, timers)
     heapq.heapify(timers)
     _restore_engine_part(state, last)
     state.last_snapshot = blobs[-1].id
     state.start_tracking()
+
+
+def _decode_record(item: _Pending) -> _KeyRecord:
+    try:
+        return _DECODE_RECORD(item.record)
+    except (msgspec.MsgspecError, ValueError, TypeError, RecursionError) as exc:
+        raise _undecodable(item, exc) from None
+
+
+def _undecodable(item: _Pending, exc: Exception) -> SnapshotError:
+    if isinstance(exc, SnapshotError):
+        return exc
+    return SnapshotError(f"{_where(item)} cannot be decoded: {_describe(str(exc))}")
+
+
+def _find_twice(
+    base: list[_Pending], newer: list[_Pending], replaced: dict[str, dict[Hashable, Any]]
+) -> None:
+    """Name a key whose state two records hold (restore found fewer keys than records)."""
+    seen: set[tuple[str, Hashable]] = set()
+    for item in base:
+        key = _hashable(item.key)
+        told = replaced.get(item.group)
+        if told is not None and key in told:
+            continue
+        if (item.group, key) in seen:
+            raise SnapshotError(f"{_where(item)}: the key is stored twice")
+        seen.add((item.group, key))
+    for item in newer:
+        if (item.group, _hashable(item.key)) in seen:
+            raise SnapshotError(f"{_where(item)}: the key is stored twice")
+    raise SnapshotError("snapshot holds a key twice")
+
+
+def _check_ties(ties: list[int], highest: int, timers: list[Timer]) -> None:
+    """Every live timer's tie is unique (the timer heap orders by them) and at most the
+    engine's last one; the first timer that breaks this is named."""
+    if not ties or (max(ties) <= highest and len(set(ties)) == len(ties)):
+        return
+    seen: set[int] = set()
+    for _, tie, rs, key in timers:
+        if tie in seen or tie > highest:
+            raise SnapshotError(
+                f"the record of key {_describe(key)} in group {rs.group!r:.80}: its timer's "
+                f"order {tie} is not unique"
+            )
+        seen.add(tie)
 
 
 def _restore_engine_part(state: EngineState, part: _EnginePart) -> None:
@@ -918,6 +1067,8 @@ def _one(box: list[Any]) -> Any:
 
 
 def _hashable(key: Any) -> Hashable:
+    if key.__class__ is str or key.__class__ is int:
+        return key
     _check_depth((key,))
     try:
         hash(key)

@@ -26,20 +26,21 @@ from fraudcep.alert import Alert, ConditionFailure, LateEvent, Overflow, TimedOu
 from fraudcep.alert.identity import alert_id
 from fraudcep.engine import snapshot_v1
 from fraudcep.engine.codec import (
+    KeyStates,
     decode_key_record,
     encode_key_record,
     read_blob,
     restore_state,
     write_snapshot,
 )
+from fraudcep.engine.rule import Rule, field_getter
+from fraudcep.engine.state import COUNTERS, SKIP, EngineState, RuleState, live_in
 from fraudcep.errors import ConfigurationError, EventError, SnapshotError
 from fraudcep.nfa import javaheap
-
-__all__ = ["SKIP", "Engine", "EngineStats", "TimeMode"]
-from fraudcep.engine.rule import Rule, field_getter
-from fraudcep.engine.state import COUNTERS, SKIP, EngineState, RuleState
 from fraudcep.nfa.matcher import NOT_STARTED, KeyState, Run, as_mapping, path
 from fraudcep.timeutil import MAX_TIMESTAMP, MIN_TIMESTAMP, duration_ms, timestamp_ms
+
+__all__ = ["SKIP", "Engine", "EngineStats", "TimeMode"]
 
 
 class TimeMode(enum.Enum):
@@ -259,7 +260,7 @@ class Engine:
     def stats(self) -> EngineStats:
         return EngineStats(
             live_keys=sum(len(r.keys) for r in self._state.rules),
-            live_partial_matches=sum(r.live_matches() for r in self._state.rules),
+            live_partial_matches=sum(r.live for r in self._state.rules),
             buffered_events=len(self._state.buffer),
             watermark=self.watermark,
             **{name: self._state.counters[name] for name in COUNTERS},
@@ -399,7 +400,7 @@ class Engine:
         if self._state.tracking:
             for rr in self._state.rules:
                 if rr.changed is None:
-                    rr.changed = set()
+                    rr.changed = {}
         for rr in self._state.rules:
             rr.pending.clear()
         rekeyed = []
@@ -503,30 +504,41 @@ class Engine:
         """Make ``record`` (from :meth:`export_key`, possibly of another engine with the same
         rules) ``key``'s state for the rules of ``group``; None clears it. The key's timers are
         set anew, after the timers this engine holds already."""
-        self._check_not_feeding()
-        rules = self._group(group)
-        states: dict[str, KeyState] = {}
+        if self._busy:
+            self._check_not_feeding()
+        rules = self._groups.get(group) or self._group(group)
+        states: KeyStates = {}
         state = self._state
         if record is not None:
-            by_id = self._group_rules[group]
-            states, _, latest = decode_key_record(record, by_id, state_key=self._state_key)
+            states, latest = decode_key_record(record, self._group_rules[group], self._state_key)
             # runs are ordered by processing order: the key's new runs must come after its
             # old ones, whichever engine numbered those
             if latest > state.order:
                 state.order = latest
         for rs in rules:
-            ks = states.get(rs.rule.id)
             rs.timers.pop(key, None)
             if rs.changed is not None:
-                rs.changed.add(key)
-            if ks is None:
-                rs.keys.pop(key, None)
+                rs.changed[key] = None
+            keys = rs.keys
+            old = keys.get(key)
+            if old is not None:
+                gone = len(old.completed)
+                for run in old.partial:
+                    if run.order != NOT_STARTED:
+                        gone += 1
+                rs.live -= gone
+            new = states.get(rs)
+            if new is None:
+                if old is not None:
+                    del keys[key]
                 continue
-            rs.keys[key] = ks
+            ks, _, live = new
+            keys[key] = ks
+            rs.live += live
             if ks.deadline is not None:
-                state.timer_tie += 1
-                rs.timers[key] = state.timer_tie
-                heapq.heappush(state.timers, (ks.deadline, state.timer_tie, rs, key))
+                tie = state.timer_tie = state.timer_tie + 1
+                rs.timers[key] = tie
+                heapq.heappush(state.timers, (ks.deadline, tie, rs, key))
 
     def key_due(self, group: str, key: Hashable) -> int | None:
         """The earliest event time at which one of ``key``'s windows in ``group`` closes (its
@@ -703,13 +715,16 @@ class Engine:
                 ks.time = ts
             changed = rr.changed
             if changed is not None:
-                changed.add(key)
+                changed[key] = None
             if ks.time < ts:
                 deadline = ks.deadline
                 if deadline is None or ts < deadline:
                     ks.time = ts  # nothing can expire before ``deadline``
                 else:
                     self._advance_key(rr, key, ks, ts, out)
+            # the runs before the event: a step that changes them puts new lists in place
+            # (and only adds to ``completed``), so they are counted only if it did
+            before, completed = ks.partial, len(ks.completed)
             emitted = matcher.process(ks, event, ts, seq)
         except Exception as exc:
             # A condition raised: the key's runs are as before this event (a step only commits
@@ -717,10 +732,12 @@ class Engine:
             if ks is not None and ks.idle:
                 del rr.keys[key]
                 rr.timers.pop(key, None)
+                rr.live -= live_in(ks.partial, len(ks.completed))
             self._report_failure(rr, key, event, ts, exc)
             return
         if emitted is None:
             return  # no run changed
+        rr.live += live_in(ks.partial, len(ks.completed)) - live_in(before, completed)
         for run in emitted:
             out.append(self._alert(rr, key, run, ts))
         if len(ks.partial) > self.max_partial_matches_per_key + 1:
@@ -730,7 +747,9 @@ class Engine:
     def _advance_key(
         self, rr: RuleState, key: Hashable, ks: KeyState, ts: int, out: list[Alert]
     ) -> None:
+        before = live_in(ks.partial, len(ks.completed))
         matches, timeouts = rr.matcher.advance_time(ks, ts)
+        rr.live += live_in(ks.partial, len(ks.completed)) - before
         for run in matches:
             out.append(self._alert(rr, key, run, ts))
         for run, timeout_ts in timeouts:
@@ -741,6 +760,7 @@ class Engine:
         if ks.idle:
             del rr.keys[key]
             rr.timers.pop(key, None)
+            rr.live -= live_in(ks.partial, len(ks.completed))
             return
         deadline = rr.matcher.deadline(ks)
         if deadline != ks.deadline:
@@ -763,7 +783,7 @@ class Engine:
             ks.deadline = None
             del rr.timers[key]
             if rr.changed is not None:
-                rr.changed.add(key)
+                rr.changed[key] = None
             self._advance_key(rr, key, ks, now, out)
             self._settle(rr, key, ks)
 
@@ -774,6 +794,7 @@ class Engine:
         )
         doomed = {id(run) for run in started[self.max_partial_matches_per_key :]}
         javaheap.remove_if(ks.partial, lambda r: id(r) in doomed)
+        rr.live -= len(doomed)
         self._state.counters["partial_matches_dropped"] += len(doomed)
         self._report_overflow(Overflow("partial_matches", rr.rule.id, key, len(doomed), ts))
 

@@ -107,6 +107,7 @@ def load(state: EngineState, rules: Iterable[Rule], time_mode: str, blob: bytes)
         for rr, entries in zip(state.rules, _list(doc["keys"], "keys"), strict=True):
             for key, stored in _list(entries, "keys"):
                 rr.keys[_hashable(key)] = _restore_key_state(rr, stored, nodes)
+            rr.live = rr.live_matches()
         # The timer of a key that fires is the first written with the key's deadline (they
         # are written sorted): it is the key's live timer from now on.
         for deadline, tie, rr, key in sorted(timers, key=lambda t: t[:2], reverse=True):

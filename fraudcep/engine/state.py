@@ -11,20 +11,21 @@ serializers never touch the operator); so does fraudcep. :class:`EngineState` ho
 - the counters, and the side outputs not drained yet.
 
 It also records which keys changed since the last snapshot, so that a snapshot can cost what
-changed (:meth:`EngineState.take_changes`). Keys are grouped by *key group*, the key spec that
+changed (:meth:`EngineState.pending_changes`). Keys are grouped by *key group*, the key spec that
 rules share (``"user_id"``): one record holds a key's state for every rule of its group.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterator, Sequence
 from typing import Any, Final
 
 import attrs
 
 from fraudcep.alert import ConditionFailure, LateEvent, Overflow, TimedOutMatch
 from fraudcep.engine.rule import Rule
-from fraudcep.nfa.matcher import NOT_STARTED, KeyState, Matcher
+from fraudcep.nfa.compiler import State
+from fraudcep.nfa.matcher import NOT_STARTED, KeyState, Matcher, Run
 from fraudcep.timeutil import MIN_TIMESTAMP
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "Timer",
     "count_pending",
     "key_group",
+    "live_in",
 ]
 
 COUNTERS: Final[tuple[str, ...]] = (
@@ -85,11 +87,14 @@ class RuleState:
         "group",
         "key_index",
         "keys",
+        "live",
         "matcher",
         "pending",
+        "restore_view",
         "rule",
         "timers",
         "version",
+        "write_view",
     )
 
     def __init__(self, rule: Rule, version: int) -> None:
@@ -100,18 +105,34 @@ class RuleState:
         self.matcher = Matcher(rule.nfa, rule.pattern.skip_strategy)
         # a one-argument test equivalent to matcher.can_start, when the start state allows it
         self.first_test = self.matcher.simple_start_test()
+        # what restoring a key's runs looks up: the automaton's states by index, the start run
+        # (shared by every key) and the start state
+        start = self.matcher.start_run
+        self.restore_view: tuple[Sequence[State], Run, State] = (
+            self.matcher.nfa.states,
+            start,
+            start.state,
+        )
+        # ... and writing them: the start run, and how a record holds it
+        self.write_view: tuple[Run, tuple[int, int, int, int, int]] = (
+            start,
+            (start.state.index, -1, start.start_ts, start.prev_ts, start.order),
+        )
         self.keys: dict[Hashable, KeyState] = {}
         self.pending: dict[Hashable, int] = {}  # buffered, unprocessed events per key
         self.timers: dict[Hashable, int] = {}  # key -> tie of its live timer
-        # keys whose state changed since the last snapshot; None while no snapshot is taken
-        self.changed: set[Hashable] | None = None
+        # keys whose state changed since the last snapshot, in the order they first changed
+        # (a delta reads their state in about the order it was made); None while no snapshot
+        # is taken
+        self.changed: dict[Hashable, None] | None = None
+        # live_matches(), kept up to date by whatever changes a key's runs (the engine, a
+        # restore, a key record taken in): Engine.stats reads it without a scan
+        self.live = 0
 
     def live_matches(self) -> int:
-        """Partial matches that have started, and completed matches held back."""
-        return sum(
-            sum(1 for run in ks.partial if run.order != NOT_STARTED) + len(ks.completed)
-            for ks in self.keys.values()
-        )
+        """Partial matches that have started, and completed matches held back, counted over
+        every key (what :attr:`live` holds without counting)."""
+        return sum(live_in(ks.partial, len(ks.completed)) for ks in self.keys.values())
 
 
 @attrs.define
@@ -156,19 +177,20 @@ class EngineState:
             return None
         return ks.deadline, rs.timers[key]
 
-    def pending_changes(self) -> dict[str, set[Hashable]]:
-        """The keys changed since changes were last cleared, by key group."""
-        out: dict[str, set[Hashable]] = {}
+    def pending_changes(self) -> dict[str, dict[Hashable, None]]:
+        """The keys changed since changes were last cleared, by key group (each group's in
+        the order they first changed)."""
+        out: dict[str, dict[Hashable, None]] = {}
         for rs in self.rules:
             if rs.changed:
-                out.setdefault(rs.group, set()).update(rs.changed)
+                out.setdefault(rs.group, {}).update(rs.changed)
         for group, key in self.regrouped:
-            out.setdefault(group, set()).add(key)
+            out.setdefault(group, {})[key] = None
         return out
 
     def clear_changes(self) -> None:
         for rs in self.rules:
-            rs.changed = set()
+            rs.changed = {}
         self.regrouped = set()
 
     def start_tracking(self) -> None:
@@ -179,13 +201,14 @@ class EngineState:
     def discard(self, rs: RuleState) -> int:
         """Drop every key of ``rs`` (it is being replaced or removed); returns how many live
         matches went with them. Their records change: the keys are remembered as such."""
-        dropped = rs.live_matches()
+        dropped = rs.live
         if self.tracking:
             self.regrouped.update((rs.group, key) for key in rs.keys)
             self.regrouped.update((rs.group, key) for key in rs.changed or ())
         rs.keys.clear()
         rs.pending.clear()
         rs.timers.clear()
+        rs.live = 0
         return dropped
 
     def keys_of(self, group: str) -> Iterator[Hashable]:
@@ -197,6 +220,15 @@ class EngineState:
                     if key not in seen:
                         seen.add(key)
                         yield key
+
+
+def live_in(partial: list[Run], completed: int) -> int:
+    """The live matches of a key: the runs of ``partial`` that have started, and
+    ``completed`` (how many completed matches it holds back)."""
+    for run in partial:
+        if run.order != NOT_STARTED:
+            completed += 1
+    return completed
 
 
 def count_pending(state: EngineState) -> None:

@@ -15,14 +15,13 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.paths import DATA
-from test_codec import make_rules
+from support.paths import SNAPSHOTS_V1 as DATA
+from support.rule_pool import make_rules
 
 from fraudcep import Engine, Pattern, Rule, SnapshotError
 from fraudcep.engine.codec import compact
 from fraudcep.errors import ConfigurationError
 
-DATA = DATA / "snapshots-v1"
 OPTIONS: dict[str, Any] = {"timestamp": "ts", "max_out_of_orderness": 3}
 
 
