@@ -345,11 +345,10 @@ def test_rebalance_second_runner_joins_then_leaves(job: Job) -> None:
     owners = [x["partitions"] for x in first.log_lines() if x.get("msg") == "partitions assigned"]
     assert owners[0] == [0, 1, 2, 3] and owners[-1] == [0, 1, 2, 3]
     assert any(len(o) < 4 for o in owners), "the first runner gave partitions away"
-    # the partitions moved with delta chains (compaction is timing-dependent here: the kill
-    # and chain tests require it)
+    # the partitions moved with delta chains (whether either runner compacts a chain before
+    # the end depends on timing here: the kill and chain tests require compaction)
     restored = _logged([first, second], "partition restored")
     assert any(x["deltas"] > 0 for x in restored)
-    assert _logged([second], "checkpoint chain compacted")
 
 
 @settings(max_examples=1, deadline=None, database=None,
