@@ -200,6 +200,19 @@ def _ext(code: int, data: memoryview) -> Any:
     raise SnapshotError(f"a stored value has an unknown extension type {code}")
 
 
+def _check_events(events: list[Any]) -> None:
+    """Refuse a record's events nested too deeply (see :func:`_check_depth`); if they are
+    flat mappings of scalars after all, records are decoded as flat first again."""
+    containers = _CONTAINERS
+    for event in events:
+        if event.__class__ is not dict or not containers.isdisjoint(map(type, event.values())):
+            _check_depth(events)  # not only flat events: check them all
+            return
+    scalars = _SCALARS
+    if all(scalars.issuperset(map(type, event.values())) for event in events):
+        _FLAT_FIRST.flat = True
+
+
 def _check_depth(values: Iterable[Any]) -> None:
     """Refuse restored values nested deeper than :data:`MAX_DEPTH` (what could not have been
     written); a loop over an explicit stack, so that deep input cannot recurse here."""
@@ -353,6 +366,40 @@ class _WholeBody(msgspec.Struct, array_like=True, frozen=True, gc=False):
 
 _DECODE_BODY: Final = msgspec.msgpack.Decoder(_Body, ext_hook=_ext).decode
 _DECODE_RECORD: Final = msgspec.msgpack.Decoder(_KeyRecord, ext_hook=_ext).decode
+# The same, for records whose events are flat mappings of strings, numbers, booleans and None
+# (payments): the decoder's types check in C what _key_states would check in Python (that no
+# event nests), and anything else fails them.
+_FlatEvent = dict[str, str | int | float | bool | None]
+_DECODE_FLAT_RECORD: Final = msgspec.msgpack.Decoder(
+    tuple[list[_FlatEvent], list[_Node], list[_RuleEntry]]
+).decode
+_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
+
+
+class _FlatFirst:
+    """Whether to try :data:`_DECODE_FLAT_RECORD` first: yes while records' events turn out
+    flat. A stream's events are mostly of one kind, so a record that is not flat makes the
+    next ones go straight to the general decoder, until one is flat again."""
+
+    __slots__ = ("flat",)
+
+    def __init__(self) -> None:
+        self.flat = True
+
+
+_FLAT_FIRST: Final = _FlatFirst()
+
+
+def _read_record(data: Any) -> tuple[_KeyRecord, bool]:
+    """A key record's body decoded, and whether its events are known to be flat (checked by
+    the decoder's types). Raises what the decoders raise."""
+    hint = _FLAT_FIRST
+    if hint.flat:
+        try:
+            return _DECODE_FLAT_RECORD(data), True
+        except msgspec.ValidationError:
+            hint.flat = False
+    return _DECODE_RECORD(data), False
 _DECODE_BODY_RAW: Final = msgspec.msgpack.Decoder(
     _WholeBody, ext_hook=lambda code, data: msgspec.msgpack.Ext(code, bytes(data))
 ).decode
@@ -746,27 +793,25 @@ def decode_key_record(
     if mac.digest() != data[9:25]:
         raise SnapshotError("key record digest mismatch: the record is corrupt")
     try:
-        record = _DECODE_RECORD(body)
+        record, flat = _read_record(body)
     except (msgspec.MsgspecError, ValueError, TypeError, RecursionError) as exc:
         if isinstance(exc, SnapshotError):
             raise
         raise SnapshotError(f"key record body cannot be decoded: {_describe(str(exc))}") from None
-    return _key_states(record, rules, "the record")
+    return _key_states(record, rules, "the record", flat)
 
 
 def _key_states(
-    record: _KeyRecord, rules: Mapping[str, RuleState], where: Any
+    record: _KeyRecord, rules: Mapping[str, RuleState], where: Any, flat: bool
 ) -> tuple[KeyStates, int]:
     """The key states a record holds, each checked (indices, rules in force, timers), and
-    the highest processing order its runs and matched events carry.
+    the highest processing order its runs and matched events carry. ``flat``: the decoder's
+    types found the events flat (nothing to check of their depth).
 
     Written as one function over local variables: it runs once per key on every restore."""
     events, stored_nodes, entries = record
-    containers = _CONTAINERS
-    for event in events:
-        if event.__class__ is not dict or not containers.isdisjoint(map(type, event.values())):
-            _check_depth(events)  # not only flat events (the usual kind): check them all
-            break
+    if not flat:
+        _check_events(events)
     n_events = len(events)
     nodes: list[Node] = []
     latest = 0
@@ -926,7 +971,6 @@ def _restore_state(
     timers = state.timers
     ties: list[int] = []
     taken = 0  # key states put in place: the rules' keys add up to it unless a key came twice
-    decode = _DECODE_RECORD
     newer = [item for said in latest.values() for item in said.values() if item is not None]
     for records, replaced in ((blobs[0].body.records, latest), (newer, None)):
         for item in records:
@@ -942,10 +986,10 @@ def _restore_state(
             if rules_of_group is None:
                 raise SnapshotError(f"{_where(item)} belongs to no rule in force")
             try:
-                record = decode(item.record)
+                record, flat = _read_record(item.record)
             except (msgspec.MsgspecError, ValueError, TypeError, RecursionError) as exc:
                 raise _undecodable(item, exc) from None
-            states, _ = _key_states(record, rules_of_group, item)
+            states, _ = _key_states(record, rules_of_group, item, flat)
             taken += len(states)
             for rs, (ks, tie, live) in states.items():
                 rs.keys[key] = ks
@@ -968,7 +1012,7 @@ def _restore_state(
 
 def _decode_record(item: _Pending) -> _KeyRecord:
     try:
-        return _DECODE_RECORD(item.record)
+        return _read_record(item.record)[0]
     except (msgspec.MsgspecError, ValueError, TypeError, RecursionError) as exc:
         raise _undecodable(item, exc) from None
 
