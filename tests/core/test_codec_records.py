@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from fraudcep import Engine, Pattern, Rule, SnapshotError
-from fraudcep.codec import MAX_DEPTH
+from fraudcep.engine.codec import MAX_DEPTH
 
 HEADER = struct.Struct(">8sHBBQ32s")
 FULL, DELTA = 1, 2
