@@ -246,8 +246,10 @@ EOF
     local -a jvm
     jvm_args "$libs"
 
-    cluster_id=$("$PYTHON" -c 'import base64, uuid
-print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
+    # 16 random bytes, URL-safe base64 without padding (what kafka-storage random-uuid gives);
+    # made without Python: twice on a loaded machine the Python one-liner gave nothing here
+    cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+    [ "${#cluster_id}" -eq 22 ] || die "could not make a cluster id (got '$cluster_id')"
     if ! "$java" "${jvm[@]}" kafka.tools.StorageTool format -t "$cluster_id" \
         -c "$DIR/server.properties" >"$DIR/logs/format.log" 2>&1; then
         cat "$DIR/logs/format.log" >&2
