@@ -246,11 +246,12 @@ EOF
     local -a jvm
     jvm_args "$libs"
 
-    # 16 random bytes, URL-safe base64 without padding (what kafka-storage random-uuid gives);
-    # made without Python: twice on a loaded machine the Python one-liner gave nothing here
+    # 16 random bytes, URL-safe base64 without padding (what kafka-storage random-uuid gives).
+    # One id in 64 starts with '-': it is passed as --cluster-id=ID, never as a separate
+    # argument, which the tool would read as an option (the broker then failed to start)
     cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
     [ "${#cluster_id}" -eq 22 ] || die "could not make a cluster id (got '$cluster_id')"
-    if ! "$java" "${jvm[@]}" kafka.tools.StorageTool format -t "$cluster_id" \
+    if ! "$java" "${jvm[@]}" kafka.tools.StorageTool format --cluster-id="$cluster_id" \
         -c "$DIR/server.properties" >"$DIR/logs/format.log" 2>&1; then
         cat "$DIR/logs/format.log" >&2
         die "formatting the KRaft storage failed"
