@@ -11,18 +11,15 @@ import random
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.paths import SNAPSHOTS_V1 as DATA
-from support.rule_pool import make_rules
+from support.rule_pool import OPTIONS, contents, make_rules
 
 from fraudcep import Engine, Pattern, Rule, SnapshotError
 from fraudcep.engine.codec import compact
 from fraudcep.errors import ConfigurationError
-
-OPTIONS: dict[str, Any] = {"timestamp": "ts", "max_out_of_orderness": 3}
 
 
 def events(seed: int, n: int, keys: str = "xyzw") -> list[dict[str, Any]]:
@@ -139,14 +136,6 @@ def test_a_restored_engine_writes_the_same_snapshot_as_the_one_that_never_stoppe
     # the same state: the same engine-wide part and the same record for every key (records
     # come in the order keys were last touched, which a restore does not keep)
     assert contents(restored.snapshot()) == contents(engine.snapshot())
-
-
-def contents(blob: bytes) -> tuple[Any, dict[Any, Any]]:
-    _link, engine_part, records, removed = msgspec.msgpack.decode(
-        blob[52:], ext_hook=lambda code, data: (code, bytes(data))
-    )
-    assert removed == []
-    return engine_part, {(group, repr(key)): record for group, key, record in records}
 
 
 def test_a_delta_holds_only_the_keys_that_changed() -> None:

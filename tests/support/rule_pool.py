@@ -6,6 +6,8 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
+import msgspec
+
 # The rules live in source text so that a separate Python process can build the very same rules.
 RULES_SOURCE = textwrap.dedent(
     """
@@ -72,3 +74,16 @@ _NAMESPACE: dict[str, Any] = {}
 exec(RULES_SOURCE, _NAMESPACE)
 make_rules = _NAMESPACE["make_rules"]
 POOL_IDS = [r.id for r in make_rules()]
+
+#: The engine options the snapshot tests run the pool with.
+OPTIONS: dict[str, Any] = {"timestamp": "ts", "max_out_of_orderness": 3}
+
+
+def contents(blob: bytes) -> tuple[Any, dict[Any, Any]]:
+    """A format-2 snapshot's engine part and its key records by (group, key), for comparing
+    two snapshots whatever the order of their records."""
+    _link, engine_part, records, removed = msgspec.msgpack.decode(
+        blob[52:], ext_hook=lambda code, data: (code, bytes(data))
+    )
+    assert removed == []
+    return engine_part, {(group, repr(key)): record for group, key, record in records}
