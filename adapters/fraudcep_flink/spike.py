@@ -83,8 +83,11 @@ class _Key:
 class EngineFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
     """The engine per Flink key, state in ``ValueState`` of record bytes; see the module."""
 
-    def __init__(self, event_id: str = "payment_id") -> None:
+    def __init__(self, event_id: str = "payment_id", marker_every: int = 0) -> None:
         self.event_id = event_id
+        #: with N > 0, every N-th element also emits ``{"seen": count, "t": wall clock}``
+        #: (throughput measurement, docs/flink.md)
+        self.marker_every = marker_every
 
     def open(self, runtime_context: RuntimeContext) -> None:
         rules = default_rules()
@@ -100,6 +103,7 @@ class EngineFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         self.cache: dict[str, _Key] = {}
         self.rules_seen: str | None = None
         self.late = 0
+        self.seen = 0
 
     # -- the rules side (the spike only records the markers it is sent) ---------------------
 
@@ -126,6 +130,9 @@ class EngineFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             entry.held.append(payment)
             alerts_out = []
         self._save(flink_key, group, key, entry, ctx.timer_service())
+        self.seen += 1
+        if self.marker_every and self.seen % self.marker_every == 0:
+            alerts_out.append(json.dumps({"seen": self.seen, "t": time.time()}))
         return iter(alerts_out + [_alert_json(a, wm) for a in alerts])
 
     def on_timer(self, timestamp: int, ctx: Any) -> Iterator[str]:
@@ -199,6 +206,7 @@ def run_spike(
     parallelism: int = 1,
     max_out_of_orderness_ms: int = 0,
     watermark_interval_ms: int = 1,
+    marker_every: int = 0,
     env: Any = None,
 ) -> tuple[list[dict[str, Any]], float]:
     """Run the job on a local mini-cluster; returns what it emitted and its wall time (s)."""
@@ -222,7 +230,7 @@ def run_spike(
         lambda e: f"{e[0]}\x00{e[1]}", key_type=Types.STRING()
     )
     out = keyed.connect(rules.broadcast(RULES_STATE)).process(
-        EngineFunction(), output_type=Types.STRING()
+        EngineFunction(marker_every=marker_every), output_type=Types.STRING()
     )
     with out.execute_and_collect("fraudcep-spike") as results:
         emitted = [json.loads(line) for line in results]
@@ -240,6 +248,11 @@ def core_alerts(
     return alerts + list(engine.flush())
 
 
+def groups_of() -> tuple[str, ...]:
+    """The key groups of the default rules (the fan-out's groups)."""
+    return tuple(Engine(default_rules()).key_groups())
+
+
 def main(argv: list[str] | None = None) -> int:
     from fraudcep.payments.synthetic import PaymentGenerator
 
@@ -249,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jitter-ms", type=int, default=2000, help="out-of-order input")
     parser.add_argument("--bound-ms", type=int, default=2000, help="max out-of-orderness")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--marker-every", type=int, default=0, help="throughput markers (parallelism 1)"
+    )
     args = parser.parse_args(argv)
     gen = PaymentGenerator(
         seed=args.seed,
@@ -260,11 +276,18 @@ def main(argv: list[str] | None = None) -> int:
     payments = [dict(p) for p in gen.payments(args.n)]
     want = sorted(a.alert_id for a in core_alerts(payments, max_out_of_orderness_ms=args.bound_ms))
     emitted, took = run_spike(
-        payments, parallelism=args.parallelism, max_out_of_orderness_ms=args.bound_ms
+        payments,
+        parallelism=args.parallelism,
+        max_out_of_orderness_ms=args.bound_ms,
+        marker_every=args.marker_every,
     )
     got = sorted(e["alert_id"] for e in emitted if "alert_id" in e)
     late = [e for e in emitted if "late" in e]
     before_end = sum(1 for e in emitted if "alert_id" in e and e["watermark"] < MAX_TIMESTAMP)
+    marks = [e for e in emitted if "seen" in e]
+    rate = None
+    if len(marks) >= 2:
+        rate = (marks[-1]["seen"] - marks[0]["seen"]) / (marks[-1]["t"] - marks[0]["t"])
     print(
         json.dumps(
             {
@@ -275,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
                 "late": len(late),
                 "equal": got == want,
                 "seconds": round(took, 1),
+                # keyed elements per second (one per key group of a payment), and payments
+                "elements_per_s": None if rate is None else round(rate),
+                "payments_per_s": None if rate is None else round(rate / len(groups_of())),
             }
         )
     )
