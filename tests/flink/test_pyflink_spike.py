@@ -1,61 +1,38 @@
-"""The PyFlink spike (``fraudcep_flink.spike``) on a local mini-cluster in thread mode: the
-engine in a keyed broadcast function, its state in keyed ``ValueState``, driven by Flink's
-watermarks and event-time timers, gives the core engine's alerts id for id.
+"""The PyFlink spikes (``fraudcep_flink.spike``, ``fraudcep_flink.kafka_spike``) on a local
+mini-cluster in thread mode: the engine in a keyed broadcast function, its state in keyed
+``ValueState``, driven by Flink's watermarks and event-time timers, gives the core engine's
+alerts id for id, from a collection and between Kafka topics (alerts committed exactly once).
 
-It runs in the Flink virtualenv (``scripts/flink-setup.sh``; ``FRAUDCEP_FLINK_PYTHON``, else
-``.venv-flink/bin/python``) as a subprocess: the main environment has no PyFlink. Without that
-virtualenv the test is skipped, except in CI (``CI`` set), where scripts/test.sh makes it and a
-missing one is a failure. Each job takes seconds of start-up (a JVM and a mini-cluster).
+They run in the Flink virtualenv as subprocesses (:mod:`support.pyflink`): skipped without
+it, a failure in CI. Each job takes seconds of start-up (a JVM and a mini-cluster).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
+import time
+import uuid
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from support.pyflink import run_module
 
-REPO = Path(__file__).resolve().parents[2]
+from fraudcep import Engine
+from fraudcep.payments.default_rules import default_rules
+from fraudcep.payments.synthetic import PaymentGenerator
 
 pytestmark = pytest.mark.pyflink
 
 
-def flink_python() -> str:
-    python = os.environ.get("FRAUDCEP_FLINK_PYTHON") or str(REPO / ".venv-flink/bin/python")
-    if not Path(python).is_file():
-        message = f"no Flink virtualenv ({python}); run scripts/flink-setup.sh"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return python
-
-
 @pytest.mark.parametrize("parallelism", [1, 2])
 def test_spike_gives_the_core_engines_alerts(parallelism: int, tmp_path: Path) -> None:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "adapters")])
-    done = subprocess.run(
-        [
-            flink_python(),
-            "-m",
-            "fraudcep_flink.spike",
-            "-n",
-            "4000",
-            "--parallelism",
-            str(parallelism),
-            "--jitter-ms",
-            "2000",
-            "--bound-ms",
-            "2000",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    done = run_module(
+        "fraudcep_flink.spike",
+        *("-n", "4000", "--parallelism", str(parallelism)),
+        *("--jitter-ms", "2000", "--bound-ms", "2000"),
         cwd=tmp_path,
-        env=env,
     )
     assert done.stdout.strip(), f"no result (exit {done.returncode}):\n{done.stderr[-4000:]}"
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -65,3 +42,63 @@ def test_spike_gives_the_core_engines_alerts(parallelism: int, tmp_path: Path) -
     # watermarks and timers closed windows while the input went on, not only the final one
     assert result["alerts_before_final_watermark"] > 0, result
     assert result["late"] == 0, result
+
+
+@pytest.mark.kafka
+def test_kafka_spike_commits_the_core_engines_alerts_once(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    payments = [
+        dict(p)
+        for p in PaymentGenerator(
+            seed=11, users=200, jitter_ms=2000, safe_noise=False, scenarios_per_10k=50
+        ).payments(4000)
+    ]
+    engine = Engine(default_rules(), event_id="payment_id", max_out_of_orderness=2000)
+    want = sorted(a.alert_id for a in [*engine.process_many(payments), *engine.flush()])
+    assert len(want) > 5
+
+    run = uuid.uuid4().hex[:8]
+    tin, tout = f"flink-payments-{run}", f"flink-alerts-{run}"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    # generated payments carry old timestamps: time-based retention would delete them
+    created = admin.create_topics(
+        [NewTopic(t, 1, 1, config={"retention.ms": "-1"}) for t in (tin, tout)]
+    )
+    for future in created.values():
+        future.result(30)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for p in payments:
+        producer.produce(tin, json.dumps(p).encode())
+    assert producer.flush(30) == 0
+
+    done = run_module(
+        "fraudcep_flink.kafka_spike",
+        *("--bootstrap", kafka_bootstrap, "--input", tin, "--output", tout),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "group.id": f"check-{run}",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.assign([TopicPartition(tout, 0, 0)])
+    got: list[str] = []
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline and len(got) < len(want):
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            got.append(json.loads(msg.value())["alert_id"])
+        # and nothing more after them
+        extra = consumer.poll(2.0)
+        assert extra is None or extra.error(), extra.value()
+    finally:
+        consumer.close()
+    assert sorted(got) == want
