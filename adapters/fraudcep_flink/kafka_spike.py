@@ -46,9 +46,21 @@ def run_kafka_spike(
     parallelism: int = 1,
     max_out_of_orderness_ms: int = 0,
     checkpoint_ms: int = 2000,
+    fail_after: int = 0,
+    fail_flag: str | None = None,
 ) -> float:
-    """Run the job to the end of its bounded input; returns its wall time (s)."""
-    env = local_environment(parallelism=parallelism, watermark_interval_ms=1)
+    """Run the job to the end of its bounded input; returns its wall time (s). With
+    ``fail_after`` and ``fail_flag``, a task fails once (see :class:`EngineFunction`) and the
+    job restarts from its last checkpoint (fixed delay, up to 3 attempts)."""
+    env = local_environment(
+        parallelism=parallelism,
+        watermark_interval_ms=1,
+        extra={
+            "restart-strategy.type": "fixed-delay",
+            "restart-strategy.fixed-delay.attempts": "3",
+            "restart-strategy.fixed-delay.delay": "1 s",
+        },
+    )
     env.enable_checkpointing(checkpoint_ms)
     started = time.monotonic()
     source = (
@@ -89,7 +101,7 @@ def run_kafka_spike(
         lambda e: f"{e[0]}\x00{e[1]}", key_type=Types.STRING()
     )
     alerts = keyed.connect(rules.broadcast(RULES_STATE)).process(
-        EngineFunction(), output_type=Types.STRING()
+        EngineFunction(fail_after=fail_after, fail_flag=fail_flag), output_type=Types.STRING()
     )
     alerts.sink_to(sink)
     env.execute("fraudcep-kafka-spike")
@@ -103,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True)
     parser.add_argument("--parallelism", type=int, default=1)
     parser.add_argument("--bound-ms", type=int, default=2000)
+    parser.add_argument("--checkpoint-ms", type=int, default=2000)
+    parser.add_argument("--fail-after", type=int, default=0, help="inject a task failure")
+    parser.add_argument("--fail-flag", help="file that marks the failure as done (once)")
     args = parser.parse_args(argv)
     took = run_kafka_spike(
         args.bootstrap,
@@ -110,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         args.output,
         parallelism=args.parallelism,
         max_out_of_orderness_ms=args.bound_ms,
+        checkpoint_ms=args.checkpoint_ms,
+        fail_after=args.fail_after,
+        fail_flag=args.fail_flag,
     )
     result: dict[str, Any] = {"seconds": round(took, 1)}
     print(json.dumps(result))

@@ -83,8 +83,18 @@ class _Key:
 class EngineFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
     """The engine per Flink key, state in ``ValueState`` of record bytes; see the module."""
 
-    def __init__(self, event_id: str = "payment_id", marker_every: int = 0) -> None:
+    def __init__(
+        self,
+        event_id: str = "payment_id",
+        marker_every: int = 0,
+        fail_after: int = 0,
+        fail_flag: str | None = None,
+    ) -> None:
         self.event_id = event_id
+        #: with N > 0 and a flag file that does not exist yet: the N-th element of an operator
+        #: creates the file and raises (a task failure injected once, for restore tests)
+        self.fail_after = fail_after
+        self.fail_flag = fail_flag
         #: with N > 0, every N-th element also emits ``{"seen": count, "t": wall clock}``
         #: (throughput measurement, docs/flink.md)
         self.marker_every = marker_every
@@ -115,6 +125,14 @@ class EngineFunction(KeyedBroadcastProcessFunction):  # type: ignore[misc]
 
     def process_element(self, value: Any, ctx: Any) -> Iterator[str]:
         group, key, payment = value
+        if self.fail_after and self.seen + 1 == self.fail_after and self.fail_flag:
+            try:
+                with open(self.fail_flag, "x"):
+                    pass
+            except FileExistsError:
+                pass
+            else:
+                raise RuntimeError(f"injected failure at element {self.fail_after}")
         rules = ctx.get_broadcast_state(RULES_STATE).get("rules")
         if rules != self.rules_seen:  # the spike has one rule set; the adapter applies changes
             self.rules_seen = rules

@@ -45,14 +45,19 @@ def test_spike_gives_the_core_engines_alerts(parallelism: int, tmp_path: Path) -
 
 
 @pytest.mark.kafka
+@pytest.mark.parametrize("failure", [False, True], ids=["plain", "task-failure"])
 def test_kafka_spike_commits_the_core_engines_alerts_once(
-    kafka_bootstrap: str, tmp_path: Path
+    failure: bool, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
+    """With ``failure``: the keyed function raises once, at its 24,000th element of 32,000
+    (checkpoints every 500 ms), the job restarts from its last checkpoint (keyed state
+    restored) and still commits every alert exactly once."""
+    n = 16000 if failure else 4000
     payments = [
         dict(p)
         for p in PaymentGenerator(
             seed=11, users=200, jitter_ms=2000, safe_noise=False, scenarios_per_10k=50
-        ).payments(4000)
+        ).payments(n)
     ]
     engine = Engine(default_rules(), event_id="payment_id", max_out_of_orderness=2000)
     want = sorted(a.alert_id for a in [*engine.process_many(payments), *engine.flush()])
@@ -72,12 +77,16 @@ def test_kafka_spike_commits_the_core_engines_alerts_once(
         producer.produce(tin, json.dumps(p).encode())
     assert producer.flush(30) == 0
 
+    flag = tmp_path / "failed"
+    inject = ("--fail-after", "24000", "--fail-flag", str(flag)) if failure else ()
     done = run_module(
         "fraudcep_flink.kafka_spike",
         *("--bootstrap", kafka_bootstrap, "--input", tin, "--output", tout),
+        *("--checkpoint-ms", "500", *inject),
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-4000:]
+    assert flag.exists() == failure
 
     consumer = Consumer(
         {
