@@ -1,0 +1,60 @@
+"""Running ``fraudcep_flink`` jobs from the tests: they need the Flink virtualenv
+(``scripts/flink-setup.sh``), the main environment has no PyFlink. Without it the tests are
+skipped, except in CI (``CI`` set), where scripts/test.sh makes it and a missing one fails."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from support.paths import REPO
+
+
+def _missing(message: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def flink_python() -> str:
+    """The Flink virtualenv's interpreter (``FRAUDCEP_FLINK_PYTHON``, else .venv-flink)."""
+    python = os.environ.get("FRAUDCEP_FLINK_PYTHON") or str(REPO / ".venv-flink/bin/python")
+    if not Path(python).is_file():
+        _missing(f"no Flink virtualenv ({python}); run scripts/flink-setup.sh")
+    return python
+
+
+def flink_jars() -> str:
+    """The directory of the connector jars (``FRAUDCEP_FLINK_JARS``, else the newest cached)."""
+    given = os.environ.get("FRAUDCEP_FLINK_JARS")
+    if given and Path(given).is_dir():
+        return given
+    cache = Path(
+        os.environ.get("FRAUDCEP_CACHE_DIR")
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fraudcep"
+    )
+    found = sorted(p for p in cache.glob("flink-jars-*") if (p / ".resolved").is_file())
+    if not found:
+        _missing("no Flink connector jars; run scripts/flink-setup.sh")
+    return str(found[-1])
+
+
+def run_module(
+    module: str, *args: str, cwd: Path, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """``python -m module args`` in the Flink virtualenv, the work tree on its path."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "adapters")])
+    env["FRAUDCEP_FLINK_JARS"] = flink_jars()
+    return subprocess.run(
+        [flink_python(), "-m", module, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=cwd,
+        env=env,
+    )
