@@ -21,7 +21,6 @@ state the crashed runner had at the commit. See ``docs/kafka.md`` for the argume
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -68,12 +67,21 @@ from fraudcep.runtime.checkpoint import (
     load_chain,
     open_checkpoint_store,
 )
+from fraudcep.runtime.output_records import (
+    BAD_EVENT_REASON,
+    LATE_REASON,
+    POISON_REASON,
+    alert_headers,
+    alert_value,
+    dead_letter_headers,
+)
+from fraudcep.runtime.rule_records import RuleSet
 from fraudcep.runtime.sink import PartitionSink, Sink, SinkError, SourcePartition, open_sink
 from fraudcep_kafka.checkpoints import CheckpointWork, Compacted
 from fraudcep_kafka.config import RunnerConfig
 from fraudcep_kafka.logs import fields
 from fraudcep_kafka.metrics import RunnerMetrics
-from fraudcep_kafka.rules_topic import RuleSet, RulesTopicReader
+from fraudcep_kafka.rules_topic import RulesTopicReader
 from fraudcep_kafka.topics import ensure_topics
 
 log = logging.getLogger("fraudcep.runner")
@@ -85,14 +93,9 @@ EXIT_STATE = 5
 """A partition's state could not be checkpointed, restored or moved on: the checkpoint store
 failed ``max_checkpoint_failures`` times in a row (with back-off between), is unreachable,
 or the state fails in a way no single record explains. See ``docs/kafka.md``."""
-POISON_REASON = "processing_failed"
-"""The dead-letter reason of a record whose processing failed ``max_record_failures`` times."""
-BAD_EVENT_REASON = "bad_event"
-"""The dead-letter reason of a payment the rules cannot read (a rule's key field missing)."""
 _STATE_BACKOFF = Backoff(base_s=1.0, cap_s=30.0, jitter=False)
 """Waits after a failed checkpoint save: 1, 2, 4 ... up to 30 s (its ``max_attempts`` is the
 configuration's ``max_checkpoint_failures``). No jitter: one runner owns the partition."""
-HEADER_PREFIX = "fraudcep."
 _RULES_POLL_S = 0.2
 _IDLE_CHECK_S = 0.05
 _GAUGES_S = 1.0
@@ -238,11 +241,6 @@ class _Partition:
                 log.warning("closing a sink failed", exc_info=True)
         self.sinks = None
         self.payment_sinks = []
-
-
-def alert_value(alert: Alert) -> bytes:
-    """The alerts topic's record value: the alert as JSON."""
-    return json.dumps(alert.to_dict(), separators=(",", ":"), default=str).encode()
 
 
 class Runner:
@@ -811,26 +809,16 @@ class Runner:
         topic = self.config.alerts_topic
         rendered = list(values) if values is not None else [alert_value(a) for a in alerts]
         for alert, value in zip(alerts, rendered, strict=True):
-            headers = [
-                (HEADER_PREFIX + "rule", alert.rule_id.encode()),
-                (HEADER_PREFIX + "rule_version", str(alert.rule_version).encode()),
-            ]
-            self._produce(topic, alert.alert_id.encode(), value, headers)
+            self._produce(topic, alert.alert_id.encode(), value, alert_headers(alert))
             self.metrics.alerts.labels(alert.rule_id).inc()
         if alerts and self._alerts_since is None:
             self._alerts_since = time.monotonic()
 
     def _dead_letter(self, msg: Any, reason: str, detail: str) -> None:
-        headers = [
-            (HEADER_PREFIX + "reason", reason.encode()),
-            (HEADER_PREFIX + "detail", detail.encode("utf-8", errors="replace")),
-            (HEADER_PREFIX + "topic", msg.topic().encode()),
-            (HEADER_PREFIX + "partition", str(msg.partition()).encode()),
-            (HEADER_PREFIX + "offset", str(msg.offset()).encode()),
-        ]
         ts_type, ts = msg.timestamp()
-        if ts_type != 0:
-            headers.append((HEADER_PREFIX + "timestamp", str(ts).encode()))
+        headers = dead_letter_headers(
+            reason, detail, msg.topic(), msg.partition(), msg.offset(), ts if ts_type else None
+        )
         self._produce(self.config.dead_letter_topic, msg.key(), msg.value(), headers)
         self.metrics.dead_lettered.labels(reason).inc()
 
@@ -850,7 +838,7 @@ class Runner:
             msg = origin.get(id(late.event))
             detail = f"event time {late.timestamp} <= watermark {late.watermark}"
             if msg is not None:
-                self._dead_letter(msg, "late", detail)
+                self._dead_letter(msg, LATE_REASON, detail)
             else:  # released by a watermark move: no record at hand
                 log.warning("late event", extra=fields(partition=st.number, detail=detail))
         for failure in out.errors:

@@ -27,6 +27,8 @@ import pytest
 from fraudcep import Alert, ConfigurationError, Engine
 from fraudcep.rules import RuleDefinition, load_rules
 from fraudcep.runtime.checkpoint import frame
+from fraudcep.runtime.output_records import alert_value
+from fraudcep.runtime.rule_records import RuleRecordError, RuleSet, parse_rule_record
 from fraudcep_cli.main import build_parser
 from fraudcep_kafka.checkpoints import (
     FORMAT_VERSION,
@@ -41,11 +43,9 @@ from fraudcep_kafka.checkpoints import (
 from fraudcep_kafka.config import OPTIONS, RunnerConfig, from_sources
 from fraudcep_kafka.logs import JsonFormatter, TextFormatter, configure, fields
 from fraudcep_kafka.metrics import RunnerMetrics
-from fraudcep_kafka.rules_topic import RuleRecordError, RuleSet, parse_rule_record
 from fraudcep_kafka.runner import (
     METADATA_PREFIX,
     RunnerError,
-    alert_value,
     checkpoint_reference,
     open_store,
     parse_reference,

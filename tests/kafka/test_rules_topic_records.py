@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from fraudcep.rules import load_rules
-from fraudcep_kafka.rules_topic import RuleRecordError, RuleSet, RulesTopicReader, parse_rule_record
+from fraudcep.runtime.rule_records import RuleRecordError, RuleSet, parse_rule_record
+from fraudcep_kafka.rules_topic import RulesTopicReader
 
 RULE = {"id": "r", "key": "user_id", "pattern": [{"name": "a", "where": "amount > 1"}]}
 

@@ -20,7 +20,7 @@ from support.paths import REPO
 from fraudcep.payments.default_rules import DEFAULT_RULES_FILE
 from fraudcep.rules import RuleSpecError, load_rules
 from fraudcep.rules.checking import RULE_FIELDS, STAGE_FIELDS
-from fraudcep_kafka.rules_topic import RuleRecordError, RuleSet, parse_rule_record
+from fraudcep.runtime.rule_records import RuleRecordError, RuleSet, parse_rule_record
 
 ROOT = REPO
 SEEDS = [
