@@ -1,0 +1,219 @@
+"""The per-key engine of the Flink job (:mod:`fraudcep_flink.keyed`), without Flink: a
+stream run key by key the way the job's keyed function runs it (periodic watermarks, a
+timer per key at its next due time, state written after every change, cached engines
+evicted at random and loaded again from their state) gives the core engine's alerts, id for
+id; rule changes reach each key on its next payment or timer; state refused when it is not
+the job's."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Hashable
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fraudcep import Engine
+from fraudcep.errors import EventError, SnapshotError
+from fraudcep.payments.default_rules import default_rule_definitions
+from fraudcep.payments.synthetic import PaymentGenerator
+from fraudcep.rules import load_rules
+from fraudcep.runtime import EngineOptions
+from fraudcep.timeutil import MAX_TIMESTAMP
+from fraudcep_flink.keyed import KeyedEngine, RuleVersion, RuleVersions, flink_key, keys_of
+
+
+class KeyedJob:
+    """The keyed function's logic over a list of payments, with Flink's event time: the
+    watermark (max ts - bound - 1) emitted every ``every`` payments, timers firing when it
+    passes them, and a cache that forgets keys with probability ``evict``."""
+
+    def __init__(
+        self, versions: RuleVersions, bound: int, *, evict: float, seed: int, every: int
+    ) -> None:
+        self.versions = versions
+        self.bound = bound
+        self.options = EngineOptions(max_out_of_orderness=bound)
+        self.state: dict[str, Any] = {}
+        self.cache: dict[str, KeyedEngine] = {}
+        self.timers: dict[str, int] = {}
+        self.rng = random.Random(seed)
+        self.evict = evict
+        self.every = every
+        self.watermark = -(2**63)
+        self.alerts: list[Any] = []
+        self.late: list[Any] = []
+
+    def _entry(self, fk: str, group: str, key: Hashable) -> KeyedEngine:
+        entry = self.cache.get(fk)
+        if entry is None:
+            stored = self.state.get(fk)
+            if stored is None:
+                entry = KeyedEngine(group, key, self.versions.current, self.options)
+            else:
+                entry = KeyedEngine.load(stored, self.versions, self.options)
+            self.cache[fk] = entry
+        entry.to_rules(self.versions.current)
+        return entry
+
+    def _save(self, fk: str, entry: KeyedEngine) -> None:
+        saved = entry.state()
+        if saved is None:
+            self.state.pop(fk, None)
+            self.cache.pop(fk, None)
+            self.timers.pop(fk, None)
+            return
+        self.state[fk] = saved
+        due = entry.next_due
+        if due is not None:
+            self.timers[fk] = due
+        if self.rng.random() < self.evict:
+            self.cache.pop(fk, None)
+
+    def move_to(self, watermark: int) -> None:
+        self.watermark = max(self.watermark, watermark)
+        for fk, due in sorted(self.timers.items(), key=lambda kv: kv[1]):
+            if due <= self.watermark and fk in self.timers:
+                del self.timers[fk]
+                group, key = self.state[fk][1], self.state[fk][2]
+                entry = self._entry(fk, group, key)
+                self.alerts += entry.advance(self.watermark)
+                self._save(fk, entry)
+
+    def run(self, payments: list[dict[str, Any]], changes: dict[int, bytes] | None = None) -> None:
+        high = -(2**63)
+        for n, payment in enumerate(payments):
+            for rule_id, value in (changes or {}).items() if n == len(payments) // 2 else ():
+                self.versions.apply_record(str(rule_id).encode(), value, source="test")
+            if payment["ts"] <= self.watermark:
+                self.late.append(payment)
+                continue
+            for group, key in keys_of(payment, self.versions.current):
+                fk = flink_key(group, key)
+                entry = self._entry(fk, group, key)
+                self.alerts += entry.feed(payment, self.watermark)
+                self._save(fk, entry)
+            high = max(high, payment["ts"])
+            if n % self.every == 0:
+                self.move_to(high - self.bound - 1)
+        self.move_to(MAX_TIMESTAMP)
+
+
+def stream(seed: int, n: int, jitter: int) -> list[dict[str, Any]]:
+    gen = PaymentGenerator(
+        seed=seed, users=60, jitter_ms=jitter, safe_noise=False, scenarios_per_10k=80
+    )
+    return [dict(p) for p in gen.payments(n)]
+
+
+def core_alert_ids(payments: list[dict[str, Any]], bound: int) -> list[str]:
+    engine = Engine(
+        [d.rule for d in default_rule_definitions()],
+        event_id="payment_id",
+        max_out_of_orderness=bound,
+    )
+    return sorted(a.alert_id for a in [*engine.process_many(payments), *engine.flush()])
+
+
+@settings(max_examples=12)
+@given(
+    seed=st.integers(0, 10_000),
+    evict=st.sampled_from([0.0, 0.3, 1.0]),
+    every=st.sampled_from([1, 7, 200]),
+)
+def test_key_by_key_gives_the_core_engines_alerts(seed: int, evict: float, every: int) -> None:
+    payments = stream(seed, 1500, jitter=1500)
+    job = KeyedJob(RuleVersions(default_rule_definitions()), 1500, evict=evict, seed=seed,
+                   every=every)  # fmt: skip
+    job.run(payments)
+    assert job.late == []
+    assert sorted(a.alert_id for a in job.alerts) == core_alert_ids(payments, 1500)
+    assert job.state == {}, "every key cleared its state once the final watermark passed"
+
+
+def test_alerts_come_before_the_final_watermark() -> None:
+    payments = stream(3, 3000, jitter=0)
+    job = KeyedJob(RuleVersions(default_rule_definitions()), 0, evict=0.5, seed=1, every=1)
+    job.run(payments[:-1])
+    assert job.alerts
+
+
+LOW_AMOUNT = b"""
+id: many_small
+version: 1
+key: user_id
+pattern:
+  - name: a
+    where: amount > 1
+  - name: b
+    where: amount > 1
+    contiguity: followed_by
+within: 1m
+"""
+
+
+def test_a_rule_added_mid_stream_reaches_each_key_on_its_next_payment() -> None:
+    payments = stream(5, 2000, jitter=0)
+    versions = RuleVersions(default_rule_definitions())
+    before = versions.current.digest
+    job = KeyedJob(versions, 0, evict=0.3, seed=2, every=1)
+    job.run(payments, {"many_small": LOW_AMOUNT})
+    assert versions.current.digest != before
+    new = [a for a in job.alerts if a.rule_id == "many_small"]
+    assert new, "the added rule alerts"
+    half_ts = payments[len(payments) // 2]["ts"]
+    first = min(min(e["ts"] for e in a.events["a"]) for a in new)
+    assert first >= half_ts - 60_000, "it saw nothing before it was added (but its window)"
+    # and the state written with the old rules was read with them, then converted
+    assert before in versions.known
+
+
+def test_a_disabled_rule_stops_alerting_and_a_replaced_one_runs_its_new_version() -> None:
+    payments = stream(6, 4000, jitter=0)
+    defs = default_rule_definitions()
+    target = defs[0]
+    spec = dict(target.spec)
+    versions = RuleVersions(defs)
+    job = KeyedJob(versions, 0, evict=0.3, seed=3, every=1)
+    disabled = {**spec, "enabled": False, "version": (target.version or 1) + 1}
+    job.run(payments, {target.id: json.dumps(disabled).encode()})
+    mid = payments[len(payments) // 2]["ts"]
+    assert all(
+        max(e["ts"] for es in a.events.values() for e in es) < mid + 1
+        for a in job.alerts
+        if a.rule_id == target.id
+    ), "no alert of the disabled rule completes after it was disabled"
+
+
+def test_an_older_version_from_the_topic_is_refused() -> None:
+    defs = load_rules(
+        LOW_AMOUNT.decode().replace("version: 1", "version: 3"), source="t", rule_mapping=True
+    )
+    versions = RuleVersions(defs)
+    from fraudcep.runtime.rule_records import RuleRecordError
+
+    with pytest.raises(RuleRecordError, match="older"):
+        versions.apply_record(b"many_small", LOW_AMOUNT, source="t")
+
+
+def test_a_payment_without_a_rule_key_goes_nowhere() -> None:
+    version = RuleVersion.of(default_rule_definitions())
+    with pytest.raises(EventError):
+        keys_of({"payment_id": "p", "ts": 1, "amount": 3}, version)
+
+
+def test_state_of_another_format_or_unknown_rules_is_refused() -> None:
+    versions = RuleVersions(default_rule_definitions())
+    options = EngineOptions()
+    with pytest.raises(SnapshotError, match="format"):
+        KeyedEngine.load((99, "user_id", "u", versions.current.digest, None, ()), versions,
+                         options)  # fmt: skip
+    with pytest.raises(SnapshotError, match="not known"):
+        KeyedEngine.load((1, "user_id", "u", "0" * 64, None, ()), versions, options)
+
+
+def test_flink_keys_keep_key_types_apart() -> None:
+    assert flink_key("user_id", 5) != flink_key("user_id", "5")
