@@ -12,7 +12,10 @@
 # 2. The Kafka connector jar (org.apache.flink:flink-sql-connector-kafka:$FLINK_KAFKA_CONNECTOR,
 #    default the one in scripts/flink/pom.xml), resolved with Maven once into
 #    $FRAUDCEP_CACHE_DIR/flink-jars-<version> (default ~/.cache/fraudcep/...).
-# 3. Java: PyFlink starts a JVM (`java` on PATH, or $JAVA_HOME); Java 17 is what the project
+# 3. The project's own jar, fraudcep-flink-io.jar (adapters/fraudcep_flink/java: the Kafka
+#    record (de)serializers of fraudcep_flink.kafka_io), built with Maven (`mvn -q -B package`)
+#    and copied beside the connector; rebuilt only when its sources change (their digest).
+# 4. Java: PyFlink starts a JVM (`java` on PATH, or $JAVA_HOME); Java 17 is what the project
 #    runs it on.
 #
 # The last two lines it prints are the paths the jobs and tests take, as shell assignments:
@@ -37,7 +40,7 @@ CHECK=
 case ${1:-} in
 "") ;;
 --check) CHECK=1 ;;
--h | --help) sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+-h | --help) sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 *) die "unknown argument: $1 (try --help)" ;;
 esac
 
@@ -162,6 +165,42 @@ else
         rm -rf "$jars"
         mv "$tmp" "$jars"
         log "jars ready: $(cd "$jars" && ls ./*.jar | sed 's:^\./::' | paste -sd, -)"
+    fi
+    flock -u 8
+    exec 8>&-
+fi
+
+# --- the project's jar ---------------------------------------------------------------------
+JAVA_SRC=$REPO/adapters/fraudcep_flink/java
+IO_JAR=fraudcep-flink-io.jar
+IO_STAMP=$jars/.fraudcep-flink-io
+# The sources' digest, not their times: work trees that share the cache have their own
+# sources and times, and a rebuild needs Maven's plugins (offline once resolved).
+io_want=$( { cd "$JAVA_SRC" && find pom.xml src -type f | LC_ALL=C sort | xargs sha256sum; echo "$version"; } |
+    sha256sum | cut -d' ' -f1)
+io_jar_ok() { # in place and built from these sources
+    [ -f "$jars/$IO_JAR" ] && [ -f "$IO_STAMP" ] && [ "$(cat "$IO_STAMP")" = "$io_want" ]
+}
+if io_jar_ok; then
+    log "$IO_JAR in place"
+elif [ -n "$CHECK" ]; then
+    die "$jars/$IO_JAR is missing or not built from $JAVA_SRC (run scripts/flink-setup.sh)"
+else
+    exec 8>"$jars.lock"
+    flock 8
+    if ! io_jar_ok; then
+        command -v mvn >/dev/null || die "mvn not found on PATH (needed to build $IO_JAR)"
+        log "building $IO_JAR with Maven ..."
+        log_file=$CACHE/fraudcep-flink-io.maven.log
+        if ! (cd "$JAVA_SRC" && mvn -q -B -Dstyle.color=never --no-transfer-progress \
+            -Dflink.kafka.version="$version" package) >"$log_file" 2>&1; then
+            tail -n 40 "$log_file" >&2
+            die "Maven could not build $IO_JAR (log above, all of it in $log_file)"
+        fi
+        cp "$JAVA_SRC/target/$IO_JAR" "$jars/$IO_JAR.tmp.$$"
+        mv "$jars/$IO_JAR.tmp.$$" "$jars/$IO_JAR"
+        echo "$io_want" >"$IO_STAMP"
+        log "$IO_JAR ready in $jars"
     fi
     flock -u 8
     exec 8>&-
