@@ -26,7 +26,7 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the whole command; each subcommand sets its ``handler``."""
-    from fraudcep_cli import demo, generate, rules, run
+    from fraudcep_cli import demo, flink, generate, rules, run
 
     parser = argparse.ArgumentParser(
         prog="fraudcep",
@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_arguments(run_parser)
     run_parser.set_defaults(handler=run.run)
+    flink_parser = commands.add_parser(
+        "flink",
+        help="run the rules as a PyFlink job (docs/flink.md)",
+        description=flink.DESCRIPTION,
+    )
+    flink.add_arguments(flink_parser)
     return parser
 
 

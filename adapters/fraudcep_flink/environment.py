@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["local_environment", "python_path"]
+__all__ = ["flink_environment", "local_environment", "python_path"]
 
 
 def python_path() -> list[str]:
@@ -68,6 +68,39 @@ def local_environment(
     if watermark_interval_ms is not None:
         config.set_string("pipeline.auto-watermark-interval", f"{watermark_interval_ms} ms")
     for name, value in (extra or {}).items():
+        config.set_string(name, value)
+    env = StreamExecutionEnvironment.get_execution_environment(config)
+    env.set_parallelism(parallelism)
+    return env
+
+
+def flink_environment(
+    *,
+    parallelism: int = 1,
+    thread_mode: bool = True,
+    local: bool = True,
+    restart_attempts: int = 3,
+    extra: dict[str, str] | None = None,
+) -> Any:
+    """The job's environment. ``local``: a mini-cluster set up from this interpreter (see
+    :func:`local_environment`); otherwise the one ``flink run`` hands the job, where the
+    cluster's configuration says which Python the task managers run (``python.executable``,
+    see docs/flink.md) and only the execution mode is set here. Failed tasks restart from the
+    last checkpoint up to ``restart_attempts`` times, 1 s apart."""
+    settings = {
+        "restart-strategy.type": "fixed-delay",
+        "restart-strategy.fixed-delay.attempts": str(restart_attempts),
+        "restart-strategy.fixed-delay.delay": "1 s",
+        **(extra or {}),
+    }
+    if local:
+        return local_environment(parallelism=parallelism, thread_mode=thread_mode, extra=settings)
+    from pyflink.common import Configuration
+    from pyflink.datastream import StreamExecutionEnvironment
+
+    config = Configuration()
+    config.set_string("python.execution-mode", "thread" if thread_mode else "process")
+    for name, value in settings.items():
         config.set_string(name, value)
     env = StreamExecutionEnvironment.get_execution_environment(config)
     env.set_parallelism(parallelism)

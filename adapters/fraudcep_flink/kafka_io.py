@@ -100,12 +100,12 @@ OUTPUT_RECORD = Types.ROW_NAMED(
 """A record to write (``output_type`` of the function feeding :func:`output_sink`)."""
 
 
-def _java(name: str) -> Any:
-    """A class of the fraudcep jar (through the JVM PyFlink started)."""
+def _java(name: str, *args: Any) -> Any:
+    """An instance of a class of the fraudcep jar (through the JVM PyFlink started)."""
     jvm = get_gateway().jvm
     cls = getattr(jvm, f"{JAVA_PACKAGE}.{name}")
     try:
-        return cls()
+        return cls(*args)
     except TypeError as exc:  # py4j: a JavaPackage, not a class
         raise RuntimeError(
             f"{JAVA_PACKAGE}.{name} is not on the class path: run scripts/flink-setup.sh and "
@@ -156,11 +156,15 @@ def output_sink(
     transactional_id_prefix: str,
     transaction_timeout_ms: int = 60000,
     properties: dict[str, str] | None = None,
+    element_timestamps: bool = False,
 ) -> KafkaSink:
     """An exactly-once sink of :data:`OUTPUT_RECORD` rows: records are written in Kafka
     transactions committed at checkpoints (so checkpointing must be on); readers see them with
     ``isolation.level=read_committed``. ``transaction_timeout_ms`` must exceed the longest
-    checkpoint plus restart (and stay within the broker's ``transaction.max.timeout.ms``)."""
+    checkpoint plus restart (and stay within the broker's ``transaction.max.timeout.ms``).
+    Records are stamped with the producer's clock, or with ``element_timestamps`` with their
+    element's timestamp (event time can be far in the past: a topic's retention would delete
+    such records at once)."""
     builder = (
         KafkaSink.builder()
         .set_bootstrap_servers(bootstrap)
@@ -174,7 +178,9 @@ def output_sink(
         builder.set_property(name, value)
     # set on the Java builder directly: PyFlink's set_record_serializer only wraps its own
     # schemas (and would route topics through a Python selector)
-    builder._j_builder.setRecordSerializer(_java("OutputRecordSerializationSchema"))
+    builder._j_builder.setRecordSerializer(
+        _java("OutputRecordSerializationSchema", element_timestamps)
+    )
     return builder.build()
 
 
@@ -247,7 +253,13 @@ def copy_topic(
     )
     records = env.from_source(source, WatermarkStrategy.no_watermarks(), "records")
     copies = records.map(_Copy(output_topic, probe), output_type=OUTPUT_RECORD)
-    copies.sink_to(output_sink(bootstrap, transactional_id_prefix=f"fraudcep-copy-{output_topic}"))
+    copies.sink_to(
+        output_sink(
+            bootstrap,
+            transactional_id_prefix=f"fraudcep-copy-{output_topic}",
+            element_timestamps=True,
+        )
+    )
     env.execute("fraudcep-kafka-copy")
     return time.monotonic() - started
 

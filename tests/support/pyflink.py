@@ -46,9 +46,6 @@ def run_module(
     module: str, *args: str, cwd: Path, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
     """``python -m module args`` in the Flink virtualenv, the work tree on its path."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "adapters")])
-    env["FRAUDCEP_FLINK_JARS"] = flink_jars()
     return subprocess.run(
         [flink_python(), "-m", module, *args],
         capture_output=True,
@@ -56,5 +53,38 @@ def run_module(
         timeout=timeout,
         check=False,
         cwd=cwd,
-        env=env,
+        env=flink_env(),
     )
+
+
+def flink_env() -> dict[str, str]:
+    """The environment a Flink-virtualenv subprocess runs with (work tree, jars)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "adapters")])
+    env["FRAUDCEP_FLINK_JARS"] = flink_jars()
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def start_module(
+    module: str, *args: str, cwd: Path, log: Path, flink_log_dir: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """``python -m module args`` in the Flink virtualenv, in the background, its output to
+    ``log`` (a long-running job; the caller stops it); the mini-cluster's own log (where the
+    job's Python functions log) goes to ``flink_log_dir``."""
+    env = flink_env()
+    if flink_log_dir is not None:
+        flink_log_dir.mkdir(parents=True, exist_ok=True)
+        env["FLINK_LOG_DIR"] = str(flink_log_dir)
+    handle = log.open("ab")
+    try:
+        return subprocess.Popen(
+            [flink_python(), "-m", module, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=env,
+        )
+    finally:
+        handle.close()

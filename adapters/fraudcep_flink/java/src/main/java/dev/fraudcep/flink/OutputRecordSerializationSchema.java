@@ -19,12 +19,26 @@ import org.apache.flink.types.Row;
  * {@code fraudcep.rule} headers and dead letters with the original record's key and value and
  * {@code fraudcep.reason}/... headers, like the Kafka runner does.
  *
- * <p>The record's timestamp is the element's (the Kafka timestamp of the record it came from,
- * when the source assigned it), else none (the producer stamps it); the partition is left to
- * the producer's partitioner (by key).
+ * <p>The record's timestamp is the producer's clock, as the Kafka runner's records have; with
+ * {@code elementTimestamps}, the element's (e.g. the Kafka timestamp of the record it was read
+ * from). Not by default: an event-time job's elements carry event time, which may be far in
+ * the past (a backfill), and a topic's time-based retention would delete such records at
+ * once. The partition is left to the producer's partitioner (by key).
  */
 public final class OutputRecordSerializationSchema implements KafkaRecordSerializationSchema<Row> {
     private static final long serialVersionUID = 1L;
+
+    private final boolean elementTimestamps;
+
+    /** Records stamped by the producer's clock. */
+    public OutputRecordSerializationSchema() {
+        this(false);
+    }
+
+    /** With {@code elementTimestamps}, records carry their element's timestamp. */
+    public OutputRecordSerializationSchema(boolean elementTimestamps) {
+        this.elementTimestamps = elementTimestamps;
+    }
 
     @Override
     public ProducerRecord<byte[], byte[]> serialize(Row row, KafkaSinkContext context, Long timestamp) {
@@ -46,7 +60,7 @@ public final class OutputRecordSerializationSchema implements KafkaRecordSeriali
                         new RecordHeader(pairs[i], v == null ? null : v.getBytes(StandardCharsets.UTF_8)));
             }
         }
-        Long ts = timestamp == null || timestamp < 0 ? null : timestamp;
+        Long ts = !elementTimestamps || timestamp == null || timestamp < 0 ? null : timestamp;
         return new ProducerRecord<>(topic, null, ts, key, value, headers);
     }
 }

@@ -1,0 +1,61 @@
+"""``fraudcep flink run``: the fraud rules as a PyFlink job (see docs/flink.md).
+
+PyFlink lives in its own virtualenv (``scripts/flink-setup.sh``: apache-flink pins
+pyarrow, numpy and Apache Beam versions the main environment must not be held to), so this
+command runs the job with that environment's interpreter: ``FRAUDCEP_FLINK_PYTHON``, else
+``.venv-flink`` beside the work tree; when PyFlink is importable here, here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+DESCRIPTION = (
+    "Run the rules as a PyFlink job on a local mini-cluster (the default) or, submitted "
+    "with `flink run -py`, on a cluster: Kafka payments in, alerts and dead letters out "
+    "exactly once, live rules from the rules topic. Options after `run` are the job's "
+    "(`fraudcep flink run --help` lists them)."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="flink_command", metavar="COMMAND", required=True)
+    run_parser = sub.add_parser(
+        "run", help="run the job (options: fraudcep flink run --help)", add_help=False
+    )
+    run_parser.add_argument("job_args", nargs=argparse.REMAINDER)
+    run_parser.set_defaults(handler=run)
+
+
+def flink_python() -> str | None:
+    """The interpreter that has PyFlink: this one, ``FRAUDCEP_FLINK_PYTHON``, or the work
+    tree's ``.venv-flink``; None when there is none."""
+    if importlib.util.find_spec("pyflink") is not None:
+        return sys.executable
+    given = os.environ.get("FRAUDCEP_FLINK_PYTHON")
+    if given:
+        return given
+    tree = Path(__file__).resolve().parents[2] / ".venv-flink" / "bin" / "python"
+    return str(tree) if tree.is_file() else None
+
+
+def run(args: argparse.Namespace) -> int:
+    python = flink_python()
+    if python is None:
+        print(
+            "fraudcep flink run: PyFlink is not installed here and there is no Flink "
+            "virtualenv; run scripts/flink-setup.sh (or set FRAUDCEP_FLINK_PYTHON)",
+            file=sys.stderr,
+        )
+        return 2
+    command = [python, "-m", "fraudcep_flink", "run", *args.job_args]
+    if python == sys.executable:
+        from fraudcep_flink.job import main
+
+        return main(args.job_args)
+    return subprocess.call(command)

@@ -1,0 +1,451 @@
+"""The fraud rules as a PyFlink job: Kafka payments in, alerts and dead letters out, exactly once.
+
+The job graph (docs/flink.md draws it)::
+
+    payments topic --KafkaSource--> Decode --timestamps & watermarks--> Intake --key_by-->
+        Keyed --> KafkaSink (EXACTLY_ONCE): alerts + dead letters
+    rules topic --KafkaSource--> broadcast --> Intake, Keyed
+
+- :class:`Decode` reads each record as the Kafka runner does
+  (:func:`~fraudcep.payments.payment.decode_payment`, same limits and reason codes); a record
+  that is not a payment is a dead letter (side output) with the runner's headers.
+- Timestamps come from the payment's time field; watermarks trail the highest one by
+  ``max_out_of_orderness`` (+1 ms), as in the runner; an idle split stops holding them back.
+- :class:`Intake` dead-letters payments at or below the watermark (``late``) and those whose
+  rule keys cannot be read (``bad_event``), and fans the rest out: one element per key group
+  of the current rules (rules keyed by ``user_id`` and by ``card_id`` need different Flink
+  keys). Lateness is decided here, once per payment, so a late payment is one dead letter.
+- :class:`Keyed` runs each (group, key)'s :class:`~fraudcep_flink.keyed.KeyedEngine`: its
+  state in a ``ValueState``, engines cached per key, Flink's watermark as the engine's event
+  time, an event-time timer at the key's next due time.
+- Rules: the rule file (default: the packaged default rules) from the start, overridden by
+  the rules topic's records (the runner's format), broadcast to Intake and Keyed, kept in
+  broadcast state (the topic's records, and every rule set by digest) so that a restored job
+  has them. A key takes a change on its next payment or timer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from pyflink.common import Duration, Types, WatermarkStrategy
+from pyflink.common.watermark_strategy import TimestampAssigner
+from pyflink.datastream import OutputTag, RuntimeContext
+from pyflink.datastream.functions import (
+    BroadcastProcessFunction,
+    KeyedBroadcastProcessFunction,
+    ProcessFunction,
+)
+from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
+
+from fraudcep.errors import EventError, FraudcepError
+from fraudcep.payments.default_rules import default_rule_definitions
+from fraudcep.payments.payment import InvalidRecord, decode_payment
+from fraudcep.rules import RuleDefinition, load_rule_file
+from fraudcep.runtime import SideOutputs
+from fraudcep.runtime.output_records import (
+    BAD_EVENT_REASON,
+    LATE_REASON,
+    POISON_REASON,
+    alert_headers,
+    alert_value,
+    dead_letter_headers,
+)
+from fraudcep.runtime.rule_records import RuleRecordError, short_repr
+from fraudcep_flink.config import JobConfig
+from fraudcep_flink.environment import flink_environment
+from fraudcep_flink.kafka_io import OUTPUT_RECORD, output_row, output_sink, record_source
+from fraudcep_flink.keyed import KeyedEngine, RuleVersion, RuleVersions, flink_key, keys_of
+
+__all__ = ["build_job", "run_job"]
+
+log = logging.getLogger("fraudcep.flink")
+
+RULES_STATE = MapStateDescriptor("fraudcep-rules", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+"""Broadcast state: ``topic:<rule id>`` -> the rules topic's latest record value for the id,
+``set:<digest>`` -> every rule set there has been, as a rule file (a key's state names the
+one it was written with)."""
+DEAD_LETTERS = OutputTag("dead-letters", OUTPUT_RECORD)
+CACHE_LIMIT = 50_000
+"""Engines cached per operator instance (least recently used go first; the state is the
+truth, so an evicted key is read from it again)."""
+_NO_TIMESTAMP = -(2**63)
+
+
+def _file_rules(config: JobConfig) -> list[RuleDefinition]:
+    if config.rules is None:
+        return list(default_rule_definitions())
+    return list(load_rule_file(config.rules))
+
+
+def _origin(row: Any) -> tuple[Any, ...]:
+    """What a dead letter needs of the record it was read from."""
+    return (row.topic, row.partition, row.offset, row.timestamp, row.key, row.value)
+
+
+def _dead_letter(topic: str, origin: tuple[Any, ...], reason: str, detail: str) -> Any:
+    src_topic, partition, offset, timestamp, key, value = origin
+    headers = dead_letter_headers(
+        reason,
+        detail,
+        src_topic,
+        partition,
+        offset,
+        None if timestamp is None or timestamp < 0 else timestamp,
+    )
+    return output_row(topic, key, value, _text(headers))
+
+
+def _text(headers: Sequence[tuple[str, bytes]]) -> list[tuple[str, str]]:
+    return [(name, value.decode("utf-8", errors="replace")) for name, value in headers]
+
+
+class Decode(ProcessFunction):  # type: ignore[misc]
+    """Kafka records -> ``(payment, origin)``; records that are not payments go to the
+    dead letters with the decoder's reason."""
+
+    def __init__(self, config: JobConfig) -> None:
+        self.max_bytes = config.max_record_bytes
+        self.dead_letter_topic = config.dead_letter_topic
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        metrics = runtime_context.get_metrics_group()
+        self.read = metrics.counter("fraudcep_records_read")
+        self.dead = metrics.counter("fraudcep_records_dead_lettered")
+
+    def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
+        self.read.inc()
+        origin = _origin(value)
+        try:
+            payment = decode_payment(value.value, max_bytes=self.max_bytes)
+        except InvalidRecord as exc:
+            self.dead.inc()
+            yield DEAD_LETTERS, _dead_letter(self.dead_letter_topic, origin, exc.reason,
+                                             exc.detail)  # fmt: skip
+            return
+        yield payment, origin
+
+
+class PaymentTime(TimestampAssigner):  # type: ignore[misc]
+    def __init__(self, field: str) -> None:
+        self.field = field
+
+    def extract_timestamp(self, value: Any, record_timestamp: int) -> int:
+        return int(value[0][self.field])
+
+
+class _RulesSide:
+    """The rules side of a broadcast function: the same in Intake and Keyed."""
+
+    def _open_rules(self, config: JobConfig) -> None:
+        self.versions = RuleVersions(_file_rules(config))
+        self._rules_restored = False
+
+    def _restore_rules(self, state: Any) -> None:
+        """After a restore: the topic's records and the rule sets from broadcast state."""
+        if self._rules_restored:
+            return
+        self._rules_restored = True
+        records: dict[str, bytes] = {}
+        for name, value in state.items():
+            if name.startswith("topic:"):
+                records[name[len("topic:") :]] = value
+            elif name.startswith("set:"):
+                self.versions.remember(RuleVersion.from_text(value.decode(), source=name))
+        for rule_id in sorted(records):
+            try:
+                self.versions.apply_record(rule_id.encode(), records[rule_id],
+                                           source=f"broadcast state {rule_id}")  # fmt: skip
+            except RuleRecordError as exc:  # taken once, so it is only refused now
+                log.error("a rules record kept in state is refused: %s", exc)
+
+    def process_broadcast_element(self, value: Any, ctx: Any) -> Iterator[Any]:
+        state = ctx.get_broadcast_state(RULES_STATE)
+        self._restore_rules(state)
+        source = f"{value.topic}[{value.partition}]@{value.offset}"
+        try:
+            changed = self.versions.apply_record(value.key, value.value, source=source)
+        except RuleRecordError as exc:
+            log.error("rejected rules record %s: %s", source, exc)
+            return iter(())
+        except Exception as exc:  # no record may stop the job
+            log.error("rejected rules record %s: %s: %s", source, type(exc).__name__, exc)
+            return iter(())
+        rule_id = (value.key or b"").decode("utf-8", errors="replace")
+        if value.value:
+            state.put(f"topic:{rule_id}", value.value)
+        elif state.contains(f"topic:{rule_id}"):
+            state.remove(f"topic:{rule_id}")
+        if changed:
+            current = self.versions.current
+            state.put(f"set:{current.digest}", current.text().encode())
+            log.info("rules changed by %s: now %s", source, short_repr(current.digest[:12]))
+        return iter(())
+
+
+class Intake(_RulesSide, BroadcastProcessFunction):  # type: ignore[misc]
+    """``(payment, origin)`` -> one ``(group, key, payment)`` per key group; late payments and
+    payments the rules cannot read are dead letters."""
+
+    def __init__(self, config: JobConfig) -> None:
+        self.config = config
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self._open_rules(self.config)
+        self.ts = self.config.timestamp_field
+        self.dlq = self.config.dead_letter_topic
+        self.late = runtime_context.get_metrics_group().counter("fraudcep_payments_late")
+
+    def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
+        if not self._rules_restored:
+            self._restore_rules(ctx.get_broadcast_state(RULES_STATE))
+        payment, origin = value
+        watermark = ctx.current_watermark()
+        ts = payment[self.ts]
+        if ts <= watermark:
+            self.late.inc()
+            detail = f"event time {ts} <= watermark {watermark}"
+            yield DEAD_LETTERS, _dead_letter(self.dlq, origin, LATE_REASON, detail)
+            return
+        try:
+            pairs = keys_of(payment, self.versions.current)
+        except EventError as exc:
+            yield DEAD_LETTERS, _dead_letter(self.dlq, origin, BAD_EVENT_REASON, str(exc))
+            return
+        where = origin[:5]  # no value: a processing failure dead-letters the payment's JSON
+        for group, key in pairs:
+            yield group, key, payment, where
+
+
+class Keyed(_RulesSide, KeyedBroadcastProcessFunction):  # type: ignore[misc]
+    """The engine per Flink key (see :mod:`fraudcep_flink.keyed`)."""
+
+    def __init__(self, config: JobConfig) -> None:
+        self.config = config
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self._open_rules(self.config)
+        self.options = self.config.engine_options
+        self.outputs = SideOutputs()
+        self.callbacks = self.outputs.callbacks()
+        self.key_state = runtime_context.get_state(
+            ValueStateDescriptor("fraudcep-key", Types.PICKLED_BYTE_ARRAY())
+        )
+        self.cache: OrderedDict[str, KeyedEngine] = OrderedDict()
+        self.alerts_topic = self.config.alerts_topic
+        self.dlq = self.config.dead_letter_topic
+        self.seen = 0
+        metrics = runtime_context.get_metrics_group()
+        self.alert_count = metrics.counter("fraudcep_alerts")
+        self.condition_errors = metrics.counter("fraudcep_condition_errors")
+        self.overflows = metrics.counter("fraudcep_overflows")
+        self.refusals = metrics.counter("fraudcep_rule_changes_refused")
+        self.failures = metrics.counter("fraudcep_processing_failures")
+        metrics.gauge("fraudcep_cached_keys", lambda: len(self.cache))
+
+    def _entry(self, fk: str, element: tuple[Any, ...] | None) -> KeyedEngine | None:
+        entry = self.cache.get(fk)
+        if entry is not None:
+            self.cache.move_to_end(fk)
+        else:
+            stored = self.key_state.value()
+            if stored is not None:
+                entry = KeyedEngine.load(stored, self.versions, self.options, self.callbacks)
+            elif element is not None:
+                entry = KeyedEngine(element[0], element[1], self.versions.current, self.options,
+                                    self.callbacks)  # fmt: skip
+            else:
+                return None  # a timer of a key that has nothing any more
+            self.cache[fk] = entry
+            if len(self.cache) > CACHE_LIMIT:
+                self.cache.popitem(last=False)
+        done = entry.to_rules(self.versions.current)
+        if done is not None and done.refused is not None:
+            self.refusals.inc()
+            log.error("rule change refused for key group %s: %s", entry.group, done.refused)
+        return entry
+
+    def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
+        if not self._rules_restored:
+            self._restore_rules(ctx.get_broadcast_state(RULES_STATE))
+        self.seen += 1
+        self._maybe_fail()
+        fk = flink_key(value[0], value[1])
+        entry = self._entry(fk, value)
+        assert entry is not None
+        timers = ctx.timer_service()
+        try:
+            alerts = entry.feed(value[2], timers.current_watermark())
+        except Exception as exc:  # the payment's, not the job's: it would fail every restart
+            return self._failed(fk, value, exc)
+        self._save(fk, entry, timers)
+        return self._out(alerts)
+
+    def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
+        fk = ctx.get_current_key()
+        entry = self._entry(fk, None)
+        if entry is None:
+            return iter(())
+        timers = ctx.timer_service()
+        alerts = entry.advance(max(timers.current_watermark(), timestamp))
+        entry.timer = None
+        self._save(fk, entry, timers)
+        return self._out(alerts)
+
+    def _failed(self, fk: str, value: tuple[Any, ...], exc: Exception) -> Iterator[Any]:
+        """A payment whose processing raised: the key's engine is dropped (its state, written
+        before the payment, stays), and the payment is a dead letter (``processing_failed``):
+        the same payment would fail again after every restart."""
+        self.cache.pop(fk, None)
+        self.failures.inc()
+        detail = f"{type(exc).__name__}: {exc}"
+        log.error("processing a payment failed (key group %s): %s", value[0], detail)
+        body = json.dumps(value[2], separators=(",", ":"), default=str).encode()
+        origin = (*value[3], body)
+        yield DEAD_LETTERS, _dead_letter(self.dlq, origin, POISON_REASON, detail)
+
+    def _save(self, fk: str, entry: KeyedEngine, timers: Any) -> None:
+        state = entry.state()
+        if state is None:
+            self.key_state.clear()
+            self.cache.pop(fk, None)
+            return
+        self.key_state.update(state)
+        due = entry.next_due
+        if due is not None and due != entry.timer:
+            timers.register_event_time_timer(due)
+            entry.timer = due
+
+    def _out(self, alerts: Sequence[Any]) -> Iterator[Any]:
+        out = [
+            output_row(
+                self.alerts_topic,
+                alert.alert_id.encode(),
+                alert_value(alert),
+                _text(alert_headers(alert)),
+            )
+            for alert in alerts
+        ]
+        if alerts:
+            self.alert_count.inc(len(alerts))
+        if self.outputs:
+            self._side_outputs()
+        return iter(out)
+
+    def _side_outputs(self) -> None:
+        out = self.outputs
+        for failure in out.errors:
+            self.condition_errors.inc()
+            log.warning("condition of rule %s raised: %s", failure.rule_id, failure.error)
+        for overflow in out.overflows:
+            self.overflows.inc()
+            log.warning("state cap overflow: %s (rule %s)", overflow.kind, overflow.rule_id)
+        out.clear()
+
+    def _maybe_fail(self) -> None:
+        """Testing: fail once at the ``fail_after``-th payment (a flag file says it is done)."""
+        c = self.config
+        if not (c.fail_after and c.fail_flag and self.seen == c.fail_after):
+            return
+        try:
+            with open(c.fail_flag, "x"):
+                pass
+        except FileExistsError:
+            return
+        raise RuntimeError(f"injected failure at payment {c.fail_after}")
+
+
+def build_job(env: Any, config: JobConfig) -> None:
+    """Add the job's graph to ``env`` (see the module docstring)."""
+    props = dict(config.kafka_config)
+    env.enable_checkpointing(config.checkpoint_interval)
+    idle = Duration.of_millis(config.idle_timeout)
+    payments_source = record_source(
+        config.bootstrap,
+        [config.input_topic],
+        group_id=config.group_id,
+        bounded=config.bounded,
+        properties=props,
+    )
+    records = env.from_source(payments_source, WatermarkStrategy.no_watermarks(), "payments")
+    decoded = records.process(Decode(config), output_type=Types.PICKLED_BYTE_ARRAY())
+    # with_idleness makes a new strategy without the timestamp assigner (PyFlink 2.3): the
+    # assigner goes last, or the records' Kafka timestamps would be their event time
+    strategy = (
+        WatermarkStrategy.for_bounded_out_of_orderness(
+            Duration.of_millis(config.max_out_of_orderness)
+        )
+        .with_idleness(idle)
+        .with_timestamp_assigner(PaymentTime(config.timestamp_field))
+    )
+    timed = decoded.assign_timestamps_and_watermarks(strategy)
+    if config.rules_topic is not None:
+        rules_source = record_source(
+            config.bootstrap,
+            [config.rules_topic],
+            group_id=f"{config.group_id}-rules",
+            bounded=config.bounded,
+            starting="earliest",  # every instance needs every rule
+            properties=props,
+        )
+        # the rules stream's event time is its records' own (Kafka) time; idle, it does
+        # not hold the payments' event time back
+        rules_time = WatermarkStrategy.for_monotonous_timestamps().with_idleness(
+            Duration.of_millis(min(config.idle_timeout, 1000))
+        )
+        rules = env.from_source(rules_source, rules_time, "rules").set_parallelism(1)
+    else:
+        rules = env.from_collection([], type_info=records.get_type())
+    intake = timed.connect(rules.broadcast(RULES_STATE)).process(
+        Intake(config), output_type=Types.PICKLED_BYTE_ARRAY()
+    )
+    keyed = intake.key_by(lambda e: flink_key(e[0], e[1]), key_type=Types.STRING())
+    alerts = keyed.connect(rules.broadcast(RULES_STATE)).process(
+        Keyed(config), output_type=OUTPUT_RECORD
+    )
+    dead = decoded.get_side_output(DEAD_LETTERS).union(
+        intake.get_side_output(DEAD_LETTERS), alerts.get_side_output(DEAD_LETTERS)
+    )
+    sink = output_sink(
+        config.bootstrap,
+        transactional_id_prefix=config.transactional_id_prefix,
+        transaction_timeout_ms=config.transaction_timeout,
+        properties=props,
+    )
+    alerts.union(dead).sink_to(sink)
+
+
+def run_job(config: JobConfig, *, cluster: bool = False) -> None:
+    """Build and run the job: on a local mini-cluster (thread mode set up from this
+    interpreter), or, with ``cluster``, in the environment ``flink run`` provides."""
+    env = flink_environment(
+        parallelism=config.parallelism,
+        thread_mode=config.execution_mode == "thread",
+        local=not cluster,
+        restart_attempts=3,
+    )
+    build_job(env, config)
+    env.execute(f"fraudcep {config.input_topic} -> {config.alerts_topic}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import sys
+
+    from fraudcep_flink.config import parse_args
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args = list(sys.argv[1:] if argv is None else argv)
+    cluster = "--cluster" in args
+    args = [a for a in args if a != "--cluster"]
+    try:
+        config = parse_args(args, os.environ)
+    except FraudcepError as exc:
+        print(f"fraudcep flink run: {exc}", file=sys.stderr)
+        return 2
+    run_job(config, cluster=cluster)
+    return 0
