@@ -16,6 +16,7 @@ scripts/test.sh (skipped without the Flink virtualenv, a failure in CI).
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -29,6 +30,7 @@ from fraudcep import Alert, Engine
 from fraudcep.payments.default_rules import default_rules
 from fraudcep.payments.payment import InvalidRecord, decode_payment
 from fraudcep.payments.synthetic import PaymentGenerator
+from fraudcep.rules import load_rules
 from fraudcep.runtime.output_records import alert_value
 from fraudcep_kafka.topics import COMPACTED, create_topics
 
@@ -91,9 +93,15 @@ def headers(msg: Any) -> dict[str, bytes]:
     return dict(msg.headers() or [])
 
 
-def run_bounded(job: Job, tmp_path: Path, **options: Any) -> None:
-    done = run_module("fraudcep_flink", *job_args(job, bounded="true", **options), cwd=tmp_path)
+def run_bounded(job: Job, tmp_path: Path, **options: Any) -> str:
+    """Run the job to the end of its input; returns the mini-cluster's log."""
+    logs = tmp_path / f"flink-log-{job.tag}"
+    done = run_module(
+        "fraudcep_flink", *job_args(job, bounded="true", **options), cwd=tmp_path,
+        flink_log_dir=logs,
+    )  # fmt: skip
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-5000:])
+    return "".join(f.read_text(errors="replace") for f in logs.glob("*.log"))
 
 
 def check_alerts(job: Job, want: list[Alert]) -> None:
@@ -148,24 +156,50 @@ def test_the_job_commits_the_core_engines_alerts_and_dead_letters_malformed_reco
         assert int(h["fraudcep.timestamp"]) > 0
 
 
+MARKER = {
+    "id": "marker",
+    "version": 1,
+    "key": "user_id",
+    "pattern": [{"name": "a", "where": "amount == 4242"}],
+}
+
+
 def test_a_task_failure_restores_the_checkpoint_and_keeps_alerts_exactly_once(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
+    """The keyed function fails once, two thirds into the input: the job restarts from its
+    last checkpoint, keyed state and broadcast state (the rules topic's rule, read long
+    before: its source does not read it again) restored, and commits every alert once,
+    the topic rule's on the last payments included."""
     job = Job(kafka_bootstrap, tmp_path, partitions=1)
-    make_topics(job, rules=False)
+    make_topics(job)
+    produce(kafka_bootstrap, job.rules_topic, [(b"marker", json.dumps(MARKER).encode())])
     stream = payments(seed=11, n=12000, jitter=2000)
-    want = core_alerts(stream, bound=2000)
-    produce(kafka_bootstrap, job.input_topic, [(None, json.dumps(p).encode()) for p in stream])
+    last = max(p["ts"] for p in stream)
+    tail = [
+        {**stream[0], "payment_id": f"m{i}", "user_id": f"mu{i}", "amount": 4242,
+         "ts": last + 10_000 + i}
+        for i in range(3)
+    ]  # fmt: skip
+    (topic_rule,) = load_rules(json.dumps(MARKER), source="m", rule_mapping=True)
+    reference = Engine(
+        [*default_rules(), topic_rule.rule], event_id="payment_id", max_out_of_orderness=2000
+    )
+    want = [*reference.process_many(stream + tail), *reference.flush()]
+    assert len([a for a in want if a.rule_id == "marker"]) >= 3
+    produce(kafka_bootstrap, job.input_topic,
+            [(None, json.dumps(p).encode()) for p in stream + tail])  # fmt: skip
     flag = tmp_path / "failed"
-    run_bounded(
+    log = run_bounded(
         job,
         tmp_path,
-        rules_topic="off",
         max_out_of_orderness="2s",
         fail_after=16000,  # keyed elements: two key groups per payment
         fail_flag=str(flag),
     )
     assert flag.exists(), "the failure was injected"
+    assert "injected failure" in log
+    assert re.search(r"Restoring job \S+ from Checkpoint \d+", log), "restored a checkpoint"
     check_alerts(job, want)
 
 

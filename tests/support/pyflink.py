@@ -43,9 +43,10 @@ def flink_jars() -> str:
 
 
 def run_module(
-    module: str, *args: str, cwd: Path, timeout: float = 600
+    module: str, *args: str, cwd: Path, timeout: float = 600, flink_log_dir: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m module args`` in the Flink virtualenv, the work tree on its path."""
+    """``python -m module args`` in the Flink virtualenv, the work tree on its path; the
+    mini-cluster's own log goes to ``flink_log_dir`` (default: PyFlink's ``log/``)."""
     return subprocess.run(
         [flink_python(), "-m", module, *args],
         capture_output=True,
@@ -53,16 +54,20 @@ def run_module(
         timeout=timeout,
         check=False,
         cwd=cwd,
-        env=flink_env(),
+        env=flink_env(flink_log_dir),
     )
 
 
-def flink_env() -> dict[str, str]:
-    """The environment a Flink-virtualenv subprocess runs with (work tree, jars)."""
+def flink_env(flink_log_dir: Path | None = None) -> dict[str, str]:
+    """The environment a Flink-virtualenv subprocess runs with (work tree, jars, and where
+    the mini-cluster logs: the job's Python functions log there)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "adapters")])
     env["FRAUDCEP_FLINK_JARS"] = flink_jars()
     env["PYTHONUNBUFFERED"] = "1"
+    if flink_log_dir is not None:
+        flink_log_dir.mkdir(parents=True, exist_ok=True)
+        env["FLINK_LOG_DIR"] = str(flink_log_dir)
     return env
 
 
@@ -72,10 +77,7 @@ def start_module(
     """``python -m module args`` in the Flink virtualenv, in the background, its output to
     ``log`` (a long-running job; the caller stops it); the mini-cluster's own log (where the
     job's Python functions log) goes to ``flink_log_dir``."""
-    env = flink_env()
-    if flink_log_dir is not None:
-        flink_log_dir.mkdir(parents=True, exist_ok=True)
-        env["FLINK_LOG_DIR"] = str(flink_log_dir)
+    env = flink_env(flink_log_dir)
     handle = log.open("ab")
     try:
         return subprocess.Popen(
