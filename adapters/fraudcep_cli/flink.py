@@ -23,13 +23,15 @@ DESCRIPTION = (
 )
 
 
+TREE_PYTHON = Path(__file__).resolve().parents[2] / ".venv-flink" / "bin" / "python"
+"""The Flink virtualenv's interpreter that ``scripts/flink-setup.sh`` makes in the work tree."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="flink_command", metavar="COMMAND", required=True)
-    run_parser = sub.add_parser(
-        "run", help="run the job (options: fraudcep flink run --help)", add_help=False
-    )
-    run_parser.add_argument("job_args", nargs=argparse.REMAINDER)
-    run_parser.set_defaults(handler=run)
+    # `fraudcep flink run ...` goes to run_job before this parser (main.py): the job's own
+    # parser (in the Flink virtualenv) takes its options; this entry is for `--help` lists
+    sub.add_parser("run", help="run the job (options: fraudcep flink run --help)")
 
 
 def flink_python() -> str | None:
@@ -39,23 +41,23 @@ def flink_python() -> str | None:
         return sys.executable
     given = os.environ.get("FRAUDCEP_FLINK_PYTHON")
     if given:
-        return given
-    tree = Path(__file__).resolve().parents[2] / ".venv-flink" / "bin" / "python"
-    return str(tree) if tree.is_file() else None
+        return given if Path(given).is_file() else None
+    return str(TREE_PYTHON) if TREE_PYTHON.is_file() else None
 
 
-def run(args: argparse.Namespace) -> int:
+def run_job(job_args: list[str]) -> int:
+    """``fraudcep flink run JOB_ARGS``: the job, in the interpreter that has PyFlink."""
     python = flink_python()
     if python is None:
         print(
             "fraudcep flink run: PyFlink is not installed here and there is no Flink "
-            "virtualenv; run scripts/flink-setup.sh (or set FRAUDCEP_FLINK_PYTHON)",
+            "virtualenv (FRAUDCEP_FLINK_PYTHON, else .venv-flink beside the work tree); "
+            "run scripts/flink-setup.sh",
             file=sys.stderr,
         )
         return 2
-    command = [python, "-m", "fraudcep_flink", "run", *args.job_args]
     if python == sys.executable:
         from fraudcep_flink.job import main
 
-        return main(args.job_args)
-    return subprocess.call(command)
+        return main(job_args)
+    return subprocess.call([python, "-m", "fraudcep_flink", "run", *job_args])

@@ -73,7 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
     words = list(sys.argv[1:] if argv is None else argv)
-    if _command(words) == "run":
+    command = _command(words)
+    if command == "flink":
+        rest = words[words.index("flink") + 1 :]
+        if rest[:1] == ["run"]:  # the job's options are the job's parser's (docs/flink.md)
+            from fraudcep_cli.flink import run_job
+
+            return run_job(rest[1:])
+    if command == "run":
         from fraudcep_cli.run import catch_stop_signals  # standard library only
 
         catch_stop_signals()  # before the heavy imports: a stop is honoured from here on
