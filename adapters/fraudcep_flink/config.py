@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import attrs
 
@@ -21,6 +20,7 @@ from fraudcep.runtime.options import (
     choice,
     duration,
     integer,
+    key_values,
     optional_text,
     positive,
 )
@@ -28,20 +28,6 @@ from fraudcep.runtime.options import (
 __all__ = ["OPTIONS", "JobConfig", "parse_args"]
 
 _ENGINE = {o.name: o for o in ENGINE_OPTIONS}
-
-
-def _properties(value: Any) -> dict[str, str]:
-    if isinstance(value, Mapping):
-        return {str(k): str(v) for k, v in value.items()}
-    out: dict[str, str] = {}
-    for item in str(value).split(","):
-        if not item.strip():
-            continue
-        name, sep, setting = item.partition("=")
-        if not sep or not name.strip():
-            raise ValueError(f"expected key=value, got {item!r}")
-        out[name.strip()] = setting.strip()
-    return out
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -116,7 +102,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "kafka_config",
-        _properties,
+        key_values,
         {},
         "extra Kafka client properties for sources and sink (key=value,...)",
         "KEY=VALUE,...",

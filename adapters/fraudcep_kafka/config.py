@@ -30,25 +30,11 @@ from fraudcep.runtime.options import (
     choice,
     duration,
     integer,
+    key_values,
     non_negative,
     optional_text,
     positive,
 )
-
-
-def _kafka_properties(value: Any) -> dict[str, str]:
-    """``key=value,key=value`` (flag, environment) or a table (config file)."""
-    if isinstance(value, Mapping):
-        return {str(k): str(v) for k, v in value.items()}
-    out: dict[str, str] = {}
-    for item in str(value).split(","):
-        if not item.strip():
-            continue
-        key, sep, val = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"expected key=value, got {item!r}")
-        out[key.strip()] = val.strip()
-    return out
 
 
 def _url_list(value: Any) -> tuple[str, ...]:
@@ -269,7 +255,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("log_level", choice("debug", "info", "warning", "error"), "info", "lowest level logged"),
     Option(
         "kafka_config",
-        _kafka_properties,
+        key_values,
         {},
         "extra librdkafka properties for every client (key=value,...; a table in the file), "
         "e.g. security.protocol=SSL",

@@ -33,6 +33,7 @@ __all__ = [
     "choice",
     "duration",
     "integer",
+    "key_values",
     "non_negative",
     "optional_text",
     "options_from_env",
@@ -164,6 +165,21 @@ class Option:
             hidden = self.secret and (not given or given in message or message in given)
             shown = "" if hidden else f": {message}"
             raise ConfigurationError(f"{source}: bad value for {self.name}{shown}") from None
+
+
+def key_values(value: Any) -> dict[str, str]:
+    """Properties: ``key=value,key=value`` (flag, environment) or a table (config file)."""
+    if isinstance(value, Mapping):
+        return {str(k): str(v) for k, v in value.items()}
+    out: dict[str, str] = {}
+    for item in str(value).split(","):
+        if not item.strip():
+            continue
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"expected key=value, got {item!r}")
+        out[key.strip()] = val.strip()
+    return out
 
 
 def _state_key(value: Any) -> str | None:
