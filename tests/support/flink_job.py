@@ -72,7 +72,12 @@ def check_alerts(job: Job, want: list[Alert]) -> None:
     by_id = {a.alert_id: a for a in want}
     ids = [m.key().decode() for m in got]
     assert len(ids) == len(set(ids)), "no alert twice"
-    assert sorted(ids) == sorted(by_id)
+    missing, extra = sorted(set(by_id) - set(ids)), sorted(set(ids) - set(by_id))
+    assert not missing and not extra, (
+        f"{len(missing)} alerts missing, {len(extra)} not the core engine's: "
+        f"missing {[by_id[i] for i in missing][:5]}, extra {extra[:5]}; dead letters "
+        f"{[headers(m).get('fraudcep.reason') for m in read_topic(job.bootstrap, job.dlq_topic)]}"
+    )
     for msg in got:
         alert = by_id[msg.key().decode()]
         assert msg.value() == alert_value(alert)  # the runner's JSON, byte for byte
