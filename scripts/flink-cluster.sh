@@ -164,7 +164,7 @@ config.update({
     "taskmanager.data.port": free_port(),
     "taskmanager.numberOfTaskSlots": 2,
     "taskmanager.memory.process.size": tm_memory,
-    "metrics.internal.query-service.port": f"{free_port()},{free_port()}",
+    "metrics.internal.query-service.port": str(free_port()),  # the JobManager's
     "parallelism.default": 1,
     "io.tmp.dirs": f"{root}/tmp",
     "web.tmpdir": f"{root}/tmp/web",
@@ -173,13 +173,15 @@ config.update({
     "python.execution-mode": "thread",
     "python.pythonpath": os.pathsep.join(paths),
 })
-for s in sockets:
-    s.close()
 with open(target, "w") as f:
     f.write("# made by scripts/flink-cluster.sh from PyFlink's conf/config.yaml\n")
     yaml.safe_dump(config, f, default_flow_style=False, sort_keys=True, width=100000)
+tm_metrics = free_port()  # the TaskManager's, given to it alone
+for s in sockets:
+    s.close()
 print(os.pathsep.join(paths))
 print(f"{host}:{rest}")
+print(tm_metrics)
 EOF
 }
 
@@ -197,7 +199,7 @@ EOF
 }
 
 start_cluster() {
-    local home addr pythonpath deadline out jar
+    local home addr pythonpath tm_metrics deadline out jar
     if daemon_pid standalonesession >/dev/null && daemon_pid taskexecutor >/dev/null &&
         [ -f "$ADDRFILE" ]; then
         log "already running"
@@ -226,13 +228,15 @@ start_cluster() {
     out=$(write_config "$PYTHON" "$home") || die "could not write $FLINK_CONF_DIR/config.yaml"
     pythonpath=$(sed -n 1p <<<"$out")
     addr=$(sed -n 2p <<<"$out")
+    tm_metrics=$(sed -n 3p <<<"$out")
 
     log "starting a Flink session cluster, REST on $addr (dir $DIR)"
     # The embedded interpreter (thread mode) does not see the virtualenv's site-packages (nor
     # what its .pth file adds) by itself: the task manager's JVM passes its PYTHONPATH on
     PYTHONPATH=$pythonpath "$home/bin/jobmanager.sh" start >"$FLINK_LOG_DIR/jobmanager-start.out" 2>&1 ||
         { cat "$FLINK_LOG_DIR/jobmanager-start.out" >&2; die "the JobManager did not start"; }
-    PYTHONPATH=$pythonpath "$home/bin/taskmanager.sh" start >"$FLINK_LOG_DIR/taskmanager-start.out" 2>&1 ||
+    PYTHONPATH=$pythonpath "$home/bin/taskmanager.sh" start \
+        -D "metrics.internal.query-service.port=$tm_metrics" >"$FLINK_LOG_DIR/taskmanager-start.out" 2>&1 ||
         { cat "$FLINK_LOG_DIR/taskmanager-start.out" >&2; stop_cluster; die "the TaskManager did not start"; }
 
     deadline=$((SECONDS + ${FLINK_READY_TIMEOUT:-180}))
