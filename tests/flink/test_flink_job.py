@@ -23,16 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.flink_job import check_alerts, core_alerts, headers, job_args, make_topics, payments
 from support.kafka_runner import Job, produce, read_topic, wait_until
 from support.pyflink import run_module, start_module
 
-from fraudcep import Alert, Engine
+from fraudcep import Engine
 from fraudcep.payments.default_rules import default_rules
 from fraudcep.payments.payment import InvalidRecord, decode_payment
-from fraudcep.payments.synthetic import PaymentGenerator
 from fraudcep.rules import load_rules
-from fraudcep.runtime.output_records import alert_value
-from fraudcep_kafka.topics import COMPACTED, create_topics
 
 pytestmark = [pytest.mark.pyflink, pytest.mark.kafka]
 
@@ -47,52 +45,6 @@ MALFORMED: list[bytes] = [
 ]
 
 
-def make_topics(job: Job, *, rules: bool = True) -> None:
-    topics: dict[str, tuple[int, dict[str, str]]] = {
-        job.input_topic: (1, {}),
-        job.alerts_topic: (1, {}),
-        job.dlq_topic: (1, {}),
-    }
-    if rules:
-        topics[job.rules_topic] = (1, dict(COMPACTED))
-    create_topics({"bootstrap.servers": job.bootstrap}, topics)
-
-
-def job_args(job: Job, **options: Any) -> list[str]:
-    settings: dict[str, Any] = {
-        "bootstrap": job.bootstrap,
-        "group-id": job.group,
-        "input-topic": job.input_topic,
-        "alerts-topic": job.alerts_topic,
-        "dead-letter-topic": job.dlq_topic,
-        "rules-topic": job.rules_topic,
-        "transactional-id-prefix": f"tx-{job.tag}",
-        "checkpoint-interval": "500ms",
-        "idle-timeout": "1s",
-    }
-    settings.update({k.replace("_", "-"): v for k, v in options.items()})
-    args = ["run"]
-    for key, value in settings.items():
-        args += [f"--{key}", str(value)]
-    return args
-
-
-def payments(seed: int, n: int, jitter: int) -> list[dict[str, Any]]:
-    gen = PaymentGenerator(
-        seed=seed, users=200, jitter_ms=jitter, safe_noise=False, scenarios_per_10k=50
-    )
-    return [dict(p) for p in gen.payments(n)]
-
-
-def core_alerts(stream: list[dict[str, Any]], bound: int) -> list[Alert]:
-    engine = Engine(default_rules(), event_id="payment_id", max_out_of_orderness=bound)
-    return [*engine.process_many(stream), *engine.flush()]
-
-
-def headers(msg: Any) -> dict[str, bytes]:
-    return dict(msg.headers() or [])
-
-
 def run_bounded(job: Job, tmp_path: Path, **options: Any) -> str:
     """Run the job to the end of its input; returns the mini-cluster's log."""
     logs = tmp_path / f"flink-log-{job.tag}"
@@ -102,21 +54,6 @@ def run_bounded(job: Job, tmp_path: Path, **options: Any) -> str:
     )  # fmt: skip
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-5000:])
     return "".join(f.read_text(errors="replace") for f in logs.glob("*.log"))
-
-
-def check_alerts(job: Job, want: list[Alert]) -> None:
-    got = read_topic(job.bootstrap, job.alerts_topic)
-    by_id = {a.alert_id: a for a in want}
-    ids = [m.key().decode() for m in got]
-    assert len(ids) == len(set(ids)), "no alert twice"
-    assert sorted(ids) == sorted(by_id)
-    for msg in got:
-        alert = by_id[msg.key().decode()]
-        assert msg.value() == alert_value(alert)  # the runner's JSON, byte for byte
-        assert headers(msg) == {
-            "fraudcep.rule": alert.rule_id.encode(),
-            "fraudcep.rule_version": str(alert.rule_version).encode(),
-        }
 
 
 @pytest.mark.parametrize("parallelism", [1, 2])

@@ -4,8 +4,10 @@ skipped, except in CI (``CI`` set), where scripts/test.sh makes it and a missing
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -90,3 +92,73 @@ def start_module(
         )
     finally:
         handle.close()
+
+
+CLUSTER_SCRIPT = REPO / "scripts" / "flink-cluster.sh"
+
+
+def flink_bin() -> Path:
+    """The directory of Flink's distribution scripts (``flink``, ``jobmanager.sh``...) in the
+    Flink virtualenv's PyFlink."""
+    done = subprocess.run(
+        [flink_python(), "-c", "import os, pyflink; print(os.path.dirname(pyflink.__file__))"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return Path(done.stdout.strip()) / "bin"
+
+
+@contextlib.contextmanager
+def flink_cluster(directory: Path, timeout: float = 300) -> Iterator[str]:
+    """A session cluster of ``scripts/flink-cluster.sh`` under ``directory`` for the ``with``
+    block; yields its REST address (host:port). Stopped afterwards, also when the block or
+    the start fails (the script's log files stay in ``directory/log``)."""
+    env = dict(os.environ)
+    env["FRAUDCEP_FLINK_PYTHON"] = flink_python()
+    script = ["bash", str(CLUSTER_SCRIPT)]
+    try:
+        started = subprocess.run(
+            [*script, "start", "--dir", str(directory)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env=env,
+        )
+        assert started.returncode == 0, started.stderr[-5000:]
+        yield started.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run(
+            [*script, "stop", "--dir", str(directory)],
+            capture_output=True,
+            timeout=120,
+            check=False,
+            env=env,
+        )
+
+
+def flink_run(
+    address: str, *args: str, cwd: Path, timeout: float = 600, log_dir: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``flink run -m ADDRESS`` of the job module ``fraudcep_flink`` with ``args`` (``run
+    --cluster ...``), attached (it returns when the job ends), as docs/flink.md gives it:
+    the connector jars with ``-C`` (the client builds the job with them; the task managers
+    load them from the same paths), the virtualenv's python for the client and the job. The
+    work tree goes on the client's path; the cluster's task managers have it on theirs."""
+    jars = sorted(Path(flink_jars()).glob("*.jar"))
+    python = flink_python()
+    command = [str(flink_bin() / "flink"), "run", "-m", address]
+    for jar in jars:
+        command += ["-C", jar.resolve().as_uri()]
+    command += ["-pym", "fraudcep_flink", "-pyexec", python, "-pyclientexec", python, *args]
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=cwd,
+        env=flink_env(log_dir),
+    )
