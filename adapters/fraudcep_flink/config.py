@@ -68,8 +68,9 @@ OPTIONS: tuple[Option, ...] = (
         "idle_timeout",
         positive(duration),
         5_000,
-        "a source split (or the rules stream) without records for this long no longer holds "
-        "event time back",
+        "a source subtask (or the rules stream) without records for this long no longer "
+        "holds event time back (not for a bounded input); payments it then brings that "
+        "event time has passed are dead letters 'late'",
         "DURATION",
     ),
     Option(

@@ -239,6 +239,7 @@ class Keyed(_RulesSide, KeyedBroadcastProcessFunction):  # type: ignore[misc]
         self.cache: OrderedDict[str, KeyedEngine] = OrderedDict()
         self.alerts_topic = self.config.alerts_topic
         self.dlq = self.config.dead_letter_topic
+        self.ts = self.config.timestamp_field
         self.seen = 0
         metrics = runtime_context.get_metrics_group()
         self.alert_count = metrics.counter("fraudcep_alerts")
@@ -246,6 +247,7 @@ class Keyed(_RulesSide, KeyedBroadcastProcessFunction):  # type: ignore[misc]
         self.overflows = metrics.counter("fraudcep_overflows")
         self.refusals = metrics.counter("fraudcep_rule_changes_refused")
         self.failures = metrics.counter("fraudcep_processing_failures")
+        self.late_here = metrics.counter("fraudcep_payments_late_at_key")
         metrics.gauge("fraudcep_cached_keys", lambda: len(self.cache))
 
     def _entry(self, fk: str, element: tuple[Any, ...] | None) -> KeyedEngine | None:
@@ -279,8 +281,12 @@ class Keyed(_RulesSide, KeyedBroadcastProcessFunction):  # type: ignore[misc]
         entry = self._entry(fk, value)
         assert entry is not None
         timers = ctx.timer_service()
+        watermark = timers.current_watermark()
+        ts = value[2][self.ts]
+        if ts <= watermark:
+            return self._late(value, ts, watermark)
         try:
-            alerts = entry.feed(value[2], timers.current_watermark())
+            alerts = entry.feed(value[2], watermark)
         except Exception as exc:  # the payment's, not the job's: it would fail every restart
             return self._failed(fk, value, exc)
         self._save(fk, entry, timers)
@@ -296,6 +302,17 @@ class Keyed(_RulesSide, KeyedBroadcastProcessFunction):  # type: ignore[misc]
         entry.timer = None
         self._save(fk, entry, timers)
         return self._out(alerts)
+
+    def _late(self, value: tuple[Any, ...], ts: int, watermark: int) -> Iterator[Any]:
+        """A payment Intake found in time but this operator's event time has passed: Flink's
+        watermark here is the least over the upstream channels that are not idle, so a
+        channel that was idle (or a source subtask that finished) can have let it run ahead
+        of a channel's records. Dead-lettered ``late`` per key group it missed (the detail
+        says which), never dropped unseen."""
+        self.late_here.inc()
+        detail = f"event time {ts} <= watermark {watermark} (key group {value[0]})"
+        body = json.dumps(value[2], separators=(",", ":"), default=str).encode()
+        yield DEAD_LETTERS, _dead_letter(self.dlq, (*value[3], body), LATE_REASON, detail)
 
     def _failed(self, fk: str, value: tuple[Any, ...], exc: Exception) -> Iterator[Any]:
         """A payment whose processing raised: the key's engine is dropped (its state, written
@@ -345,6 +362,9 @@ class Keyed(_RulesSide, KeyedBroadcastProcessFunction):  # type: ignore[misc]
         for overflow in out.overflows:
             self.overflows.inc()
             log.warning("state cap overflow: %s (rule %s)", overflow.kind, overflow.rule_id)
+        for late in out.late:  # not expected: payments above the watermark are fed
+            self.late_here.inc()
+            log.error("the engine found a payment late: %s <= %s", late.timestamp, late.watermark)
         out.clear()
 
     def _maybe_fail(self) -> None:
@@ -374,15 +394,18 @@ def build_job(env: Any, config: JobConfig) -> None:
     )
     records = env.from_source(payments_source, WatermarkStrategy.no_watermarks(), "payments")
     decoded = records.process(Decode(config), output_type=Types.PICKLED_BYTE_ARRAY())
+    strategy = WatermarkStrategy.for_bounded_out_of_orderness(
+        Duration.of_millis(config.max_out_of_orderness)
+    )
+    if not config.bounded:
+        # Not for a bounded input: a source subtask without a partition finishes at once
+        # with the end-of-time watermark, and were the others idle before their first
+        # records, event time downstream would jump to the end (an unbounded reader without
+        # splits is idle instead, which holds nothing back)
+        strategy = strategy.with_idleness(idle)
     # with_idleness makes a new strategy without the timestamp assigner (PyFlink 2.3): the
     # assigner goes last, or the records' Kafka timestamps would be their event time
-    strategy = (
-        WatermarkStrategy.for_bounded_out_of_orderness(
-            Duration.of_millis(config.max_out_of_orderness)
-        )
-        .with_idleness(idle)
-        .with_timestamp_assigner(PaymentTime(config.timestamp_field))
-    )
+    strategy = strategy.with_timestamp_assigner(PaymentTime(config.timestamp_field))
     timed = decoded.assign_timestamps_and_watermarks(strategy)
     if config.rules_topic is not None:
         rules_source = record_source(
