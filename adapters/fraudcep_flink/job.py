@@ -343,11 +343,16 @@ class Keyed(_RulesSide, KeyedBroadcastProcessFunction):  # type: ignore[misc]
         state = entry.state()
         if state is None:
             self.key_state.clear()
-            self.cache.pop(fk, None)
+            if not entry.engine.rules:
+                self.cache.pop(fk, None)
+            # else the engine stays cached: a key that holds nothing is a fresh engine's
+            # equal, and making one (its rules added one by one) costs more than the rest
+            # of a payment's processing
             return
         self.key_state.update(state)
         due = entry.next_due
-        if due is not None and due != entry.timer:
+        if due is not None and (entry.timer is None or due < entry.timer):
+            # a timer due earlier is registered already: when it fires, the next is set
             timers.register_event_time_timer(due)
             entry.timer = due
 
