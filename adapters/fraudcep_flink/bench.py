@@ -22,9 +22,11 @@ sources (:func:`~fraudcep_flink.kafka_io.record_source` to the topic's end offse
 
 ``floor`` and ``job`` print the wall time of ``execute`` (the graph built, the mini-cluster
 started, the topic read to its end, the job finished): that includes start-up and shut-down.
-The rate without them is taken by difference: the same command on a topic of N payments and
-on one of a few N0, ``(N - N0) / (T(N) - T(N0))`` (``compare`` does that, alternating the
-runs and repeating them). The floor's markers give a second reading of its rate.
+The rate without them is taken two ways: by difference, the same command on a topic of N
+payments and on one of a few N0, ``(N - N0) / (T(N) - T(N0))`` (``compare`` does that,
+alternating the runs and repeating them); and from markers, the wall clock every ``--every``
+events of the keyed function (the job's: a subclass of its ``Keyed`` counting elements, two
+per payment with the default rules), the rate between the first and the last marker.
 """
 
 from __future__ import annotations
@@ -151,11 +153,57 @@ def floor(
     return result
 
 
+def _marked_keyed_class() -> Any:
+    """The job's keyed function, writing a wall-clock marker to a file every ``every``
+    elements (a payment is one element per key group). Made on first use (``produce`` runs
+    without PyFlink) and kept as this module's ``MarkedKeyed`` (see :func:`__getattr__`), so
+    that it is pickled by reference, as the job's own functions are."""
+    from fraudcep_flink.job import Keyed
+
+    class MarkedKeyed(Keyed):
+        def __init__(self, config: Any, path: str, every: int) -> None:
+            super().__init__(config)
+            self.path = path
+            self.every = every
+
+        def open(self, runtime_context: Any) -> None:
+            super().open(runtime_context)
+            self.marked = 0
+            self.marks = open(self.path, "a")  # noqa: SIM115 (closed in close)
+
+        def close(self) -> None:
+            self.marks.close()
+            super().close()
+
+        def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
+            self.marked += 1
+            if self.marked % self.every == 0:
+                self.marks.write(f"{self.marked} {time.time()}\n")
+                self.marks.flush()
+            out: Iterator[Any] = super().process_element(value, ctx)
+            return out
+
+    MarkedKeyed.__module__ = __name__
+    MarkedKeyed.__qualname__ = "MarkedKeyed"
+    return MarkedKeyed
+
+
+def __getattr__(name: str) -> Any:
+    if name == "MarkedKeyed":
+        cls = globals()["MarkedKeyed"] = _marked_keyed_class()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def job(
     bootstrap: str, topic: str, *, parallelism: int = 1, extra: dict[str, str] | None = None,
-    max_out_of_orderness: int = 0,
+    max_out_of_orderness: int = 0, every: int = 10_000,
 ) -> dict[str, Any]:  # fmt: skip
-    """The full job on ``topic`` (default rules): the wall time of its ``execute``."""
+    """The full job on ``topic`` (default rules): the wall time of its ``execute``, and at
+    parallelism 1 the rate of keyed elements between the first and the last marker."""
+    import tempfile
+
+    import fraudcep_flink.job as job_module
     from fraudcep_flink.config import JobConfig
     from fraudcep_flink.job import build_job
 
@@ -173,12 +221,30 @@ def job(
         max_out_of_orderness=max_out_of_orderness,
     )
     env = _environment(parallelism, {"restart-strategy.type": "none", **(extra or {})})
-    started = time.monotonic()
-    build_job(env, config)
-    env.execute(f"fraudcep-bench-job {topic}")
-    wall = time.monotonic() - started
-    return {"what": "job", "topic": topic, "p": parallelism, "wall_s": round(wall, 2),
-            "alerts_topic": config.alerts_topic, "dlq_topic": config.dead_letter_topic}  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "marks")
+        plain = job_module.Keyed
+        # by its module's name, not __main__'s (python -m): pickled by reference
+        from fraudcep_flink.bench import MarkedKeyed
+
+        # build_job makes its keyed function by this name: the marked one for this graph
+        job_module.Keyed = lambda c: MarkedKeyed(c, path, every)  # type: ignore[assignment,misc]
+        try:
+            started = time.monotonic()
+            build_job(env, config)
+            env.execute(f"fraudcep-bench-job {topic}")
+            wall = time.monotonic() - started
+        finally:
+            job_module.Keyed = plain  # type: ignore[misc]
+        with open(path) as f:
+            marks = [tuple(float(x) for x in line.split()) for line in f]
+    result: dict[str, Any] = {"what": "job", "topic": topic, "p": parallelism,
+                              "wall_s": round(wall, 2), "markers": len(marks)}  # fmt: skip
+    if parallelism == 1 and len(marks) >= 2:
+        (n0, t0), (n1, t1) = marks[0], marks[-1]
+        result["marker_rate"] = round((n1 - n0) / (t1 - t0) / 2)  # payments: 2 elements each
+        result["marker_elements_rate"] = round((n1 - n0) / (t1 - t0))
+    return result
 
 
 def startup() -> dict[str, Any]:
@@ -276,15 +342,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                        extra=extra)  # fmt: skip
     elif args.what == "job":
         result = job(args.bootstrap, args.topic, parallelism=args.p, extra=extra,
-                     max_out_of_orderness=args.max_out_of_orderness)  # fmt: skip
+                     max_out_of_orderness=args.max_out_of_orderness,
+                     every=args.every)  # fmt: skip
     elif args.what == "startup":
         result = startup()
     else:
         options = [f"--conf={c}" for c in args.conf]
+        options.append(f"--every={args.every}")
         if args.of == "job":
             options.append(f"--max-out-of-orderness={args.max_out_of_orderness}")
-        else:
-            options.append(f"--every={args.every}")
         result = compare(args.of, args.bootstrap, args.topic, args.n, args.small, args.n0,
                          repeat=args.repeat, parallelism=args.p, options=options)  # fmt: skip
     print(json.dumps(result))
