@@ -35,8 +35,8 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from pyflink.common import Duration, Types, WatermarkStrategy
-from pyflink.datastream import DataStream, OutputTag, RuntimeContext
+from pyflink.common import Duration, Row, Types, WatermarkStrategy
+from pyflink.datastream import DataStream, KeyedStream, OutputTag, RuntimeContext
 from pyflink.datastream.functions import (
     BroadcastProcessFunction,
     KeyedBroadcastProcessFunction,
@@ -164,6 +164,22 @@ class Decode(ProcessFunction):  # type: ignore[misc]
         yield (payment, origin), int(payment[self.ts])
 
 
+KEYED = Types.ROW([Types.STRING(), Types.PICKLED_BYTE_ARRAY()])
+"""What :class:`Intake` emits: the Flink key (:func:`~fraudcep_flink.keyed.flink_key`) and
+the element; :func:`_key_by_first` keys by it."""
+
+
+def _key_by_first(stream: DataStream) -> KeyedStream:
+    """``stream`` (:data:`KEYED`) keyed by its first field, the elements the second.
+
+    What ``key_by`` does after the Python operator it adds to compute the key (PyFlink 2.3,
+    ``DataStream.key_by``): Intake computes it instead, one Python call per element fewer."""
+    j_keyed = stream._j_data_stream.keyBy(
+        get_gateway().jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info()
+    )
+    return KeyedStream(j_keyed, Types.PICKLED_BYTE_ARRAY(), stream)
+
+
 TIMED = Types.TUPLE([Types.PICKLED_BYTE_ARRAY(), Types.LONG()])
 """What :class:`Decode` emits: the element (pickled) and its event time."""
 
@@ -237,8 +253,9 @@ class _RulesSide:
 
 
 class Intake(_RulesSide, BroadcastProcessFunction):  # type: ignore[misc]
-    """``(payment, origin)`` -> one ``(group, key, payment)`` per key group; late payments and
-    payments the rules cannot read are dead letters."""
+    """``(payment, origin)`` -> one ``(group, key, payment, where)`` per key group, with its
+    Flink key (:data:`KEYED`); late payments and payments the rules cannot read are dead
+    letters."""
 
     def __init__(self, config: JobConfig) -> None:
         self.config = config
@@ -267,7 +284,7 @@ class Intake(_RulesSide, BroadcastProcessFunction):  # type: ignore[misc]
             return
         where = origin[:5]  # no value: a processing failure dead-letters the payment's JSON
         for group, key in pairs:
-            yield group, key, payment, where
+            yield Row(flink_key(group, key), (group, key, payment, where))
 
 
 class Keyed(_RulesSide, KeyedBroadcastProcessFunction):  # type: ignore[misc]
@@ -448,10 +465,8 @@ def build_job(env: Any, config: JobConfig) -> None:
         rules = env.from_source(rules_source, rules_time, "rules").set_parallelism(1)
     else:
         rules = env.from_collection([], type_info=records.get_type())
-    intake = timed.connect(rules.broadcast(RULES_STATE)).process(
-        Intake(config), output_type=Types.PICKLED_BYTE_ARRAY()
-    )
-    keyed = intake.key_by(lambda e: flink_key(e[0], e[1]), key_type=Types.STRING())
+    intake = timed.connect(rules.broadcast(RULES_STATE)).process(Intake(config), output_type=KEYED)
+    keyed = _key_by_first(intake)
     alerts = keyed.connect(rules.broadcast(RULES_STATE)).process(
         Keyed(config), output_type=OUTPUT_RECORD
     )
