@@ -9,7 +9,8 @@ The job graph (docs/flink.md draws it)::
 - :class:`Decode` reads each record as the Kafka runner does
   (:func:`~fraudcep.payments.payment.decode_payment`, same limits and reason codes); a record
   that is not a payment is a dead letter (side output) with the runner's headers.
-- Timestamps come from the payment's time field; watermarks trail the highest one by
+- Timestamps come from the payment's time field (Decode emits it beside the element: no
+  Python operator of its own extracts it); watermarks trail the highest one by
   ``max_out_of_orderness`` (+1 ms), as in the runner; an idle split stops holding them back.
 - :class:`Intake` dead-letters payments at or below the watermark (``late``) and those whose
   rule keys cannot be read (``bad_event``), and fans the rest out: one element per key group
@@ -29,19 +30,20 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from pyflink.common import Duration, Types, WatermarkStrategy
-from pyflink.common.watermark_strategy import TimestampAssigner
-from pyflink.datastream import OutputTag, RuntimeContext
+from pyflink.common import Duration, Row, Types, WatermarkStrategy
+from pyflink.datastream import DataStream, KeyedStream, OutputTag, RuntimeContext
 from pyflink.datastream.functions import (
     BroadcastProcessFunction,
     KeyedBroadcastProcessFunction,
     ProcessFunction,
 )
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
+from pyflink.java_gateway import get_gateway
 
 from fraudcep.errors import EventError, FraudcepError
 from fraudcep.payments.default_rules import default_rule_definitions
@@ -77,6 +79,30 @@ truth, so an evicted key is read from it again)."""
 _NO_TIMESTAMP = -(2**63)
 
 
+class _Count:
+    """A metrics counter added to at most once a ``period`` (s) while counts come in, and at
+    :meth:`flush`: every ``inc`` of a PyFlink counter is a call into Java (thread mode),
+    which per record costs as much as decoding the payment."""
+
+    def __init__(self, counter: Any, period: float = 1.0) -> None:
+        self.counter = counter
+        self.period = period
+        self.pending = 0
+        self.due = time.monotonic() + period
+
+    def inc(self, n: int = 1) -> None:
+        self.pending += n
+        now = time.monotonic()
+        if now >= self.due:
+            self.flush()
+            self.due = now + self.period
+
+    def flush(self) -> None:
+        if self.pending:
+            self.counter.inc(self.pending)
+            self.pending = 0
+
+
 def _file_rules(config: JobConfig) -> list[RuleDefinition]:
     if config.rules is None:
         return list(default_rule_definitions())
@@ -84,8 +110,10 @@ def _file_rules(config: JobConfig) -> list[RuleDefinition]:
 
 
 def _origin(row: Any) -> tuple[Any, ...]:
-    """What a dead letter needs of the record it was read from."""
-    return (row.topic, row.partition, row.offset, row.timestamp, row.key, row.value)
+    """What a dead letter needs of the record it was read from: the fields of the
+    :data:`~fraudcep_flink.kafka_io.RAW_RECORD` row, in order (a ``Row``'s fields read by
+    name are a Python-level lookup each)."""
+    return tuple(row)
 
 
 def _dead_letter(topic: str, origin: tuple[Any, ...], reason: str, detail: str) -> Any:
@@ -106,37 +134,73 @@ def _text(headers: Sequence[tuple[str, bytes]]) -> list[tuple[str, str]]:
 
 
 class Decode(ProcessFunction):  # type: ignore[misc]
-    """Kafka records -> ``(payment, origin)``; records that are not payments go to the
-    dead letters with the decoder's reason."""
+    """Kafka records -> ``((payment, origin), event time)`` (:data:`TIMED`, the payment's time
+    field; :func:`_event_time` makes it the element's timestamp); records that are not
+    payments go to the dead letters with the decoder's reason."""
 
     def __init__(self, config: JobConfig) -> None:
         self.max_bytes = config.max_record_bytes
         self.dead_letter_topic = config.dead_letter_topic
+        self.ts = config.timestamp_field
 
     def open(self, runtime_context: RuntimeContext) -> None:
         metrics = runtime_context.get_metrics_group()
-        self.read = metrics.counter("fraudcep_records_read")
+        self.read = _Count(metrics.counter("fraudcep_records_read"))
         self.dead = metrics.counter("fraudcep_records_dead_lettered")
+
+    def close(self) -> None:
+        self.read.flush()
 
     def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
         self.read.inc()
         origin = _origin(value)
         try:
-            payment = decode_payment(value.value, max_bytes=self.max_bytes)
+            payment = decode_payment(origin[5], max_bytes=self.max_bytes)
         except InvalidRecord as exc:
             self.dead.inc()
             yield DEAD_LETTERS, _dead_letter(self.dead_letter_topic, origin, exc.reason,
                                              exc.detail)  # fmt: skip
             return
-        yield payment, origin
+        yield (payment, origin), int(payment[self.ts])
 
 
-class PaymentTime(TimestampAssigner):  # type: ignore[misc]
-    def __init__(self, field: str) -> None:
-        self.field = field
+KEYED = Types.ROW([Types.STRING(), Types.PICKLED_BYTE_ARRAY()])
+"""What :class:`Intake` emits: the Flink key (:func:`~fraudcep_flink.keyed.flink_key`) and
+the element; :func:`_key_by_first` keys by it."""
 
-    def extract_timestamp(self, value: Any, record_timestamp: int) -> int:
-        return int(value[0][self.field])
+
+def _key_by_first(stream: DataStream) -> KeyedStream:
+    """``stream`` (:data:`KEYED`) keyed by its first field, the elements the second.
+
+    What ``key_by`` does after the Python operator it adds to compute the key (PyFlink 2.3,
+    ``DataStream.key_by``): Intake computes it instead, one Python call per element fewer."""
+    j_keyed = stream._j_data_stream.keyBy(
+        get_gateway().jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info()
+    )
+    return KeyedStream(j_keyed, Types.PICKLED_BYTE_ARRAY(), stream)
+
+
+TIMED = Types.TUPLE([Types.PICKLED_BYTE_ARRAY(), Types.LONG()])
+"""What :class:`Decode` emits: the element (pickled) and its event time."""
+
+
+def _event_time(timed: DataStream, strategy: WatermarkStrategy) -> DataStream:
+    """``timed`` (:data:`TIMED`) with the event time as the elements' timestamps and
+    ``strategy``'s watermarks, the elements without their time.
+
+    What ``assign_timestamps_and_watermarks`` does with a Python timestamp assigner, less
+    its Python operator: the time comes from :class:`Decode`, which has the payment at hand
+    (one Python call per payment fewer, in thread mode all under one interpreter lock)."""
+    jvm = get_gateway().jvm
+    event_time = jvm.org.apache.flink.streaming.api.functions.python.eventtime
+    j_strategy = strategy._j_watermark_strategy.withTimestampAssigner(
+        event_time.CustomTimestampAssigner()
+    )
+    j_timed = timed._j_data_stream.assignTimestampsAndWatermarks(j_strategy)
+    untimed = j_timed.map(
+        event_time.RemoveTimestampMapFunction(), Types.PICKLED_BYTE_ARRAY().get_java_type_info()
+    )
+    return DataStream(untimed).name("Remove-Timestamp")
 
 
 class _RulesSide:
@@ -189,8 +253,9 @@ class _RulesSide:
 
 
 class Intake(_RulesSide, BroadcastProcessFunction):  # type: ignore[misc]
-    """``(payment, origin)`` -> one ``(group, key, payment)`` per key group; late payments and
-    payments the rules cannot read are dead letters."""
+    """``(payment, origin)`` -> one ``(group, key, payment, where)`` per key group, with its
+    Flink key (:data:`KEYED`); late payments and payments the rules cannot read are dead
+    letters."""
 
     def __init__(self, config: JobConfig) -> None:
         self.config = config
@@ -219,7 +284,7 @@ class Intake(_RulesSide, BroadcastProcessFunction):  # type: ignore[misc]
             return
         where = origin[:5]  # no value: a processing failure dead-letters the payment's JSON
         for group, key in pairs:
-            yield group, key, payment, where
+            yield Row(flink_key(group, key), (group, key, payment, where))
 
 
 class Keyed(_RulesSide, KeyedBroadcastProcessFunction):  # type: ignore[misc]
@@ -330,11 +395,16 @@ class Keyed(_RulesSide, KeyedBroadcastProcessFunction):  # type: ignore[misc]
         state = entry.state()
         if state is None:
             self.key_state.clear()
-            self.cache.pop(fk, None)
+            if not entry.engine.rules:
+                self.cache.pop(fk, None)
+            # else the engine stays cached: a key that holds nothing is a fresh engine's
+            # equal, and making one (its rules added one by one) costs more than the rest
+            # of a payment's processing
             return
         self.key_state.update(state)
         due = entry.next_due
-        if due is not None and due != entry.timer:
+        if due is not None and (entry.timer is None or due < entry.timer):
+            # a timer due earlier is registered already: when it fires, the next is set
             timers.register_event_time_timer(due)
             entry.timer = due
 
@@ -393,7 +463,7 @@ def build_job(env: Any, config: JobConfig) -> None:
         properties=props,
     )
     records = env.from_source(payments_source, WatermarkStrategy.no_watermarks(), "payments")
-    decoded = records.process(Decode(config), output_type=Types.PICKLED_BYTE_ARRAY())
+    decoded = records.process(Decode(config), output_type=TIMED)
     strategy = WatermarkStrategy.for_bounded_out_of_orderness(
         Duration.of_millis(config.max_out_of_orderness)
     )
@@ -403,10 +473,7 @@ def build_job(env: Any, config: JobConfig) -> None:
         # records, event time downstream would jump to the end (an unbounded reader without
         # splits is idle instead, which holds nothing back)
         strategy = strategy.with_idleness(idle)
-    # with_idleness makes a new strategy without the timestamp assigner (PyFlink 2.3): the
-    # assigner goes last, or the records' Kafka timestamps would be their event time
-    strategy = strategy.with_timestamp_assigner(PaymentTime(config.timestamp_field))
-    timed = decoded.assign_timestamps_and_watermarks(strategy)
+    timed = _event_time(decoded, strategy)
     if config.rules_topic is not None:
         rules_source = record_source(
             config.bootstrap,
@@ -424,10 +491,8 @@ def build_job(env: Any, config: JobConfig) -> None:
         rules = env.from_source(rules_source, rules_time, "rules").set_parallelism(1)
     else:
         rules = env.from_collection([], type_info=records.get_type())
-    intake = timed.connect(rules.broadcast(RULES_STATE)).process(
-        Intake(config), output_type=Types.PICKLED_BYTE_ARRAY()
-    )
-    keyed = intake.key_by(lambda e: flink_key(e[0], e[1]), key_type=Types.STRING())
+    intake = timed.connect(rules.broadcast(RULES_STATE)).process(Intake(config), output_type=KEYED)
+    keyed = _key_by_first(intake)
     alerts = keyed.connect(rules.broadcast(RULES_STATE)).process(
         Keyed(config), output_type=OUTPUT_RECORD
     )
