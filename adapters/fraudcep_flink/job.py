@@ -61,7 +61,13 @@ from fraudcep.runtime.output_records import (
 from fraudcep.runtime.rule_records import RuleRecordError, short_repr
 from fraudcep_flink.config import JobConfig
 from fraudcep_flink.environment import flink_environment
-from fraudcep_flink.kafka_io import OUTPUT_RECORD, output_row, output_sink, record_source
+from fraudcep_flink.kafka_io import (
+    OUTPUT_RECORD,
+    output_row,
+    output_sink,
+    payment_time,
+    record_source,
+)
 from fraudcep_flink.keyed import KeyedEngine, RuleVersion, RuleVersions, flink_key, keys_of
 
 __all__ = ["build_job", "run_job"]
@@ -134,9 +140,9 @@ def _text(headers: Sequence[tuple[str, bytes]]) -> list[tuple[str, str]]:
 
 
 class Decode(ProcessFunction):  # type: ignore[misc]
-    """Kafka records -> ``((payment, origin), event time)`` (:data:`TIMED`, the payment's time
-    field; :func:`_event_time` makes it the element's timestamp); records that are not
-    payments go to the dead letters with the decoder's reason."""
+    """Kafka records -> ``(payment, origin)``; records that are not payments go to the dead
+    letters with the decoder's reason. (The records' event time is read on the source, per
+    partition: :func:`~fraudcep_flink.kafka_io.payment_time`.)"""
 
     def __init__(self, config: JobConfig) -> None:
         self.max_bytes = config.max_record_bytes
@@ -161,7 +167,7 @@ class Decode(ProcessFunction):  # type: ignore[misc]
             yield DEAD_LETTERS, _dead_letter(self.dead_letter_topic, origin, exc.reason,
                                              exc.detail)  # fmt: skip
             return
-        yield (payment, origin), int(payment[self.ts])
+        yield payment, origin
 
 
 KEYED = Types.ROW([Types.STRING(), Types.PICKLED_BYTE_ARRAY()])
@@ -178,29 +184,6 @@ def _key_by_first(stream: DataStream) -> KeyedStream:
         get_gateway().jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info()
     )
     return KeyedStream(j_keyed, Types.PICKLED_BYTE_ARRAY(), stream)
-
-
-TIMED = Types.TUPLE([Types.PICKLED_BYTE_ARRAY(), Types.LONG()])
-"""What :class:`Decode` emits: the element (pickled) and its event time."""
-
-
-def _event_time(timed: DataStream, strategy: WatermarkStrategy) -> DataStream:
-    """``timed`` (:data:`TIMED`) with the event time as the elements' timestamps and
-    ``strategy``'s watermarks, the elements without their time.
-
-    What ``assign_timestamps_and_watermarks`` does with a Python timestamp assigner, less
-    its Python operator: the time comes from :class:`Decode`, which has the payment at hand
-    (one Python call per payment fewer, in thread mode all under one interpreter lock)."""
-    jvm = get_gateway().jvm
-    event_time = jvm.org.apache.flink.streaming.api.functions.python.eventtime
-    j_strategy = strategy._j_watermark_strategy.withTimestampAssigner(
-        event_time.CustomTimestampAssigner()
-    )
-    j_timed = timed._j_data_stream.assignTimestampsAndWatermarks(j_strategy)
-    untimed = j_timed.map(
-        event_time.RemoveTimestampMapFunction(), Types.PICKLED_BYTE_ARRAY().get_java_type_info()
-    )
-    return DataStream(untimed).name("Remove-Timestamp")
 
 
 class _RulesSide:
@@ -454,7 +437,6 @@ def build_job(env: Any, config: JobConfig) -> None:
     """Add the job's graph to ``env`` (see the module docstring)."""
     props = dict(config.kafka_config)
     env.enable_checkpointing(config.checkpoint_interval)
-    idle = Duration.of_millis(config.idle_timeout)
     payments_source = record_source(
         config.bootstrap,
         [config.input_topic],
@@ -462,18 +444,17 @@ def build_job(env: Any, config: JobConfig) -> None:
         bounded=config.bounded,
         properties=props,
     )
-    records = env.from_source(payments_source, WatermarkStrategy.no_watermarks(), "payments")
-    decoded = records.process(Decode(config), output_type=TIMED)
-    strategy = WatermarkStrategy.for_bounded_out_of_orderness(
-        Duration.of_millis(config.max_out_of_orderness)
+    # event time read on the source, so that watermarks are made per partition (as the
+    # runner's); no idleness for a bounded input: a source subtask without a partition
+    # finishes at once with the end-of-time watermark, and were the others idle before
+    # their first records, event time downstream would jump to the end
+    time_of = payment_time(
+        config.timestamp_field,
+        config.max_out_of_orderness,
+        idle_timeout_ms=None if config.bounded else config.idle_timeout,
     )
-    if not config.bounded:
-        # Not for a bounded input: a source subtask without a partition finishes at once
-        # with the end-of-time watermark, and were the others idle before their first
-        # records, event time downstream would jump to the end (an unbounded reader without
-        # splits is idle instead, which holds nothing back)
-        strategy = strategy.with_idleness(idle)
-    timed = _event_time(decoded, strategy)
+    records = env.from_source(payments_source, time_of, "payments")
+    decoded = records.process(Decode(config), output_type=Types.PICKLED_BYTE_ARRAY())
     if config.rules_topic is not None:
         rules_source = record_source(
             config.bootstrap,
@@ -491,7 +472,9 @@ def build_job(env: Any, config: JobConfig) -> None:
         rules = env.from_source(rules_source, rules_time, "rules").set_parallelism(1)
     else:
         rules = env.from_collection([], type_info=records.get_type())
-    intake = timed.connect(rules.broadcast(RULES_STATE)).process(Intake(config), output_type=KEYED)
+    intake = decoded.connect(rules.broadcast(RULES_STATE)).process(
+        Intake(config), output_type=KEYED
+    )
     keyed = _key_by_first(intake)
     alerts = keyed.connect(rules.broadcast(RULES_STATE)).process(
         Keyed(config), output_type=OUTPUT_RECORD

@@ -66,6 +66,7 @@ __all__ = [
     "copy_topic",
     "output_row",
     "output_sink",
+    "payment_time",
     "record_source",
     "where_read",
 ]
@@ -148,6 +149,27 @@ def record_source(
     # the Java deserializer in place of a value-only one (PyFlink has no setter for it)
     builder._j_builder.setDeserializer(_java("RawRecordDeserializationSchema"))
     return builder.build()
+
+
+def payment_time(
+    field: str, max_out_of_orderness_ms: int, *, idle_timeout_ms: int | None = None
+) -> WatermarkStrategy:
+    """Event time for a :func:`record_source`: the integer top-level ``field`` of each
+    record's JSON value (``dev.fraudcep.flink.PaymentTimestampAssigner``, in Java, so that
+    the source makes watermarks per partition), watermarks trailing the highest by
+    ``max_out_of_orderness_ms`` (+1 ms), and with ``idle_timeout_ms`` a partition without
+    records that long stops holding them back. A value without such a field has no event
+    time (it moves no watermark)."""
+    jvm = get_gateway().jvm
+    j_strategy = (
+        jvm.org.apache.flink.api.common.eventtime.WatermarkStrategy.forBoundedOutOfOrderness(
+            jvm.java.time.Duration.ofMillis(max_out_of_orderness_ms)
+        )
+    )
+    if idle_timeout_ms is not None:
+        j_strategy = j_strategy.withIdleness(jvm.java.time.Duration.ofMillis(idle_timeout_ms))
+    j_strategy = j_strategy.withTimestampAssigner(_java("PaymentTimestampAssigner", field))
+    return WatermarkStrategy(j_strategy)
 
 
 def output_sink(

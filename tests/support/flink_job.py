@@ -18,8 +18,9 @@ __all__ = ["check_alerts", "core_alerts", "headers", "job_args", "make_topics", 
 
 
 def make_topics(job: Job, *, rules: bool = True) -> None:
+    """The job's topics; the input has ``job.partitions`` partitions, the others one."""
     topics: dict[str, tuple[int, dict[str, str]]] = {
-        job.input_topic: (1, {}),
+        job.input_topic: (job.partitions, {}),
         job.alerts_topic: (1, {}),
         job.dlq_topic: (1, {}),
     }
