@@ -400,6 +400,8 @@ def _read_record(data: Any) -> tuple[_KeyRecord, bool]:
         except msgspec.ValidationError:
             hint.flat = False
     return _DECODE_RECORD(data), False
+
+
 _DECODE_BODY_RAW: Final = msgspec.msgpack.Decoder(
     _WholeBody, ext_hook=lambda code, data: msgspec.msgpack.Ext(code, bytes(data))
 ).decode
