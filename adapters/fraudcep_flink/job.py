@@ -2,20 +2,21 @@
 
 The job graph (docs/flink.md draws it)::
 
-    payments topic --KafkaSource--> Decode --timestamps & watermarks--> Intake --key_by-->
-        Keyed --> KafkaSink (EXACTLY_ONCE): alerts + dead letters
+    payments topic --KafkaSource (event time per partition)--> Intake --key_by--> Keyed
+        --> KafkaSink (EXACTLY_ONCE): alerts + dead letters
     rules topic --KafkaSource--> broadcast --> Intake, Keyed
 
-- :class:`Decode` reads each record as the Kafka runner does
-  (:func:`~fraudcep.payments.payment.decode_payment`, same limits and reason codes); a record
-  that is not a payment is a dead letter (side output) with the runner's headers.
-- Timestamps come from the payment's time field (Decode emits it beside the element: no
-  Python operator of its own extracts it); watermarks trail the highest one by
-  ``max_out_of_orderness`` (+1 ms), as in the runner; an idle split stops holding them back.
-- :class:`Intake` dead-letters payments at or below the watermark (``late``) and those whose
-  rule keys cannot be read (``bad_event``), and fans the rest out: one element per key group
-  of the current rules (rules keyed by ``user_id`` and by ``card_id`` need different Flink
-  keys). Lateness is decided here, once per payment, so a late payment is one dead letter.
+- The source reads each record's event time from its JSON in Java
+  (:func:`~fraudcep_flink.kafka_io.payment_time`), so watermarks are made per partition,
+  trailing its highest time by ``max_out_of_orderness`` (+1 ms), as in the runner; an idle
+  partition stops holding them back (not for a bounded input).
+- :class:`Intake` reads each record as the Kafka runner does
+  (:func:`~fraudcep.payments.payment.decode_payment`, same limits and reason codes; a record
+  that is not a payment is a dead letter with the runner's headers), dead-letters payments
+  at or below the watermark (``late``) and those whose rule keys cannot be read
+  (``bad_event``), and fans the rest out: one element per key group of the current rules
+  (rules keyed by ``user_id`` and by ``card_id`` need different Flink keys). Lateness is
+  decided here, once per payment, so a late payment is one dead letter.
 - :class:`Keyed` runs each (group, key)'s :class:`~fraudcep_flink.keyed.KeyedEngine`: its
   state in a ``ValueState``, engines cached per key, Flink's watermark as the engine's event
   time, an event-time timer at the key's next due time.
@@ -40,7 +41,6 @@ from pyflink.datastream import DataStream, KeyedStream, OutputTag, RuntimeContex
 from pyflink.datastream.functions import (
     BroadcastProcessFunction,
     KeyedBroadcastProcessFunction,
-    ProcessFunction,
 )
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 from pyflink.java_gateway import get_gateway
@@ -139,37 +139,6 @@ def _text(headers: Sequence[tuple[str, bytes]]) -> list[tuple[str, str]]:
     return [(name, value.decode("utf-8", errors="replace")) for name, value in headers]
 
 
-class Decode(ProcessFunction):  # type: ignore[misc]
-    """Kafka records -> ``(payment, origin)``; records that are not payments go to the dead
-    letters with the decoder's reason. (The records' event time is read on the source, per
-    partition: :func:`~fraudcep_flink.kafka_io.payment_time`.)"""
-
-    def __init__(self, config: JobConfig) -> None:
-        self.max_bytes = config.max_record_bytes
-        self.dead_letter_topic = config.dead_letter_topic
-        self.ts = config.timestamp_field
-
-    def open(self, runtime_context: RuntimeContext) -> None:
-        metrics = runtime_context.get_metrics_group()
-        self.read = _Count(metrics.counter("fraudcep_records_read"))
-        self.dead = metrics.counter("fraudcep_records_dead_lettered")
-
-    def close(self) -> None:
-        self.read.flush()
-
-    def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
-        self.read.inc()
-        origin = _origin(value)
-        try:
-            payment = decode_payment(origin[5], max_bytes=self.max_bytes)
-        except InvalidRecord as exc:
-            self.dead.inc()
-            yield DEAD_LETTERS, _dead_letter(self.dead_letter_topic, origin, exc.reason,
-                                             exc.detail)  # fmt: skip
-            return
-        yield payment, origin
-
-
 KEYED = Types.ROW([Types.STRING(), Types.PICKLED_BYTE_ARRAY()])
 """What :class:`Intake` emits: the Flink key (:func:`~fraudcep_flink.keyed.flink_key`) and
 the element; :func:`_key_by_first` keys by it."""
@@ -236,9 +205,9 @@ class _RulesSide:
 
 
 class Intake(_RulesSide, BroadcastProcessFunction):  # type: ignore[misc]
-    """``(payment, origin)`` -> one ``(group, key, payment, where)`` per key group, with its
-    Flink key (:data:`KEYED`); late payments and payments the rules cannot read are dead
-    letters."""
+    """Kafka records -> one ``(group, key, payment, where)`` per key group, with its Flink key
+    (:data:`KEYED`); records that are not payments, late payments and payments the rules
+    cannot read are dead letters."""
 
     def __init__(self, config: JobConfig) -> None:
         self.config = config
@@ -247,22 +216,38 @@ class Intake(_RulesSide, BroadcastProcessFunction):  # type: ignore[misc]
         self._open_rules(self.config)
         self.ts = self.config.timestamp_field
         self.dlq = self.config.dead_letter_topic
-        self.late = runtime_context.get_metrics_group().counter("fraudcep_payments_late")
+        self.max_bytes = self.config.max_record_bytes
+        metrics = runtime_context.get_metrics_group()
+        self.read = _Count(metrics.counter("fraudcep_records_read"))
+        self.dead = metrics.counter("fraudcep_records_dead_lettered")
+        self.late = metrics.counter("fraudcep_payments_late")
+
+    def close(self) -> None:
+        self.read.flush()
 
     def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
         if not self._rules_restored:
             self._restore_rules(ctx.get_broadcast_state(RULES_STATE))
-        payment, origin = value
+        self.read.inc()
+        origin = _origin(value)
+        try:
+            payment = decode_payment(origin[5], max_bytes=self.max_bytes)
+        except InvalidRecord as exc:
+            self.dead.inc()
+            yield DEAD_LETTERS, _dead_letter(self.dlq, origin, exc.reason, exc.detail)
+            return
         watermark = ctx.current_watermark()
         ts = payment[self.ts]
         if ts <= watermark:
             self.late.inc()
+            self.dead.inc()
             detail = f"event time {ts} <= watermark {watermark}"
             yield DEAD_LETTERS, _dead_letter(self.dlq, origin, LATE_REASON, detail)
             return
         try:
             pairs = keys_of(payment, self.versions.current)
         except EventError as exc:
+            self.dead.inc()
             yield DEAD_LETTERS, _dead_letter(self.dlq, origin, BAD_EVENT_REASON, str(exc))
             return
         where = origin[:5]  # no value: a processing failure dead-letters the payment's JSON
@@ -454,7 +439,6 @@ def build_job(env: Any, config: JobConfig) -> None:
         idle_timeout_ms=None if config.bounded else config.idle_timeout,
     )
     records = env.from_source(payments_source, time_of, "payments")
-    decoded = records.process(Decode(config), output_type=Types.PICKLED_BYTE_ARRAY())
     if config.rules_topic is not None:
         rules_source = record_source(
             config.bootstrap,
@@ -472,16 +456,14 @@ def build_job(env: Any, config: JobConfig) -> None:
         rules = env.from_source(rules_source, rules_time, "rules").set_parallelism(1)
     else:
         rules = env.from_collection([], type_info=records.get_type())
-    intake = decoded.connect(rules.broadcast(RULES_STATE)).process(
+    intake = records.connect(rules.broadcast(RULES_STATE)).process(
         Intake(config), output_type=KEYED
     )
     keyed = _key_by_first(intake)
     alerts = keyed.connect(rules.broadcast(RULES_STATE)).process(
         Keyed(config), output_type=OUTPUT_RECORD
     )
-    dead = decoded.get_side_output(DEAD_LETTERS).union(
-        intake.get_side_output(DEAD_LETTERS), alerts.get_side_output(DEAD_LETTERS)
-    )
+    dead = intake.get_side_output(DEAD_LETTERS).union(alerts.get_side_output(DEAD_LETTERS))
     sink = output_sink(
         config.bootstrap,
         transactional_id_prefix=config.transactional_id_prefix,
