@@ -6,9 +6,9 @@ record. :func:`decode_payment` turns them into a payment dict, or raises
 and metrics) and a short ``detail`` for people. It runs once per record at 100k+ records per
 second, so the usual record is read by msgspec (with :mod:`json` as the careful reader of
 anything msgspec could read differently, see :func:`decode_payment`) and the checks are
-hand-written rather than a generic JSON Schema validator; the
-published schema (``fraudcep/payments/payment_schema.json``, :func:`payment_schema`) says the same
-thing, and the tests hold the two to each other.
+hand-written rather than a generic JSON Schema validator; the published schema
+(``fraudcep/payments/payment_schema.json``, :func:`payment_schema`) says the same thing, and
+the tests hold the two to each other.
 
 The decoder is strict on purpose: a record that two readers could read differently is
 refused. That is why bytes must be UTF-8, NaN/Infinity (not JSON) and duplicate keys are
