@@ -6,6 +6,8 @@ collide). Counters count what the runner committed or did; gauges describe the m
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections.abc import Collection
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -17,6 +19,35 @@ PAUSE_BUCKETS = (
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
     10.0, 30.0,
 )  # fmt: skip
+
+
+def observe_many(histogram: Histogram, amounts: Collection[float]) -> None:
+    """``histogram.observe(a)`` for each of ``amounts`` (a histogram without labels, or one
+    child), in one step per bucket instead of one call per amount: the runner observes the
+    latency of every record it commits, hundreds per transaction from a backlog. Falls back
+    to ``observe`` where prometheus_client's histogram is not laid out as expected."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if (
+        not amounts
+        or bounds is None
+        or buckets is None
+        or total is None
+        or len(bounds) != len(buckets)
+    ):
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    ordered = sorted(amounts)
+    below = 0
+    for bound, bucket in zip(bounds, buckets, strict=True):
+        # observe() counts an amount in the first bucket with amount <= bound
+        upto = bisect_right(ordered, bound, lo=below)
+        if upto > below:
+            bucket.inc(upto - below)
+            below = upto
+    total.inc(sum(amounts))
 
 
 class RunnerMetrics:

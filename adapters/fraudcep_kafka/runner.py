@@ -80,7 +80,7 @@ from fraudcep.runtime.sink import PartitionSink, Sink, SinkError, SourcePartitio
 from fraudcep_kafka.checkpoints import CheckpointWork, Compacted
 from fraudcep_kafka.config import RunnerConfig
 from fraudcep_kafka.logs import fields
-from fraudcep_kafka.metrics import RunnerMetrics
+from fraudcep_kafka.metrics import RunnerMetrics, observe_many
 from fraudcep_kafka.rules_topic import RulesTopicReader
 from fraudcep_kafka.topics import ensure_topics
 
@@ -682,7 +682,7 @@ class Runner:
             st.position = offset + 1
             if not replay:
                 consumed += 1
-            failing = self._failing.get((st.number, offset))
+            failing = self._failing.get((st.number, offset)) if self._failing else None
             if failing is not None and failing.count >= c.max_record_failures:
                 self._skip_poison(st, msg, failing, replay)
                 continue
@@ -723,7 +723,8 @@ class Runner:
                 replayed += 1
             else:
                 origin[id(payment)] = msg
-                self._emit(st, alerts, values)
+                if alerts:
+                    self._emit(st, alerts, values)
                 processed += 1
         if replayed:
             self.metrics.replayed.inc(replayed)
@@ -984,9 +985,7 @@ class Runner:
         done = time.time()
         self.metrics.commit_time.observe(time.perf_counter() - started)
         self.metrics.transactions.labels("committed").inc()
-        observe = self.metrics.latency.observe
-        for ts in self._latencies:
-            observe(max(0.0, done - ts / 1000))
+        observe_many(self.metrics.latency, [max(0.0, done - ts / 1000) for ts in self._latencies])
         self._latencies.clear()
         self._outputs = 0
         self._alerts_since = None

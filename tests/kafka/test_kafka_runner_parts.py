@@ -42,7 +42,7 @@ from fraudcep_kafka.checkpoints import (
 )
 from fraudcep_kafka.config import OPTIONS, RunnerConfig, from_sources
 from fraudcep_kafka.logs import JsonFormatter, TextFormatter, configure, fields
-from fraudcep_kafka.metrics import RunnerMetrics
+from fraudcep_kafka.metrics import LATENCY_BUCKETS, RunnerMetrics, observe_many
 from fraudcep_kafka.runner import (
     METADATA_PREFIX,
     RunnerError,
@@ -1039,6 +1039,37 @@ def scrape(address: tuple[str, int]) -> str:
         assert response.status == 200
         text: str = response.read().decode()
         return text
+
+
+def _histogram_samples(metrics: RunnerMetrics) -> dict[str, float]:
+    return {
+        f"{s.name}{sorted(s.labels.items())}": s.value
+        for family in metrics.registry.collect()
+        if family.name == "fraudcep_processing_latency_seconds"
+        for s in family.samples
+        if not s.name.endswith("_created")
+    }
+
+
+@pytest.mark.parametrize(
+    "amounts",
+    [
+        [],
+        [0.0],
+        [0.0005, 0.001, 0.0010000001, 0.002, 29.9, 30.0, 30.1, 1e9],
+        list(LATENCY_BUCKETS) * 3,
+        [i / 997 for i in range(5000)],
+    ],
+)
+def test_observe_many_counts_what_observe_one_by_one_does(amounts: list[float]) -> None:
+    one_by_one, at_once = RunnerMetrics(), RunnerMetrics()
+    for amount in amounts:
+        one_by_one.latency.observe(amount)
+    observe_many(at_once.latency, amounts)
+    expected, got = _histogram_samples(one_by_one), _histogram_samples(at_once)
+    assert expected.keys() == got.keys()
+    for name, value in expected.items():
+        assert got[name] == pytest.approx(value, rel=1e-12), name
 
 
 def test_metrics_are_served_over_http() -> None:
