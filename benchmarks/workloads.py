@@ -1,9 +1,10 @@
-"""The benchmark workloads: the three rules of the performance targets and their payment streams.
+"""The benchmark workloads: the rules of the performance targets and their payment streams.
 
 The stream follows the measurement setup recorded for Flink CEP (10,000 users, one payment per
 millisecond of event time, 1 % of amounts over 2000); amounts otherwise spread up to 2000, with
 as many between 1500 and 2000 and as many under 10 (so P2 and P3 have something to see), the
-rest between 10 and 1500.
+rest between 10 and 1500. P4 runs on a match-dense variant of the same stream
+(``dense_payments``: a quarter of the amounts over 2000).
 """
 
 from __future__ import annotations
@@ -83,6 +84,30 @@ def p3() -> Rule:
     return Rule("P3-no-probe-between", pattern, key="user_id")
 
 
+DENSE_SHARE = 0.25
+"""The share of payments over 2000 in P4's stream."""
+
+
+def dense_payments(n: int, users: int = 10_000, seed: int = 42) -> list[dict[str, Any]]:
+    """P4's stream: ``payments`` with a quarter of the amounts over 2000 (and a quarter each
+    between 1500 and 2000, under 10, and between 10 and 1500)."""
+    return payments(n, users, big_share=DENSE_SHARE, seed=seed)
+
+
+def p4() -> Rule:
+    """Match-dense: two payments over 2000 from different countries within ten minutes
+    (P2's shape at the higher threshold; on ``dense_payments`` about one match per four
+    payments)."""
+    pattern = (
+        Pattern.begin("a")
+        .where(lambda p: p["amount"] > 2000)
+        .followed_by("b")
+        .where(lambda p, ctx: p["amount"] > 2000 and p["country"] != ctx.events("a")[0]["country"])
+        .within(timedelta(minutes=10))
+    )
+    return Rule("P4-dense-geo-hop", pattern, key="user_id")
+
+
 def p1_skip_past_last() -> Rule:
     rule = p1()
     return Rule(
@@ -92,4 +117,12 @@ def p1_skip_past_last() -> Rule:
     )
 
 
-WORKLOADS: dict[str, Callable[[], Rule]] = {"P1": p1, "P2": p2, "P3": p3}
+WORKLOADS: dict[str, Callable[[], Rule]] = {"P1": p1, "P2": p2, "P3": p3, "P4": p4}
+
+STREAMS: dict[str, Callable[[int], list[dict[str, Any]]]] = {
+    "P1": payments,
+    "P2": payments,
+    "P3": payments,
+    "P4": dense_payments,
+}
+"""The payment stream of each workload."""

@@ -10,6 +10,12 @@ Event data comes from outside and may be nested arbitrarily deep, so the text is
 loop over an explicit stack, never by recursion: a payment nested 10,000 levels deep gets an
 id like any other (the payment decoder refuses such payments anyway; this is the library's own
 guarantee). Flat mappings of scalars, the common case, go through the C JSON encoder.
+
+The id's text is assembled from parts: the canonical text of a list is ``[``, its items' texts
+joined by ``,``, and ``]``, each item's text the same as on its own (the containers around it
+are new lists, so nothing in an item can lead back to them). So an event's part of the text
+(``event_text``) can be computed once and used in every id of a match it is in
+(``alert_id_of``), with exactly the text ``alert_id`` writes.
 """
 
 from __future__ import annotations
@@ -18,13 +24,22 @@ import dataclasses
 import hashlib
 import json
 import re
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from json.encoder import encode_basestring_ascii as _quote
 from typing import Any, Final
 
 import attrs
 
-__all__ = ["alert_id", "canonical_event", "canonical_json", "canonical_key"]
+__all__ = [
+    "alert_id",
+    "alert_id_of",
+    "canonical_event",
+    "canonical_json",
+    "canonical_key",
+    "event_text",
+    "key_text",
+    "matched_text",
+]
 
 _SEPARATORS: Final = (",", ":")
 _SCALARS: Final = frozenset({str, int, float, bool, type(None)})
@@ -48,16 +63,24 @@ class _Close:
 
 
 _CYCLE: Final = _quote("<cycle>")
+# what json.dumps(value, sort_keys=True, separators=_SEPARATORS) uses, made once (dumps makes a
+# new encoder for every call with options)
+_ENCODE: Final = json.JSONEncoder(sort_keys=True, separators=_SEPARATORS).encode
 
 
 def canonical_json(value: Any) -> str:
     """``value`` as canonical JSON text (see the module docstring); never recurses."""
-    if value.__class__ is dict:
+    cls = value.__class__
+    if cls is dict:
         for k, v in value.items():
             if k.__class__ is not str or v.__class__ not in _SCALARS:
                 break
         else:  # a flat mapping of JSON scalars: the C encoder gives the same text
-            return json.dumps(value, sort_keys=True, separators=_SEPARATORS)
+            return _ENCODE(value)
+    elif cls is str:  # what the loop below writes for them
+        return _quote(value)
+    elif cls is int:
+        return _int(value)
     out: list[str] = []
     stack: list[Any] = [value]
     open_path: set[int] = set()  # containers being written: met again, they are a cycle
@@ -132,10 +155,43 @@ def alert_id(
 ) -> str:
     """The id of a match: 32 hex digits of SHA-256 over the rule id, the key's canonical text
     and, for each matched event in order, its stage name, timestamp and identity (``event_id``
-    of the event, or its canonical text)."""
-    identity = event_id or canonical_event
-    events = [[name, ts, identity(event)] for name, ts, event in matched]
-    blob = canonical_json([rule_id, canonical_key(key), events])
+    of the event, or its canonical text).
+
+    That is SHA-256 of ``canonical_json([rule_id, canonical_key(key), [[name, ts, identity],
+    ...]])``; it is written here from its parts (``alert_id_of``), which gives the same text."""
+    return alert_id_of(
+        rule_id,
+        key_text(key),
+        [matched_text(name, ts, event_text(event, event_id)) for name, ts, event in matched],
+    )
+
+
+def key_text(key: Any) -> str:
+    """A key's part of an alert id's text: its canonical text, as a JSON string."""
+    return _quote(canonical_key(key))
+
+
+def event_text(event: Any, event_id: Callable[[Any], Any] | None = None) -> str:
+    """An event's part of an alert id's text: the canonical text of its identity
+    (``event_id`` of the event, or its canonical text as a JSON string)."""
+    identity = canonical_event(event) if event_id is None else event_id(event)
+    if identity.__class__ is str:
+        return _quote(identity)
+    return canonical_json(identity)
+
+
+def matched_text(name: str, ts: int, event_part: str) -> str:
+    """One matched event's part of an alert id's text: ``[name,ts,identity]``, with the
+    identity's text from ``event_text``."""
+    name_part = _quote(name) if name.__class__ is str else canonical_json(name)
+    ts_part = _int(ts) if ts.__class__ is int else canonical_json(ts)
+    return "[" + name_part + "," + ts_part + "," + event_part + "]"
+
+
+def alert_id_of(rule_id: str, key_part: str, matched_parts: Sequence[str]) -> str:
+    """An alert id from its parts: the key's text (``key_text``) and each matched event's
+    (``matched_text``), first matched first."""
+    blob = "[" + canonical_json(rule_id) + "," + key_part + ",[" + ",".join(matched_parts) + "]]"
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 

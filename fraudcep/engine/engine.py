@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import attrs
 
 from fraudcep.alert import Alert, ConditionFailure, LateEvent, Overflow, TimedOutMatch
-from fraudcep.alert.identity import alert_id
+from fraudcep.alert.identity import alert_id_of, event_text, key_text, matched_text
 from fraudcep.engine import snapshot_v1
 from fraudcep.engine.codec import (
     KeyStates,
@@ -738,8 +738,8 @@ class Engine:
         if emitted is None:
             return  # no run changed
         rr.live += live_in(ks.partial, len(ks.completed)) - live_in(before, completed)
-        for run in emitted:
-            out.append(self._alert(rr, key, run, ts))
+        if emitted:
+            self._alerts(rr, key, emitted, ts, out)
         if len(ks.partial) > self.max_partial_matches_per_key + 1:
             self._shed(rr, key, ks, ts)
         self._settle(rr, key, ks)
@@ -750,8 +750,8 @@ class Engine:
         before = live_in(ks.partial, len(ks.completed))
         matches, timeouts = rr.matcher.advance_time(ks, ts)
         rr.live += live_in(ks.partial, len(ks.completed)) - before
-        for run in matches:
-            out.append(self._alert(rr, key, run, ts))
+        if matches:
+            self._alerts(rr, key, matches, ts, out)
         for run, timeout_ts in timeouts:
             self._report_timeout(rr, key, run, timeout_ts)
 
@@ -806,22 +806,54 @@ class Engine:
 
     # -- outputs ---------------------------------------------------------------------------
 
-    def _alert(self, rr: RuleState, key: Hashable, run: Run, emitted_at: int) -> Alert:
-        nodes = path(run.node)
-        self._state.counters["alerts"] += 1
-        return Alert(
-            rule_id=rr.rule.id,
-            key=key,
-            events=as_mapping(run.node),
-            first_ts=nodes[0].ts if nodes else emitted_at,
-            last_ts=nodes[-1].ts if nodes else emitted_at,
-            alert_id=self._alert_id(rr.rule.id, key, nodes),
-            emitted_at=emitted_at,
-            rule_version=rr.version,
-        )
+    def _alerts(
+        self, rr: RuleState, key: Hashable, runs: Sequence[Run], emitted_at: int, out: list[Alert]
+    ) -> None:
+        """The alerts of the matches ``runs`` completed at once for ``key``.
 
-    def _alert_id(self, rule_id: str, key: Hashable, nodes: Sequence[Any]) -> str:
-        return alert_id(rule_id, key, [(n.name, n.ts, n.event) for n in nodes], self._event_id)
+        Their ids are ``alert_id``'s, written from parts: each matched event's part of the text
+        is computed once for all of them (the matches of one step often share events and
+        nodes: one payment completing several partial matches). The parts are cached by the
+        identity of the node and of the event, only while ``runs``, which hold them, are
+        here; the event's content is read when its first alert of the step is made, as
+        before."""
+        rule_id = rr.rule.id
+        event_id = self._event_id
+        key_part = key_text(key)
+        by_node: dict[int, str] = {}
+        by_event: dict[int, str] = {}
+        counters = self._state.counters
+        for run in runs:
+            nodes = path(run.node)
+            parts = []
+            events: dict[str, list[Any]] = {}  # as_mapping(run.node), from the same walk
+            for node in nodes:
+                bucket = events.get(node.name)
+                if bucket is None:
+                    events[node.name] = [node.event]
+                else:
+                    bucket.append(node.event)
+                part = by_node.get(id(node))
+                if part is None:
+                    event = node.event
+                    text = by_event.get(id(event))
+                    if text is None:
+                        text = by_event[id(event)] = event_text(event, event_id)
+                    part = by_node[id(node)] = matched_text(node.name, node.ts, text)
+                parts.append(part)
+            counters["alerts"] += 1
+            out.append(
+                Alert(
+                    rule_id=rule_id,
+                    key=key,
+                    events=events,
+                    first_ts=nodes[0].ts if nodes else emitted_at,
+                    last_ts=nodes[-1].ts if nodes else emitted_at,
+                    alert_id=alert_id_of(rule_id, key_part, parts),
+                    emitted_at=emitted_at,
+                    rule_version=rr.version,
+                )
+            )
 
     def _report_timeout(self, rr: RuleState, key: Hashable, run: Run, timeout_ts: int) -> None:
         self._state.counters["timeouts"] += 1

@@ -39,8 +39,8 @@ import java.util.Map;
 import java.util.concurrent.atomic.AtomicLong;
 
 /**
- * Throughput of Apache Flink CEP on fraudcep's benchmark workloads P1, P2 and P3
- * (benchmarks/workloads.py), each run as a real DataStream job in a local MiniCluster at
+ * Throughput of Apache Flink CEP on fraudcep's benchmark workloads P1 to P4
+ * (benchmarks/workloads.py; P4 on its own, match-dense stream), each run as a real DataStream job in a local MiniCluster at
  * parallelism 1, in event time, keyed by user_id.
  *
  * <p>Usage: {@code java -jar target/flink-cep-bench.jar --input payments.jsonl
@@ -203,6 +203,15 @@ public final class FlinkCepBench {
         }
     }
 
+    /** P4's b: over 2000, from another country than the first "a" event. */
+    static final class OtherCountryOver2000 extends IterativeCondition<Payment> {
+        @Override
+        public boolean filter(Payment p, Context<Payment> ctx) throws Exception {
+            return p.amount > 2000
+                    && !p.country.equals(ctx.getEventsForPattern("a").iterator().next().country);
+        }
+    }
+
     /** P1: three payments over 2000 by one user within five minutes. */
     static Pattern<Payment, ?> p1() {
         return Pattern.<Payment>begin("first", AfterMatchSkipStrategy.noSkip())
@@ -231,6 +240,16 @@ public final class FlinkCepBench {
                 .within(Duration.ofMinutes(5));
     }
 
+    /** P4 (match-dense, on the dense stream): two payments over 2000 from different countries
+     * within ten minutes. */
+    static Pattern<Payment, ?> p4() {
+        return Pattern.<Payment>begin("a", AfterMatchSkipStrategy.noSkip())
+                .where(new AmountOver(2000))
+                .followedBy("b")
+                .where(new OtherCountryOver2000())
+                .within(Duration.ofMinutes(10));
+    }
+
     static Pattern<Payment, ?> pattern(String workload) {
         switch (workload) {
             case "P1":
@@ -239,6 +258,8 @@ public final class FlinkCepBench {
                 return p2();
             case "P3":
                 return p3();
+            case "P4":
+                return p4();
             default:
                 throw new IllegalArgumentException("unknown workload " + workload);
         }
