@@ -29,6 +29,8 @@ HOST=127.0.0.1
 
 die() { echo "flink-cluster.sh: $*" >&2; exit 1; }
 log() { echo "flink-cluster.sh: $*" >&2; }
+# shellcheck source=lib/process.sh
+source "$HERE/lib/process.sh"
 
 usage() {
     sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
@@ -74,25 +76,13 @@ daemon_pid() {
 }
 
 stop_daemon() { # stop_daemon NAME: SIGTERM, up to 30 s, then SIGKILL
-    local name=$1 pid i
+    local name=$1 pid
     if ! pid=$(daemon_pid "$name"); then
         rm -f "$DIR/flink-$FLINK_IDENT_STRING-$name.pid"
         return 0
     fi
     log "stopping $name (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 300; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "$name did not stop within 30 s; sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        for ((i = 0; i < 50; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-    fi
+    stop_process "$pid" "$name"
     rm -f "$DIR/flink-$FLINK_IDENT_STRING-$name.pid"
 }
 

@@ -26,6 +26,8 @@ HOST=127.0.0.1
 
 die() { echo "kafka.sh: $*" >&2; exit 1; }
 log() { echo "kafka.sh: $*" >&2; }
+# shellcheck source=lib/process.sh
+source "$HERE/lib/process.sh"
 
 usage() {
     sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
@@ -158,26 +160,14 @@ EOF
 }
 
 stop_broker() {
-    local pid i
+    local pid
     if ! pid=$(running_pid); then
         rm -f "$PIDFILE"
         log "not running (dir $DIR)"
         return 0
     fi
     log "stopping broker (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 300; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "broker did not stop within 30 s; sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        for ((i = 0; i < 50; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-    fi
+    stop_process "$pid" broker
     rm -f "$PIDFILE"
     log "stopped"
 }

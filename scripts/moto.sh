@@ -19,6 +19,8 @@ HOST=127.0.0.1
 
 die() { echo "moto.sh: $*" >&2; exit 1; }
 log() { echo "moto.sh: $*" >&2; }
+# shellcheck source=lib/process.sh
+source "$HERE/lib/process.sh"
 usage() {
     sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
@@ -103,15 +105,7 @@ stop() {
         rm -f "$PIDFILE"
         return 0
     fi
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.2
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "still running after 10 s: SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
+    stop_process "$pid" "moto server"
     rm -f "$PIDFILE" "$ADDRFILE"
     log "stopped"
 }
