@@ -82,7 +82,6 @@ DEAD_LETTERS = OutputTag("dead-letters", OUTPUT_RECORD)
 CACHE_LIMIT = 50_000
 """Engines cached per operator instance (least recently used go first; the state is the
 truth, so an evicted key is read from it again)."""
-_NO_TIMESTAMP = -(2**63)
 
 
 class _Count:

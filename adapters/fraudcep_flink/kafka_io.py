@@ -57,10 +57,10 @@ from pyflink.datastream.connectors.kafka import (
 )
 from pyflink.java_gateway import get_gateway
 
+from fraudcep.runtime.output_records import HEADER_PREFIX, origin_headers
 from fraudcep_flink.environment import local_environment
 
 __all__ = [
-    "HEADER_PREFIX",
     "OUTPUT_RECORD",
     "RAW_RECORD",
     "copy_topic",
@@ -72,7 +72,6 @@ __all__ = [
 ]
 
 JAVA_PACKAGE = "dev.fraudcep.flink"
-HEADER_PREFIX = "fraudcep."
 
 RAW_FIELDS = ["topic", "partition", "offset", "timestamp", "key", "value"]
 RAW_RECORD = Types.ROW_NAMED(
@@ -228,14 +227,9 @@ def _bytes(data: bytes | bytearray | memoryview | None) -> bytes | None:
 def where_read(record: Row) -> list[tuple[str, str]]:
     """Headers saying where a :data:`RAW_RECORD` was read (as the Kafka runner's dead letters
     do): ``fraudcep.topic``, ``partition``, ``offset`` and ``timestamp`` (when it has one)."""
-    headers = [
-        (HEADER_PREFIX + "topic", record.topic),
-        (HEADER_PREFIX + "partition", str(record.partition)),
-        (HEADER_PREFIX + "offset", str(record.offset)),
-    ]
-    if record.timestamp >= 0:
-        headers.append((HEADER_PREFIX + "timestamp", str(record.timestamp)))
-    return headers
+    timestamp = record.timestamp if record.timestamp >= 0 else None
+    where = origin_headers(record.topic, record.partition, record.offset, timestamp)
+    return [(name, value.decode()) for name, value in where]
 
 
 class _Copy:

@@ -21,6 +21,7 @@ __all__ = [
     "alert_headers",
     "alert_value",
     "dead_letter_headers",
+    "origin_headers",
 ]
 
 HEADER_PREFIX = "fraudcep."
@@ -50,9 +51,19 @@ def dead_letter_headers(
 ) -> list[tuple[str, bytes]]:
     """A dead letter's headers: why (``reason``, a stable code, and ``detail``, for people) and
     where the record was read (``timestamp``: the record's, None when it has none)."""
-    headers = [
+    return [
         (HEADER_PREFIX + "reason", reason.encode()),
         (HEADER_PREFIX + "detail", detail.encode("utf-8", errors="replace")),
+        *origin_headers(topic, partition, offset, timestamp),
+    ]
+
+
+def origin_headers(
+    topic: str, partition: int, offset: int, timestamp: int | None
+) -> list[tuple[str, bytes]]:
+    """Where a record was read: ``fraudcep.topic``, ``partition``, ``offset`` and, when it has
+    one, ``timestamp`` (a dead letter's headers end with these)."""
+    headers = [
         (HEADER_PREFIX + "topic", topic.encode()),
         (HEADER_PREFIX + "partition", str(partition).encode()),
         (HEADER_PREFIX + "offset", str(offset).encode()),
