@@ -356,7 +356,8 @@ class _Body(msgspec.Struct, array_like=True, frozen=True, gc=False):
 
 
 class _WholeBody(msgspec.Struct, array_like=True, frozen=True, gc=False):
-    """:class:`_Body` with every record decoded (and so checked) at once: compaction's."""
+    """:class:`_Body` with every record decoded (and so checked) at once: what compaction
+    accepts and the errors it raises (see :func:`_decode_for_compaction`)."""
 
     link: bytes | None
     engine: _EnginePart
@@ -400,11 +401,6 @@ def _read_record(data: Any) -> tuple[_KeyRecord, bool]:
         except msgspec.ValidationError:
             hint.flat = False
     return _DECODE_RECORD(data), False
-
-
-_DECODE_BODY_RAW: Final = msgspec.msgpack.Decoder(
-    _WholeBody, ext_hook=lambda code, data: msgspec.msgpack.Ext(code, bytes(data))
-).decode
 
 
 # -- rules -------------------------------------------------------------------------------------
@@ -893,23 +889,103 @@ def compact(base: bytes, deltas: Sequence[bytes], *, state_key: bytes | None = N
     """One full snapshot holding what ``base`` and ``deltas`` (a chain, in order) hold: the
     state an engine restored from them would snapshot, made from the bytes alone (no rules,
     no engine), so that a runtime can do it away from its loop. Deltas taken after the last
-    of ``deltas`` follow the result as they followed that delta."""
-    blobs = [read_blob(b, state_key=state_key, decoder=_DECODE_BODY_RAW) for b in (base, *deltas)]
-    _check_chain(blobs)
+    of ``deltas`` follow the result as they followed that delta.
+
+    The blobs are read one after the other, each record checked as it is read and then left
+    as its bytes: what is held at once is the chain (the caller's), the newest bytes of each
+    key (views into the chain, unless a record's encoding had to be made anew) and the
+    result, not the chain's records as objects. The result is the same bytes as decoding every
+    record and encoding the merge: each record is encoded from what it decodes to, and kept as
+    the bytes it was read from when they are the same (as in every blob this codec writes)."""
+    read: list[Blob] = []
+    engine: _EnginePart | None = None
+    # a key's record by (group, key) encoded: extension values stay as they were written
+    stored: dict[bytes, Any] = {}
     with _no_gc():
-        # extension values stay as they were written; a key is known by its encoding
-        stored: dict[tuple[str, bytes], _Stored] = {}
-        for blob in blobs:
-            body: _WholeBody = blob.body
-            for gone in body.removed:
-                stored.pop((gone.group, _ENCODE(gone.key)), None)
-            for item in body.records:
-                stored[(item.group, _ENCODE(item.key))] = item
-        merged = _WholeBody(blobs[-1].id, blobs[-1].body.engine, list(stored.values()), [])
-        out = _ENCODE(merged)
+        for blob in (base, *deltas):
+            whole = read_blob(blob, state_key=state_key, decoder=_decode_for_compaction)
+            body: _MergeBody = whole.body
+            read.append(Blob(whole.id, whole.full, whole.parent, None))
+            engine = body.engine
+            for ident in body.removed:
+                stored.pop(ident, None)
+            for ident, item in body.records:
+                stored[ident] = item
+            del whole, body
+        _check_chain(read)
+        head = _ENCODE(read[-1].id), _ENCODE(engine)
+        pieces: list[Any] = [b"\x94", *head, _array_header(len(stored)), *stored.values()]
+        pieces.append(b"\x90")  # no removed keys
+        stored.clear()
     flags = _KEYED if state_key else 0
-    digest = _digest(FULL, flags, out, state_key)
-    return _HEADER.pack(MAGIC, FORMAT_VERSION, FULL, flags, len(out), digest) + out
+    length = sum(map(len, pieces))
+    mac = hashlib.blake2b(
+        _HEADER.pack(MAGIC, FORMAT_VERSION, FULL, flags, length, b"")[:-32],
+        digest_size=32,
+        key=state_key or b"",
+    )
+    for piece in pieces:
+        mac.update(piece)
+    pieces.insert(0, _HEADER.pack(MAGIC, FORMAT_VERSION, FULL, flags, length, mac.digest()))
+    return b"".join(pieces)
+
+
+class _RawBody(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """:class:`_WholeBody` with each record left as its bytes (checked one by one)."""
+
+    link: bytes | None
+    engine: _EnginePart
+    records: list[msgspec.Raw]
+    removed: list[_Gone]
+
+
+class _MergeBody(msgspec.Struct, frozen=True, gc=False):
+    """A body as compaction merges it: each record as ``(its group and key encoded, its
+    bytes)``, each removed key as its group and key encoded."""
+
+    link: bytes | None
+    engine: _EnginePart
+    records: list[tuple[bytes, Any]]
+    removed: list[bytes]
+
+
+def _keep_ext(code: int, data: memoryview) -> msgspec.msgpack.Ext:
+    return msgspec.msgpack.Ext(code, bytes(data))
+
+
+_DECODE_BODY_RAW: Final = msgspec.msgpack.Decoder(_WholeBody, ext_hook=_keep_ext).decode
+_DECODE_BODY_ITEMS: Final = msgspec.msgpack.Decoder(_RawBody, ext_hook=_keep_ext).decode
+_DECODE_STORED: Final = msgspec.msgpack.Decoder(_Stored, ext_hook=_keep_ext).decode
+
+
+def _decode_for_compaction(data: memoryview) -> _MergeBody:
+    """A body decoded for :func:`compact`: it accepts what :data:`_DECODE_BODY_RAW` accepts
+    (each record is decoded as that decodes it, one at a time, and dropped) and raises what
+    that raises (on an error, the whole body is decoded again by it for its message)."""
+    encode, decode, raw = _ENCODE, _DECODE_STORED, msgspec.Raw
+    try:
+        body = _DECODE_BODY_ITEMS(data)
+        records = []
+        for item in body.records:
+            stored = decode(item)
+            again = encode(stored)
+            records.append(
+                (encode((stored.group, stored.key)), item if raw(again) == item else again)
+            )
+    except (msgspec.MsgspecError, ValueError, TypeError, RecursionError, OverflowError):
+        _DECODE_BODY_RAW(data)  # the error of decoding the body at once, as it has always been
+        raise
+    removed = [encode((gone.group, gone.key)) for gone in body.removed]
+    return _MergeBody(body.link, body.engine, records, removed)
+
+
+def _array_header(n: int) -> bytes:
+    """The MessagePack header of an array of ``n`` items (as msgspec writes it)."""
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
 
 
 def _check_chain(blobs: Sequence[Blob]) -> None:
