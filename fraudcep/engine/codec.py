@@ -909,8 +909,7 @@ def compact(base: bytes, deltas: Sequence[bytes], *, state_key: bytes | None = N
             engine = body.engine
             for ident in body.removed:
                 stored.pop(ident, None)
-            for ident, item in body.records:
-                stored[ident] = item
+            stored.update(zip(body.keys, body.records, strict=True))
             del whole, body
         _check_chain(read)
         head = _ENCODE(read[-1].id), _ENCODE(engine)
@@ -940,12 +939,13 @@ class _RawBody(msgspec.Struct, array_like=True, frozen=True, gc=False):
 
 
 class _MergeBody(msgspec.Struct, frozen=True, gc=False):
-    """A body as compaction merges it: each record as ``(its group and key encoded, its
-    bytes)``, each removed key as its group and key encoded."""
+    """A body as compaction merges it: its records' bytes, the group and key of each encoded
+    (``keys``, in the same order), and each removed key's group and key encoded."""
 
     link: bytes | None
     engine: _EnginePart
-    records: list[tuple[bytes, Any]]
+    records: list[Any]
+    keys: list[bytes]
     removed: list[bytes]
 
 
@@ -965,18 +965,19 @@ def _decode_for_compaction(data: memoryview) -> _MergeBody:
     encode, decode, raw = _ENCODE, _DECODE_STORED, msgspec.Raw
     try:
         body = _DECODE_BODY_ITEMS(data)
-        records = []
-        for item in body.records:
+        records: list[Any] = body.records
+        keys = []
+        for n, item in enumerate(records):
             stored = decode(item)
+            keys.append(encode((stored.group, stored.key)))
             again = encode(stored)
-            records.append(
-                (encode((stored.group, stored.key)), item if raw(again) == item else again)
-            )
+            if raw(again) != item:
+                records[n] = again
     except (msgspec.MsgspecError, ValueError, TypeError, RecursionError, OverflowError):
         _DECODE_BODY_RAW(data)  # the error of decoding the body at once, as it has always been
         raise
     removed = [encode((gone.group, gone.key)) for gone in body.removed]
-    return _MergeBody(body.link, body.engine, records, removed)
+    return _MergeBody(body.link, body.engine, records, keys, removed)
 
 
 def _array_header(n: int) -> bytes:
