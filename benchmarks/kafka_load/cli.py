@@ -113,6 +113,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="how long the runner may take to catch up after the producer stops",
     )
     lat.add_argument("--producer-linger-ms", type=int, default=5, metavar="MS")
+    lat.add_argument(
+        "--producer-config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a librdkafka setting for the paced producer, e.g. linger.ms=1 (repeatable)",
+    )
     lat.add_argument("--reader-fetch-wait-ms", type=int, default=10, metavar="MS")
     lat.add_argument(
         "--input-timestamps",
@@ -177,6 +184,7 @@ def latency_phase(
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "producer_linger_ms": args.producer_linger_ms,
+        "producer_config": list(args.producer_config),
         "reader_fetch_wait_ms": args.reader_fetch_wait_ms,
         "ladder_commit_interval_ms": args.ladder_commit_interval,
         "input_timestamps": args.input_timestamps,

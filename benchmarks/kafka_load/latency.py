@@ -187,6 +187,7 @@ def latency_run(
             "--seed", str(workload.seed),
             "--linger-ms", str(args.producer_linger_ms),
             "--warmup", str(args.warmup),
+            *(f"--config={kv}" for kv in args.producer_config),
         ]  # fmt: skip
         runner_cpu0 = runner.cpu()
         worker_cpu0 = runner.children_cpu()

@@ -39,10 +39,10 @@ class TimedProducer:
     """Sends payments keyed by ``user_id`` (as ``PaymentProducer`` does) and keeps, per
     delivered record, the time from due to sent and from sent to the broker's append."""
 
-    def __init__(self, bootstrap: str, topic: str, linger_ms: int) -> None:
+    def __init__(self, bootstrap: str, topic: str, config: dict[str, Any]) -> None:
         self.topic = topic
         self._producer = Producer(
-            {**DEFAULT_PRODUCER_CONFIG, "bootstrap.servers": bootstrap, "linger.ms": linger_ms}
+            {**DEFAULT_PRODUCER_CONFIG, "bootstrap.servers": bootstrap, **config}
         )
         self.sent = self.delivered = self.failed = 0
         self.schedule_ms: list[float] = []
@@ -99,9 +99,11 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--linger-ms", type=int, required=True)
     parser.add_argument("--warmup", type=float, default=0.0, help="s not in the stage summary")
+    parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     workload = Workload(args.users, args.big_fraction, args.scenarios_per_10k, args.seed)
-    producer = TimedProducer(args.bootstrap, args.topic, args.linger_ms)
+    config = dict(kv.split("=", 1) for kv in args.config)
+    producer = TimedProducer(args.bootstrap, args.topic, {"linger.ms": args.linger_ms, **config})
     behind: list[float] = []
     first_ts: list[int] = []
     deadline = [math.inf]
