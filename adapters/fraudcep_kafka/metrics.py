@@ -133,7 +133,8 @@ class RunnerMetrics:
         self.fetch_delay = Histogram(
             "fraudcep_fetch_delay_seconds",
             "from an input record's Kafka timestamp to the fetch that handed it to the runner "
-            "(with LogAppendTime on the input topic: broker append to fetch)",
+            "(with LogAppendTime on the input topic: broker append to fetch; payments only, "
+            "records replayed to rebuild state excluded)",
             buckets=STAGE_BUCKETS, registry=r,
         )  # fmt: skip
         self.alert_stage = Histogram(

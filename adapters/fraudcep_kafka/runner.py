@@ -611,19 +611,8 @@ class Runner:
             if messages and batch_size > 1:
                 messages.extend(self._consumer.consume(batch_size - 1, 0))
         if messages:
-            self._observe_fetch(messages)
+            self._fetched_at = time.time()
         return messages
-
-    def _observe_fetch(self, messages: list[Any]) -> None:
-        """Note when ``messages`` were fetched, and each one's delay since its Kafka
-        timestamp (``fraudcep_fetch_delay_seconds``)."""
-        now = self._fetched_at = time.time()
-        delays = []
-        for msg in messages:
-            ts_type, ts = msg.timestamp()
-            if ts_type != 0 and msg.error() is None:
-                delays.append(max(0.0, now - ts / 1000))
-        observe_many(self.metrics.fetch_delay, delays)
 
     def _take(self, messages: list[Any]) -> None:
         by_partition: dict[int, list[Any]] = defaultdict(list)
@@ -702,6 +691,8 @@ class Runner:
             start = st.position if st.position is not None else records[0].offset()
             self._open_sinks(st, start, None)
         to_payment_sinks: list[tuple[int, Any]] | None = [] if st.payment_sinks else None
+        fetched_ms = self._fetched_at * 1000  # (records held back were fetched before it)
+        fetch_delays: list[float] = []
         for msg in records:
             offset = msg.offset()
             if st.position is not None and offset < st.position:
@@ -729,6 +720,7 @@ class Runner:
                 ts_type, ts = msg.timestamp()
                 if ts_type != 0:
                     self._latencies.append(ts)
+                    fetch_delays.append(max(0.0, fetched_ms - ts) / 1000)
         if to_payment_sinks:
             for sink in st.payment_sinks:
                 sink.payments(to_payment_sinks)
@@ -754,6 +746,7 @@ class Runner:
                 if alerts:
                     self._emit_timed(st, alerts, values)
                 processed += 1
+        observe_many(self.metrics.fetch_delay, fetch_delays)
         if replayed:
             self.metrics.replayed.inc(replayed)
         if st.rules_pending and not st.replaying:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .latency import STAGES, TARGET_P99_MS
+from .stats import quantile
 
 COLORS = (
     "#1f77b4",
@@ -59,10 +60,16 @@ def _cdf(stage: dict[str, Any]) -> tuple[list[float], list[float]]:
 
 def _note(results: dict[str, Any]) -> str:
     machine = results.get("machine", {})
+    runs = results.get("latency", {}).get("runs", [])
+    loads = [r["loadavg_1m_at_start"] for r in runs if _ok(r) and "loadavg_1m_at_start" in r]
+    load = (
+        f"1-min load at the runs' start {min(loads):g}-{max(loads):g}"
+        if loads
+        else f"load at start {machine.get('loadavg_at_start', '?')}"
+    )
     return (
         f"one runner process; {machine.get('cpus', '?')} cores shared by broker, producer, "
-        f"runner and reader; load at start {machine.get('loadavg_at_start', '?')}; "
-        f"{results.get('date', '')[:10]}"
+        f"runner, reader (and other work); {load}; {results.get('date', '')[:10]}"
     )
 
 
@@ -182,15 +189,24 @@ def write_stages_plot(
     left.grid(True, which="both", color="#e5e5e5")
     left.legend(loc="lower right", fontsize=7)
     _plain(left.xaxis)
-    for label, source, style in (("after", runs, "-"), ("before", _baseline_runs(baseline), "--")):
-        for i, r in enumerate(source):
+    groups = [("after" if baseline else "all runs", runs, COLORS[0], "-")]
+    if baseline:
+        groups.append(("before", _baseline_runs(baseline), "#555", "--"))
+    for label, source, color, style in groups:
+        for r in source:  # each run, thin
             x, y = _cdf({"cdf_ms": r["cdf_ms"]})
+            right.plot(x, y, style, color=color, lw=0.6, alpha=0.35)
+        pooled = sorted(v for r in source for v in r["cdf_ms"])  # equal weight per run
+        if pooled:
+            p99s = sorted(r["latency_ms"]["p99"] for r in source)
             right.plot(
-                x,
-                y,
+                pooled,
+                [i / (len(pooled) - 1) for i in range(len(pooled))],
                 style,
-                color=COLORS[i % len(COLORS)] if style == "-" else "#888",
-                label=f"{label if baseline else 'run'} {i + 1}: p99 {r['latency_ms']['p99']:g}",
+                color=color,
+                lw=2.5,
+                label=f"{label}, {len(source)} runs pooled: p99 {quantile(pooled, 0.99):.0f} "
+                f"(runs {p99s[0]:.0f}-{p99s[-1]:.0f})",
             )
     right.axvline(TARGET_P99_MS, color="#999", ls="--", lw=1)
     right.axhline(0.99, color="#ccc", lw=1)
@@ -198,7 +214,7 @@ def write_stages_plot(
         xscale="log",
         xlabel="end-to-end latency (ms, log scale)",
         ylabel="fraction of alerts",
-        title="End to end, every run" + (" (dashed: before)" if baseline else ""),
+        title="End to end: each run (thin) and pooled",
         ylim=(0, 1.01),
     )
     right.grid(True, which="both", color="#e5e5e5")
