@@ -27,7 +27,7 @@ import signal
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from types import FrameType
 from typing import Any
@@ -116,6 +116,17 @@ alert latency's p99 step, docs/performance.md). The Java client retries that cas
 # is treated as a crash: the process exits and its supervisor restarts it, which the
 # exactly-once design makes safe.
 STUCK_CALL_S = 2 * _TXN_TIMEOUT_S + 5
+
+
+def producer_retry_backoff(kafka_config: Mapping[str, Any]) -> dict[str, Any]:
+    """:data:`PRODUCER_RETRY_BACKOFF`, unless ``kafka_config`` (the user's settings, which
+    the client gets anyway) sets either of its keys: then nothing, so that the two are
+    never mixed (librdkafka refuses a ``retry.backoff.max.ms`` below ``retry.backoff.ms``)."""
+    return (
+        {} if PRODUCER_RETRY_BACKOFF.keys() & kafka_config.keys() else dict(PRODUCER_RETRY_BACKOFF)
+    )
+
+
 EXIT_STUCK = 4
 DELTA_COST_PRIOR_S = 20e-6
 """What a delta checkpoint is taken to cost per record taken since the previous checkpoint,
@@ -408,12 +419,7 @@ class Runner:
                     "transaction.timeout.ms": c.transaction_timeout,
                     "enable.idempotence": True,
                     "linger.ms": 2,
-                    # a default: a retry backoff in the user's kafka_config replaces it
-                    **(
-                        {}
-                        if PRODUCER_RETRY_BACKOFF.keys() & c.kafka_config.keys()
-                        else PRODUCER_RETRY_BACKOFF
-                    ),
+                    **producer_retry_backoff(c.kafka_config),
                     "error_cb": self._on_producer_error,
                 }
             )

@@ -1018,6 +1018,19 @@ def test_configure_routes_fraudcep_loggers() -> None:
     assert lines[1].endswith("fraudcep.rules: as text rule=r")
 
 
+def test_the_producer_retry_backoff_is_a_default_the_kafka_config_replaces() -> None:
+    from confluent_kafka import Producer
+
+    from fraudcep_kafka.runner import producer_retry_backoff
+
+    short = producer_retry_backoff({})
+    assert short == {"retry.backoff.ms": 2, "retry.backoff.max.ms": 10}
+    assert producer_retry_backoff({"retry.backoff.ms": "100"}) == {}
+    assert producer_retry_backoff({"retry.backoff.max.ms": "50", "linger.ms": "1"}) == {}
+    # librdkafka takes it (a transactional producer; nothing is connected)
+    Producer({"bootstrap.servers": "127.0.0.1:1", "transactional.id": "t", **short})
+
+
 # == metrics =================================================================================
 
 METRIC_NAMES = [
