@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import sys
 import tempfile
 import time
@@ -159,6 +160,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+_NUMBERS = re.compile(r"\[\s*(-?[\d.e+-]+(?:,\s*-?[\d.e+-]+)*)\s*\]")
+
+
+def dump_results(results: dict[str, Any]) -> str:
+    """``results`` as indented JSON, each list of numbers (CDF points, pairs) on one line."""
+    text = json.dumps(results, indent=1)
+    return (
+        _NUMBERS.sub(lambda m: "[" + ", ".join(m.group(1).split()).replace(",,", ",") + "]", text)
+        + "\n"
+    )
+
+
 def write_plots(results: dict[str, Any], args: argparse.Namespace) -> None:
     from .plot import write_latency_plot, write_stages_plot
 
@@ -287,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["total_seconds"] = round(time.monotonic() - started, 1)
     results["machine"]["loadavg_at_end"] = machine_info()["loadavg_at_start"]
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=1) + "\n")
+    args.json.write_text(dump_results(results))
     log(f"wrote {args.json} ({results['total_seconds']} s in all)")
     write_plots(results, args)
     return 0
