@@ -264,7 +264,7 @@ def _fast(
     relevant = late | ~decided
     for plan, rv in zip(plans, view.rules, strict=True):
         assert plan is not None
-        rule_rows = _relevant_rows(plan, rv, batch, ~decided & ~late, late)
+        rule_rows = _relevant_rows(plan, rv, batch, ~decided & ~late, late, ts, before)
         if rule_rows is None:
             engine._ingest_rows(batch.to_pylist(), out)
             return
@@ -300,6 +300,8 @@ def _relevant_rows(
     batch: pa.RecordBatch,
     undecided: np.ndarray,
     late: np.ndarray,
+    ts: np.ndarray,
+    before: np.ndarray,
 ) -> np.ndarray | None:
     """The rows that must be taken row by row for this rule; None if the keys held cannot be
     compared with the key column.
@@ -316,10 +318,11 @@ def _relevant_rows(
     held = _held_keys(rv, plan)
     if held is None:
         return None
+    seed = may | undecided
     if plan.always_quiet:
-        relevant = may | _from_first(key, undecided)
+        relevant = _while_pending(key, seed, ts, before)
     else:
-        relevant = _from_first(key, may | undecided)
+        relevant = _from_first(key, seed)
     if held:
         relevant |= pc.is_in(key, value_set=pa.array(held, key_type)).to_numpy(zero_copy_only=False)
     if key.null_count:
@@ -328,12 +331,13 @@ def _relevant_rows(
     return result
 
 
-def _from_first(key: pa.Array, seed: np.ndarray) -> np.ndarray:
-    """The rows of every key that has a ``seed`` row, from its first one on."""
+def _after_first(key: pa.Array, seed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of every key that has a ``seed`` row, from its first one on; and the number
+    of each row's key among those keys (-1 for the others)."""
     n = len(seed)
     rows = np.flatnonzero(seed)
     if not len(rows):
-        return np.zeros(n, dtype=bool)
+        return np.zeros(n, dtype=bool), np.full(n, -1)
     seeded = key.take(pa.array(rows))
     distinct = pc.unique(seeded)
     codes = pc.index_in(seeded, value_set=distinct).fill_null(-1).to_numpy(zero_copy_only=False)
@@ -341,7 +345,43 @@ def _from_first(key: pa.Array, seed: np.ndarray) -> np.ndarray:
     np.minimum.at(first, codes[codes >= 0], rows[codes >= 0])
     every = pc.index_in(key, value_set=distinct).fill_null(-1).to_numpy(zero_copy_only=False)
     threshold = np.where(every >= 0, first[np.maximum(every, 0)], n)
-    return np.arange(n) >= threshold
+    return np.arange(n) >= threshold, every
+
+
+def _from_first(key: pa.Array, seed: np.ndarray) -> np.ndarray:
+    """The rows of every key that has a ``seed`` row, from its first one on."""
+    return _after_first(key, seed)[0]
+
+
+def _while_pending(
+    key: pa.Array, seed: np.ndarray, ts: np.ndarray, before: np.ndarray
+) -> np.ndarray:
+    """The ``seed`` rows, and the rows of their keys that come while the key may have a
+    buffered event: after a taken row of the key whose timestamp the watermark before the row
+    (``before``) has not reached. Every taken row is counted as buffered (it may be)."""
+    candidates, codes = _after_first(key, seed)
+    relevant = seed.copy()
+    rows = np.flatnonzero(candidates)
+    if not len(rows):
+        return relevant
+    order = rows[np.argsort(codes[rows], kind="stable")]
+    last_code = -1
+    pending = 0
+    for row, code, t, wm, is_seed in zip(
+        order.tolist(),
+        codes[order].tolist(),
+        ts[order].tolist(),
+        before[order].tolist(),
+        seed[order].tolist(),
+        strict=True,
+    ):
+        if code != last_code:
+            last_code, pending = code, -(2**63)
+        if is_seed or pending > wm:
+            relevant[row] = True
+            if t > pending:
+                pending = t
+    return relevant
 
 
 def _held_keys(rv: RuleView, plan: RulePlan) -> list[Any] | None:

@@ -328,8 +328,10 @@ class _Translator:
         left, right = self.value(left_node), self.value(right_node)
         if left.kind == "const" and right.kind != "const":
             left, right, name = right, left, _FLIP[name]
-        if left.kind == "const":
-            raise _Untranslatable  # two constants: rare, and left to the row-wise path
+        if left.kind == "const" or not (right.kind == "const" or right.is_none):
+            raise _Untranslatable  # two constants or two columns: left to the row-wise path
+        if right.kind != "const":
+            right = _Value("const", const=None)  # a missing field or a column of nulls
         return self.column_vs_constant(left, name, right)
 
     def equals_none(self, v: _Value) -> Mask:
