@@ -39,8 +39,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fraudcep.pattern.conditions import And, Condition, Not, Or, Predicate, TrueCondition
-from fraudcep.rules.expressions import expression_source
+from fraudcep.pattern.conditions import (
+    And,
+    Condition,
+    Not,
+    Or,
+    Predicate,
+    TrueCondition,
+    expression_of,
+)
 
 __all__ = ["Mask", "condition_filter", "expression_filter"]
 
@@ -85,7 +92,7 @@ def _condition(cond: Condition | None, schema: pa.Schema) -> Mask:
     if isinstance(cond, Predicate):
         if cond.with_context:
             raise _Untranslatable
-        source = expression_source(cond.fn)
+        source = expression_of(cond.fn)
         if source is None:
             raise _Untranslatable
         return _Translator(schema).translate(source)

@@ -33,11 +33,11 @@ import tokenize
 import types
 import unicodedata
 import warnings
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from fraudcep.errors import FraudcepError
+from fraudcep.pattern.conditions import declare_expression
 
 __all__ = [
     "HELPERS",
@@ -56,7 +56,6 @@ __all__ = [
     "check_field_path",
     "check_identifier",
     "compile_expression",
-    "expression_source",
 ]
 
 MAX_SOURCE_LENGTH = 4000
@@ -961,7 +960,7 @@ class _Compiler:
         fn = self.namespace.pop("_condition")
         fn.fraudcep_source = src
         fn.__doc__ = src
-        _COMPILED.add(fn)
+        declare_expression(fn, src)
         result: ExpressionCondition = fn
         return result
 
@@ -1338,22 +1337,6 @@ class _Compiler:
             if out.kind != VALUE:
                 raise self.at(arg, self.kind_message(out, f"in {name}()"))
         return _Out(f"_h_{name}({', '.join(a.code for a in args)}{budget})", type=result)
-
-
-_COMPILED: weakref.WeakSet[Any] = weakref.WeakSet()
-"""The condition functions :func:`compile_expression` made (and only those)."""
-
-
-def expression_source(fn: object) -> str | None:
-    """The source of ``fn`` when :func:`compile_expression` made it, else None.
-
-    Unlike reading ``fraudcep_source``, which any function may carry, this vouches that ``fn``
-    has exactly the semantics of its text (what a translation of the text may rely on)."""
-    try:
-        ours = fn in _COMPILED
-    except TypeError:  # not weakly referenceable: not one of ours
-        return None
-    return str(getattr(fn, "fraudcep_source", "")) if ours else None
 
 
 def compile_expression(
