@@ -10,13 +10,14 @@ only if, for every rule,
 
 - it is judged on arrival, as :meth:`Engine._ingest` judges it: not late, and no later event
   can precede it (its timestamp at most one past the watermark it brings);
-- its key has no buffered events and is not one that may get some in the batch (the key of a
-  row that is not judged on arrival);
+- its key has no buffered events at the start of the batch, and none from the batch when the
+  row comes (every row taken row by row counts as buffered until the watermark passes it);
 - its key has no state, or only partial matches in states whose "stays" test is translated
-  (and no completed match held back), and no row of the batch for that key passes the rule's
-  filter (so the key's partial matches are the same at the row as at the start of the batch,
-  but for windows closing, which only ever drops them);
-- the filter says the row can neither start a match nor change a partial match.
+  (and no completed match held back);
+- the filter says the row can neither start a match nor change a partial match;
+- for a rule that may hold completed matches back (a skip strategy) or has states without a
+  translated "stays" test: no earlier row of the batch for that key passes the filter (after
+  one does, the key's state is whatever the row-wise path made of it).
 
 Such a row is exactly one that the row-wise path would not buffer for any rule. The rows left
 out still count: they move the highest timestamp and the watermark, take an arrival number and
