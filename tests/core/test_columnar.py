@@ -302,3 +302,122 @@ def test_most_rows_are_left_out() -> None:
     finally:
         engine_module.Engine._ingest_rows = original  # type: ignore[method-assign]
     assert sum(seen) <= 60
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=batches(),
+    before=st.lists(
+        st.tuples(
+            st.sampled_from([1, 1.0, True, "1", 2.5, None, 3, "c1", b"c1", (1,)]),
+            st.sampled_from([0.5, 25.0, 2001.0]),
+            st.integers(900, 1_010),
+        ),
+        max_size=12,
+    ),
+)
+def test_keys_of_other_types_held_before_the_batch(
+    data: tuple[Any, list[int]], before: list[tuple[Any, float, int]]
+) -> None:
+    """Keys held as 1.0, True or "1" (from dict events) meet int and string key columns as
+    Python compares them."""
+    batch, cuts = data
+    rules = expression_rules()
+    rows = Engine(rules, timestamp="ts", max_out_of_orderness=2)
+    columns = Engine(rules, timestamp="ts", max_out_of_orderness=2)
+    events = [
+        {
+            "user_id": key,
+            "card_id": key,
+            "merchant": "m0",
+            "amount": amount,
+            "status": "declined",
+            "ts": ts,
+        }
+        for key, amount, ts in before
+    ]
+    for engine in (rows, columns):
+        engine.process_many(events)
+    for piece in _pieces(batch, cuts):
+        assert columns.process_batch(piece) == rows.process_many(piece.to_pylist())
+        assert _outputs(columns) == _outputs(rows)
+    assert columns.snapshot() == rows.snapshot()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=batches())
+def test_after_a_restore_and_a_key_taken_in(data: tuple[Any, list[int]]) -> None:
+    """A restored engine, and a key record (with a timer the watermark has passed) taken in."""
+    batch, cuts = data
+    rules = expression_rules()
+    source = Engine(rules, timestamp="ts")
+    source.process_many(
+        [
+            {
+                "user_id": 1,
+                "card_id": "c1",
+                "merchant": "m0",
+                "amount": 30,
+                "status": "declined",
+                "ts": 900,
+            },
+            {
+                "user_id": 1,
+                "card_id": "c1",
+                "merchant": "m0",
+                "amount": 31,
+                "status": "declined",
+                "ts": 901,
+            },
+            {
+                "user_id": 2,
+                "card_id": "c2",
+                "merchant": "m1",
+                "amount": 1,
+                "status": "declined",
+                "ts": 902,
+            },
+        ]
+    )
+    record = source.export_key("user_id", 1)
+    blob = source.snapshot()
+    rows, columns = (
+        Engine.restore(blob, rules, timestamp="ts"),
+        Engine.restore(blob, rules, timestamp="ts"),
+    )
+    for engine in (rows, columns):
+        engine.advance_watermark(995)
+        engine.import_key("user_id", 1, record)
+    for piece in _pieces(batch, cuts):
+        assert columns.process_batch(piece) == rows.process_many(piece.to_pylist())
+        assert _outputs(columns) == _outputs(rows)
+    assert columns.snapshot() == rows.snapshot()
+
+
+def test_rules_changed_between_batches() -> None:
+    rows_data = [
+        {
+            "user_id": i % 4,
+            "card_id": f"c{i % 3}",
+            "merchant": f"m{i % 5}",
+            "amount": [1, 25, 3, 2001, 40][i % 5],
+            "status": ["declined", "approved"][i % 2],
+            "country": ["US", "DE"][i % 2],
+            "ts": 1_000 + i,
+        }
+        for i in range(300)
+    ]
+    batch = pa.RecordBatch.from_pylist(rows_data)
+    first, *others = expression_rules()
+    a, b = Engine([first], timestamp="ts"), Engine([first], timestamp="ts")
+    assert b.process_batch(batch.slice(0, 100)) == a.process_many(rows_data[:100])
+    for engine in (a, b):
+        for rule in others:
+            engine.add_rule(rule)
+        engine.replace_rule(first)
+    assert b.process_batch(batch.slice(100, 100)) == a.process_many(rows_data[100:200])
+    for engine in (a, b):
+        engine.disable_rule(others[0].id)
+    assert b.process_batch(batch.slice(200)) == a.process_many(rows_data[200:])
+    assert _outputs(a) == _outputs(b)
+    assert a.snapshot() == b.snapshot()
