@@ -191,11 +191,13 @@ def _outputs(engine: Engine) -> tuple[Any, ...]:
 def _check_same(rules: list[Rule], batch: Any, cuts: list[int], **options: Any) -> None:
     rows = Engine(rules, timestamp="ts", **options)
     columns = Engine(rules, timestamp="ts", **options)
+    assert columns.snapshot() == rows.snapshot()  # and from now on, deltas
     for piece in _pieces(batch, cuts):
         expected = rows.process_many(piece.to_pylist())
         got = columns.process_batch(piece)
         assert got == expected
         assert _outputs(columns) == _outputs(rows)
+        assert columns.snapshot_delta() == rows.snapshot_delta()
     assert columns.snapshot() == rows.snapshot()
     assert columns.flush() == rows.flush()
     assert _outputs(columns) == _outputs(rows)
