@@ -308,9 +308,9 @@ def _relevant_rows(
     compared with the key column.
 
     They are: the rows with a null key; every row of a key that has buffered events or state
-    the filter cannot vouch for; the rows of a key from its first row that will be buffered
-    (not judged on arrival) on; and the rows the filter passes, with, unless the rule's keys
-    always stay quiet, every later row of their key."""
+    the filter cannot vouch for; the rows the filter passes and the rows not judged on
+    arrival ("seeds"); and the later rows of a seed's key: while the key may have a buffered
+    event, for a rule whose keys always stay quiet, else all of them."""
     key = batch.column(plan.key)
     key_type = pa.int64() if plan.key_kind == "int" else key.type
     if key.type != key_type:
