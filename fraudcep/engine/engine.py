@@ -12,6 +12,7 @@ ones), so for such windows it can emit later, and then sometimes another match: 
 
 from __future__ import annotations
 
+import bisect
 import enum
 import functools
 import hashlib
@@ -24,7 +25,7 @@ import attrs
 
 from fraudcep.alert import Alert, ConditionFailure, LateEvent, Overflow, TimedOutMatch
 from fraudcep.alert.identity import alert_id_of, event_text, key_text, matched_text
-from fraudcep.engine import snapshot_v1
+from fraudcep.engine import columnar_view, snapshot_v1
 from fraudcep.engine.codec import (
     KeyStates,
     decode_key_record,
@@ -181,6 +182,25 @@ class Engine:
                 self._process_now(event, out)
         else:
             self._ingest(events, out)
+        return out
+
+    @_feeding
+    def process_batch(self, batch: Any) -> list[Alert]:
+        """Take the rows of an Arrow ``RecordBatch`` or ``Table`` as events (one dict per row,
+        as ``batch.to_pylist()`` gives them); returns the alerts they produced.
+
+        Exactly the same as ``process_many(batch.to_pylist())`` (alerts, their order, side
+        outputs, state), only faster: rows that provably change nothing are never turned into
+        Python objects. Needs pyarrow (the ``arrow`` extra); see ``docs/columnar.md``.
+        """
+        try:
+            from fraudcep.engine import columnar
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"process_batch() needs pyarrow: pip install 'fraudcep[arrow]' ({exc})"
+            ) from None
+        out: list[Alert] = []
+        columnar.feed(self, batch, out)
         return out
 
     @_feeding
@@ -682,6 +702,64 @@ class Engine:
                     del rr.pending[key]
                 self._step(rr, key, event, ts, seq, out)
         self._fire_timers(watermark, out)
+
+    # -- hooks of the record-batch path (fraudcep.engine.columnar) --------------------------
+
+    def _batch_view(self) -> columnar_view.EngineView:
+        """What the record-batch path reads of the engine before a batch."""
+        state = self._state
+        spec = self._timestamp_spec
+        return columnar_view.EngineView(
+            auto_event_time=self.time_mode is TimeMode.EVENT_TIME and self.auto_watermark,
+            timestamp=spec if isinstance(spec, str) else None,
+            lag=self.max_out_of_orderness + 1,
+            watermark=state.watermark,
+            max_ts=state.max_ts,
+            forced_watermarks=state.counters["forced_watermarks"],
+            rules=tuple(
+                columnar_view.RuleView(rr.rule, rr.matcher, rr.keys, rr.pending)
+                for rr in state.rules
+            ),
+        )
+
+    def _ingest_rows(self, rows: list[Any], out: list[Alert]) -> tuple[int, int]:
+        """Event time: take ``rows`` as :meth:`process_many` does; returns the watermark and
+        the count of forced watermarks after them."""
+        self._ingest(rows, out)
+        return self._state.watermark, self._state.counters["forced_watermarks"]
+
+    def _pass_inert(self, running_max: Sequence[int], out: list[Alert]) -> None:
+        """Event time: take ``len(running_max)`` events that :meth:`_ingest` would buffer for
+        no rule (not late, judged on arrival, changing no key's state), given only the running
+        maximum of the timestamps after each of them.
+
+        What :meth:`_ingest` does for such events, without them: count them, move the clocks,
+        and release buffered events and timers at exactly the event where it would.
+        """
+        state = self._state
+        lag = self.max_out_of_orderness + 1
+        buffer, timers = state.buffer, state.timers
+        n = len(running_max)
+        first_seq = state.seq
+        never = MAX_TIMESTAMP
+        i = 0
+        while i < n and (buffer or timers):
+            due = min(buffer[0][0] if buffer else never, timers[0][0] if timers else never)
+            # the first event whose watermark both moves and reaches the earliest due time
+            j = bisect.bisect_left(running_max, max(state.watermark + 1, due) + lag, i)
+            if j >= n:
+                break
+            state.max_ts = max(state.max_ts, running_max[j])
+            state.seq = first_seq + j + 1
+            self._advance(running_max[j] - lag, out)
+            i = j + 1
+        if n:
+            state.seq = first_seq + n
+            if running_max[-1] > state.max_ts:
+                state.max_ts = running_max[-1]
+            if running_max[-1] - lag > state.watermark:
+                state.watermark = running_max[-1] - lag
+            state.counters["events_in"] += n
 
     # -- processing time -------------------------------------------------------------------
 

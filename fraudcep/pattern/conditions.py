@@ -10,6 +10,7 @@ condition costs one call per user predicate and nothing per tree node.
 from __future__ import annotations
 
 import inspect
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -175,3 +176,26 @@ def compile_single_argument(cond: Condition) -> Callable[[Any], bool] | None:
         return cond.fn
     fn: Callable[[Any], bool] = _define(cond, "e")
     return fn
+
+
+_EXPRESSIONS: weakref.WeakKeyDictionary[Callable[..., Any], str] = weakref.WeakKeyDictionary()
+
+
+def declare_expression(fn: Callable[..., Any], source: str) -> None:
+    """Record that ``fn`` evaluates the expression-language text ``source`` exactly, as every
+    function :func:`fraudcep.rules.expressions.compile_expression` makes does; a translation of
+    the text (a vectorised filter, :mod:`fraudcep.engine.vectorised`) may then stand for it."""
+    _EXPRESSIONS[fn] = source
+
+
+def expression_of(fn: object) -> str | None:
+    """The expression text declared for ``fn`` (see :func:`declare_expression`), else None.
+
+    Unlike ``fraudcep_source``, which any function may carry, a declared text vouches for the
+    function's semantics."""
+    if not callable(fn):
+        return None
+    try:
+        return _EXPRESSIONS.get(fn)
+    except TypeError:  # not weakly referenceable: never declared
+        return None

@@ -37,6 +37,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from fraudcep.errors import FraudcepError
+from fraudcep.pattern.conditions import declare_expression
 
 __all__ = [
     "HELPERS",
@@ -959,6 +960,7 @@ class _Compiler:
         fn = self.namespace.pop("_condition")
         fn.fraudcep_source = src
         fn.__doc__ = src
+        declare_expression(fn, src)
         result: ExpressionCondition = fn
         return result
 
