@@ -26,7 +26,6 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from json.encoder import c_make_encoder as _c_make_encoder
 from json.encoder import encode_basestring_ascii as _quote
 from typing import Any, Final
 
@@ -75,13 +74,14 @@ def _flat_encoder() -> Callable[[dict[str, Any]], str]:
     each call (it makes a new C encoder every time, more than the encoding itself costs):
     the C encoder made once, with no cycle check (a flat mapping has no cycles). The text
     is the same: same separators, key order, string escaping and float text."""
-    if _c_make_encoder is None:  # a Python built without the C accelerator
+    make = getattr(json.encoder, "c_make_encoder", None)  # not in the typed stubs
+    if make is None:  # a Python built without the C accelerator
         return _ENCODE
 
     def refuse(value: Any) -> Any:
         raise TypeError(f"not a JSON scalar: {type(value).__name__}")
 
-    encode = _c_make_encoder(None, refuse, _quote, None, ":", ",", True, False, True)
+    encode = make(None, refuse, _quote, None, ":", ",", True, False, True)
     join = "".join
 
     def encode_flat(value: dict[str, Any]) -> str:
