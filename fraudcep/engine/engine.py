@@ -812,16 +812,16 @@ class Engine:
         """The alerts of the matches ``runs`` completed at once for ``key``.
 
         Their ids are ``alert_id``'s, written from parts: each matched event's part of the text
-        is computed once and kept in its node's ``memo``, which the nodes made for that event
-        in the same step share (an event often completes one match and starts another, or is
-        in several): every later id with that event uses it. The event's content is read when
-        its first alert is made; events are not to change once given to the engine (Flink
-        CEP copies them into its buffer at that point). Each node's whole part (stage name,
-        time, event) is cached for the matches of this step, which often share nodes."""
+        is computed once for all of them (the matches of one step often share events and
+        nodes: one payment completing several partial matches). The parts are cached by the
+        identity of the node and of the event, only while ``runs``, which hold them, are
+        here; the event's content is read when its first alert of the step is made, as
+        before."""
         rule_id = rr.rule.id
         event_id = self._event_id
         key_part = key_text(key)
         by_node: dict[int, str] = {}
+        by_event: dict[int, str] = {}
         counters = self._state.counters
         for run in runs:
             nodes = path(run.node)
@@ -835,12 +835,10 @@ class Engine:
                     bucket.append(node.event)
                 part = by_node.get(id(node))
                 if part is None:
-                    memo = node.memo
-                    if memo is None:
-                        memo = node.memo = [None]
-                    text = memo[0]
+                    event = node.event
+                    text = by_event.get(id(event))
                     if text is None:
-                        text = memo[0] = event_text(node.event, event_id)
+                        text = by_event[id(event)] = event_text(event, event_id)
                     part = by_node[id(node)] = matched_text(node.name, node.ts, text)
                 parts.append(part)
             counters["alerts"] += 1

@@ -30,30 +30,16 @@ _IGNORE = Action.IGNORE
 
 
 class Node:
-    """One matched event in a partial match; ``prev`` points at the event matched before it.
+    """One matched event in a partial match; ``prev`` points at the event matched before it."""
 
-    ``memo`` is a one-item list shared by the nodes made for one event in one step (the event
-    taken by several runs: as the start of a new one and the next event of others), where the
-    engine keeps the event's part of alert ids once it has computed it; ``None`` until then
-    for a node made elsewhere (a restored one)."""
+    __slots__ = ("event", "name", "prev", "seq", "ts")
 
-    __slots__ = ("event", "memo", "name", "prev", "seq", "ts")
-
-    def __init__(
-        self,
-        name: str,
-        event: Any,
-        ts: int,
-        seq: int,
-        prev: Node | None,
-        memo: list[Any] | None = None,
-    ) -> None:
+    def __init__(self, name: str, event: Any, ts: int, seq: int, prev: Node | None) -> None:
         self.name = name
         self.event = event
         self.ts = ts
         self.seq = seq
         self.prev = prev
-        self.memo = memo
 
 
 class Run:
@@ -217,9 +203,8 @@ class Matcher:
         offer = javaheap.offer
         next_runs = self._next_runs
         unchanged = True
-        memo: list[Any] = [None]  # shared by the nodes this event becomes
         for run in ks.partial:
-            new_runs = next_runs(run, event, ts, seq, memo)
+            new_runs = next_runs(run, event, ts, seq)
             if len(new_runs) == 1:
                 new = new_runs[0]
                 if new is not run:
@@ -250,9 +235,7 @@ class Matcher:
         ks.partial = new_partial
         return emitted
 
-    def _next_runs(
-        self, run: Run, event: Any, ts: int, seq: int, memo: list[Any] | None = None
-    ) -> list[Run]:
+    def _next_runs(self, run: Run, event: Any, ts: int, seq: int) -> list[Run]:
         """Flink's ``computeNextStates``: the runs ``run`` turns into on ``event``."""
         state = run.state
         ctx = MatchContext(run.node, ts) if self.uses_context else None
@@ -292,7 +275,7 @@ class Matcher:
                 continue
             # TAKE
             if node is None or node.name != t.source.base:
-                node = Node(t.source.base, event, ts, seq, run.node, memo)
+                node = Node(t.source.base, event, ts, seq, run.node)
             if is_start:
                 start_ts, order = ts, seq
             else:
