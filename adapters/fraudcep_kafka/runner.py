@@ -27,7 +27,7 @@ import signal
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from types import FrameType
 from typing import Any
@@ -100,6 +100,14 @@ _RULES_POLL_S = 0.2
 _IDLE_CHECK_S = 0.05
 _GAUGES_S = 1.0
 _TXN_TIMEOUT_S = 20.0
+PRODUCER_RETRY_BACKOFF: dict[str, Any] = {"retry.backoff.ms": 2, "retry.backoff.max.ms": 10}
+"""The transactional producer's retry backoff (``--kafka-config`` overrides it). The broker
+answers ``EndTxn`` before its commit markers are written, so a transaction begun right after
+a commit often has its ``AddOffsetsToTxn`` (``send_offsets_to_transaction``) or
+``AddPartitionsToTxn`` refused with ``CONCURRENT_TRANSACTIONS``, and librdkafka sends it
+again after ``retry.backoff.ms``: 100 ms by default, the loop blocked all the while (the
+alert latency's p99 step, docs/performance.md). The Java client retries that case after
+20 ms since KAFKA-5477; librdkafka grows the backoff from 2 ms up to 10 ms here."""
 # librdkafka can block a transactional call far past its timeout when the coordinator it
 # cached went away (librdkafka issues #5456, #5511, open in 2.16): e.g. a broker restart that
 # leaves no broker up for a moment makes the producer re-bootstrap, which retires the broker
@@ -108,6 +116,17 @@ _TXN_TIMEOUT_S = 20.0
 # is treated as a crash: the process exits and its supervisor restarts it, which the
 # exactly-once design makes safe.
 STUCK_CALL_S = 2 * _TXN_TIMEOUT_S + 5
+
+
+def producer_retry_backoff(kafka_config: Mapping[str, Any]) -> dict[str, Any]:
+    """:data:`PRODUCER_RETRY_BACKOFF`, unless ``kafka_config`` (the user's settings, which
+    the client gets anyway) sets either of its keys: then nothing, so that the two are
+    never mixed (librdkafka refuses a ``retry.backoff.max.ms`` below ``retry.backoff.ms``)."""
+    return (
+        {} if PRODUCER_RETRY_BACKOFF.keys() & kafka_config.keys() else dict(PRODUCER_RETRY_BACKOFF)
+    )
+
+
 EXIT_STUCK = 4
 DELTA_COST_PRIOR_S = 20e-6
 """What a delta checkpoint is taken to cost per record taken since the previous checkpoint,
@@ -273,6 +292,8 @@ class Runner:
         self._partitions: dict[int, _Partition] = {}
         self._parked: dict[int, _Partition] = {}
         self._latencies: list[int] = []  # Kafka timestamps (ms) of records in the open txn
+        self._alerts_produced: list[float] = []  # when each alert of the open txn was produced
+        self._fetched_at = 0.0  # wall clock (s) when the last fetch returned records
         self._outputs = 0  # records produced in the open transaction
         self._alerts_since: float | None = None  # when the open transaction got its first alert
         self._backlogged = False  # the last fetch filled a whole batch
@@ -398,6 +419,7 @@ class Runner:
                     "transaction.timeout.ms": c.transaction_timeout,
                     "enable.idempotence": True,
                     "linger.ms": 2,
+                    **producer_retry_backoff(c.kafka_config),
                     "error_cb": self._on_producer_error,
                 }
             )
@@ -590,11 +612,12 @@ class Runner:
         time from arrival to processing at the cost of a fetch.
         """
         messages: list[Any] = self._consumer.consume(batch_size, 0)
-        if messages or timeout <= 0:
-            return messages
-        messages = self._consumer.consume(1, timeout)
-        if messages and batch_size > 1:
-            messages.extend(self._consumer.consume(batch_size - 1, 0))
+        if not messages and timeout > 0:
+            messages = self._consumer.consume(1, timeout)
+            if messages and batch_size > 1:
+                messages.extend(self._consumer.consume(batch_size - 1, 0))
+        if messages:
+            self._fetched_at = time.time()
         return messages
 
     def _take(self, messages: list[Any]) -> None:
@@ -674,6 +697,8 @@ class Runner:
             start = st.position if st.position is not None else records[0].offset()
             self._open_sinks(st, start, None)
         to_payment_sinks: list[tuple[int, Any]] | None = [] if st.payment_sinks else None
+        fetched_ms = self._fetched_at * 1000  # (records held back were fetched before it)
+        fetch_delays: list[float] = []
         for msg in records:
             offset = msg.offset()
             if st.position is not None and offset < st.position:
@@ -701,6 +726,7 @@ class Runner:
                 ts_type, ts = msg.timestamp()
                 if ts_type != 0:
                     self._latencies.append(ts)
+                    fetch_delays.append(max(0.0, fetched_ms - ts) / 1000)
         if to_payment_sinks:
             for sink in st.payment_sinks:
                 sink.payments(to_payment_sinks)
@@ -724,8 +750,9 @@ class Runner:
             else:
                 origin[id(payment)] = msg
                 if alerts:
-                    self._emit(st, alerts, values)
+                    self._emit_timed(st, alerts, values)
                 processed += 1
+        observe_many(self.metrics.fetch_delay, fetch_delays)
         if replayed:
             self.metrics.replayed.inc(replayed)
         if st.rules_pending and not st.replaying:
@@ -814,6 +841,19 @@ class Runner:
             self.metrics.alerts.labels(alert.rule_id).inc()
         if alerts and self._alerts_since is None:
             self._alerts_since = time.monotonic()
+
+    def _emit_timed(self, st: _Partition, alerts: list[Alert], values: Sequence[bytes]) -> None:
+        """:meth:`_emit` for alerts of a record just processed, timing the stages from the
+        record's fetch to the alerts' produce (``fraudcep_alert_stage_seconds``); the commit
+        stage is observed when their transaction commits."""
+        engine_done = time.time()
+        self._emit(st, alerts, values)
+        produced = time.time()
+        n = len(alerts)
+        stage = self.metrics.alert_stage
+        observe_many(stage.labels("engine"), [max(0.0, engine_done - self._fetched_at)] * n)
+        observe_many(stage.labels("produce"), [produced - engine_done] * n)
+        self._alerts_produced.extend([produced] * n)
 
     def _dead_letter(self, msg: Any, reason: str, detail: str) -> None:
         ts_type, ts = msg.timestamp()
@@ -987,6 +1027,11 @@ class Runner:
         self.metrics.transactions.labels("committed").inc()
         observe_many(self.metrics.latency, [max(0.0, done - ts / 1000) for ts in self._latencies])
         self._latencies.clear()
+        observe_many(
+            self.metrics.alert_stage.labels("commit"),
+            [max(0.0, done - t) for t in self._alerts_produced],
+        )
+        self._alerts_produced.clear()
         self._outputs = 0
         self._alerts_since = None
         for st, reference in committing:
@@ -1396,6 +1441,7 @@ class Runner:
         self._outputs = 0
         self._alerts_since = None
         self._latencies.clear()
+        self._alerts_produced.clear()
         if self._consumer_fatal is not None:  # the consumer that is replaced cannot seek
             lost = list(self._partitions)  # the new one's assignment restores them
         for number in lost:

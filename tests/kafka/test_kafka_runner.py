@@ -512,8 +512,18 @@ def test_alerts_do_not_wait_for_the_commit_interval(job: Job) -> None:
         produce(job.bootstrap, job.input_topic, payment_records(big))
         wait_until(lambda: len(_alerts(job)) >= 1, 50, "the alert")
         waited = time.monotonic() - sent
+        metrics = _metrics(runner)
     finally:
         code = runner.terminate()
     assert code == 0, runner.tail()
     assert waited < 50  # below the 60 s interval, however loaded the machine
     assert [a["rule_id"] for a in _alerts(job)] == ["high-value-3-in-5m"]
+    # the stages of the alert's latency: each observed once, together at most the wait
+    stages = ("engine", "produce", "commit")
+    for stage in stages:
+        assert metrics[f'fraudcep_alert_stage_seconds_count{{stage="{stage}"}}'] == 1, stage
+    spent = sum(metrics[f'fraudcep_alert_stage_seconds_sum{{stage="{s}"}}'] for s in stages)
+    assert 0 < spent < waited
+    # every record fetched: the quiet one and the four after it, each after it was produced
+    assert metrics["fraudcep_fetch_delay_seconds_count"] == 5
+    assert 0 <= metrics["fraudcep_fetch_delay_seconds_sum"] < 5 * 120

@@ -1018,6 +1018,19 @@ def test_configure_routes_fraudcep_loggers() -> None:
     assert lines[1].endswith("fraudcep.rules: as text rule=r")
 
 
+def test_the_producer_retry_backoff_is_a_default_the_kafka_config_replaces() -> None:
+    from confluent_kafka import Producer
+
+    from fraudcep_kafka.runner import producer_retry_backoff
+
+    short = producer_retry_backoff({})
+    assert short == {"retry.backoff.ms": 2, "retry.backoff.max.ms": 10}
+    assert producer_retry_backoff({"retry.backoff.ms": "100"}) == {}
+    assert producer_retry_backoff({"retry.backoff.max.ms": "50", "linger.ms": "1"}) == {}
+    # librdkafka takes it (a transactional producer; nothing is connected)
+    Producer({"bootstrap.servers": "127.0.0.1:1", "transactional.id": "t", **short})
+
+
 # == metrics =================================================================================
 
 METRIC_NAMES = [
@@ -1030,6 +1043,7 @@ METRIC_NAMES = [
     "fraudcep_event_time_lag_seconds", "fraudcep_assigned_partitions",
     "fraudcep_live_partial_matches", "fraudcep_processing_latency_seconds",
     "fraudcep_commit_seconds", "fraudcep_checkpoint_seconds", "fraudcep_checkpoint_bytes",
+    "fraudcep_fetch_delay_seconds", "fraudcep_alert_stage_seconds",
 ]  # fmt: skip
 
 
@@ -1081,6 +1095,8 @@ def test_metrics_are_served_over_http() -> None:
         metrics.alerts.labels(rule="big").inc()
         metrics.lag.labels(partition="2").set(17)
         metrics.latency.observe(0.003)
+        metrics.fetch_delay.observe(0.004)
+        metrics.alert_stage.labels("commit").observe(0.006)
         text = scrape(address)
     finally:
         metrics.close()
@@ -1090,6 +1106,8 @@ def test_metrics_are_served_over_http() -> None:
     assert 'fraudcep_alerts_total{rule="big"} 1.0' in text
     assert 'fraudcep_consumer_lag{partition="2"} 17.0' in text
     assert 'fraudcep_processing_latency_seconds_bucket{le="0.005"} 1.0' in text
+    assert 'fraudcep_fetch_delay_seconds_bucket{le="0.005"} 1.0' in text
+    assert 'fraudcep_alert_stage_seconds_bucket{le="0.0075",stage="commit"} 1.0' in text
 
 
 def test_two_runner_metrics_do_not_collide() -> None:

@@ -20,7 +20,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import attrs
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
@@ -68,13 +68,24 @@ class Job:
     def checkpoints(self) -> Path:
         return self.workdir / "checkpoints"
 
-    def create_input(self) -> None:
+    @property
+    def topics(self) -> list[str]:
+        return [self.input_topic, self.alerts_topic, self.dlq_topic, self.rules_topic]
+
+    def create_input(self, config: Mapping[str, str] | None = None) -> None:
+        """The input topic, with topic ``config`` (e.g. ``message.timestamp.type``)."""
         create_topics(
-            {"bootstrap.servers": self.bootstrap}, {self.input_topic: (self.partitions, {})}
+            {"bootstrap.servers": self.bootstrap},
+            {self.input_topic: (self.partitions, dict(config or {}))},
         )
 
-    def runner_args(self, instance: str, **options: Any) -> list[str]:
-        settings: dict[str, Any] = {
+    def delete(self) -> None:
+        """Delete the job's topics."""
+        delete_topics(self.bootstrap, self.topics)
+
+    def base_settings(self, instance: str) -> dict[str, Any]:
+        """The job's own runner options: its topics, group, checkpoints and endpoint."""
+        return {
             "bootstrap": self.bootstrap,
             "group-id": self.group,
             "instance-id": instance,
@@ -84,14 +95,24 @@ class Job:
             "rules-topic": self.rules_topic,
             "checkpoints": str(self.checkpoints),
             "metrics-address": "127.0.0.1:0",
+            "log-format": "json",
+        }
+
+    def test_settings(self) -> dict[str, Any]:
+        """Runner options that make tests quick (a benchmark's job leaves them out)."""
+        return {
             "idle-timeout": "1s",
             "commit-interval": "50ms",
             "checkpoint-interval": "1s",
             # chains stay short: tests see compactions, and restores of compacted bases
             "compact-after-deltas": "3",
             "session-timeout": "6s",
-            "log-format": "json",
         }
+
+    def runner_args(self, instance: str, **options: Any) -> list[str]:
+        """``fraudcep run`` arguments: the job's settings, :meth:`test_settings`, then
+        ``options`` (``commit_interval="10ms"``; a list or tuple value repeats the option)."""
+        settings: dict[str, Any] = {**self.base_settings(instance), **self.test_settings()}
         settings.update({k.replace("_", "-"): v for k, v in options.items()})
         args = ["run"]
         for key, value in settings.items():
@@ -115,7 +136,7 @@ class RunnerProcess:
     log_start: int = 0
 
     @classmethod
-    def start(cls, args: Sequence[str], log_path: Path) -> RunnerProcess:
+    def start(cls, args: Sequence[str], log_path: Path) -> Self:
         """Spawn ``fraudcep`` with ``args``. The child starts with SIGTERM blocked, as a
         careful supervisor starts it: ``fraudcep run`` unblocks it once its handler is in
         place, so a SIGTERM sent at any moment (even while the interpreter is starting) is a
@@ -155,6 +176,26 @@ class RunnerProcess:
             f"{message!r} in {self.log_path}",
         )
         assert self.process.poll() is None, self.tail()
+
+    def logged(self, message: str) -> dict[str, Any] | None:
+        """The first log line of this runner with ``message``, if any."""
+        return next((x for x in self.log_lines() if x.get("msg") == message), None)
+
+    def wait_for(self, message: str, timeout: float = 180.0) -> dict[str, Any]:
+        """The first log line with ``message``, waited for (AssertionError if the runner
+        exits or the time is up first)."""
+        self.wait_logged(message, timeout)
+        line = self.logged(message)
+        assert line is not None
+        return line
+
+    def metrics_url(self, timeout: float = 180.0) -> str:
+        """The runner's ``/metrics`` address (from its "metrics endpoint up" log line)."""
+        return str(self.wait_for("metrics endpoint up", timeout)["url"])
+
+    def problems(self) -> list[dict[str, Any]]:
+        """This runner's warning and error log lines."""
+        return [x for x in self.log_lines() if x.get("level") in {"warning", "error"}]
 
     def kill9(self) -> None:
         self.process.send_signal(signal.SIGKILL)
