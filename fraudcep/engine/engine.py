@@ -171,17 +171,31 @@ class Engine:
         return out
 
     @_feeding
-    def process_many(self, events: Iterable[Any]) -> list[Alert]:
+    def process_many(
+        self,
+        events: Iterable[Any],
+        *,
+        refused: Callable[[Any, EventError], None] | None = None,
+    ) -> list[Alert]:
         """Take many events; returns every alert they produced, in emission order.
 
-        The same as calling :meth:`process` for each event, only faster.
+        The same as calling :meth:`process` for each event, only faster. An event the engine
+        cannot read (no timestamp, an unhashable key: :class:`EventError`, raised before it
+        changed anything) ends the call with that error, the alerts of the events before it
+        lost to the caller; with ``refused``, it is handed to ``refused(event, error)``
+        instead and the rest go on: what a runtime that dead-letters such events wants.
         """
         out: list[Alert] = []
         if self.time_mode is TimeMode.PROCESSING_TIME:
             for event in events:
-                self._process_now(event, out)
+                try:
+                    self._process_now(event, out)
+                except EventError as exc:
+                    if refused is None:
+                        raise
+                    refused(event, exc)
         else:
-            self._ingest(events, out)
+            self._ingest(events, out, refused)
         return out
 
     @_feeding
@@ -593,7 +607,12 @@ class Engine:
 
     # -- event time ------------------------------------------------------------------------
 
-    def _ingest(self, events: Iterable[Any], out: list[Alert]) -> None:
+    def _ingest(
+        self,
+        events: Iterable[Any],
+        out: list[Alert],
+        refused: Callable[[Any, EventError], None] | None = None,
+    ) -> None:
         """Event time: buffer events, move the watermark, release what it passed.
 
         Written as one loop over local variables because it runs for every event; the engine's
@@ -616,19 +635,28 @@ class Engine:
         accepted = 0
         try:
             for event in events:
-                ts = read_ts(event)
-                if ts <= watermark:
+                try:  # reading an event changes nothing: one that cannot be read is refused
+                    ts = read_ts(event)
+                    late = ts <= watermark
+                    if late:
+                        pass  # its key is not read
+                    elif only_key is not None:
+                        key = only_key(event)
+                        keys = None
+                        if key.__class__ not in _HASHABLE:
+                            _check_hashable(key, self._key_specs[0])
+                    else:
+                        keys = [f(event) for f in key_functions]
+                        for k, spec in zip(keys, self._key_specs, strict=True):
+                            _check_hashable(k, spec)
+                except EventError as exc:
+                    if refused is None:
+                        raise
+                    refused(event, exc)
+                    continue
+                if late:
                     self._report_late(event, ts, watermark)
                     continue
-                if only_key is not None:
-                    key = only_key(event)
-                    keys = None
-                    if key.__class__ not in _HASHABLE:
-                        _check_hashable(key, self._key_specs[0])
-                else:
-                    keys = [f(event) for f in key_functions]
-                    for k, spec in zip(keys, self._key_specs, strict=True):
-                        _check_hashable(k, spec)
                 accepted += 1
                 seq += 1
                 if ts > max_ts:

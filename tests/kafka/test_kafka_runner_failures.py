@@ -95,6 +95,14 @@ def reference(payments: Sequence[dict[str, Any]]) -> list[str]:
     return sorted(a.alert_id for a in engine.process_many(payments))
 
 
+def _poison_at(events: list[Any]) -> int:
+    """The index of the poison payment among ``events`` (their length: none)."""
+    for i, event in enumerate(events):
+        if isinstance(event, dict) and event.get("payment_id") == POISON:
+            return i
+    return len(events)
+
+
 def dead(job: Job) -> list[dict[str, Any]]:
     out = []
     for msg in read_topic(job.bootstrap, job.dlq_topic):
@@ -114,14 +122,22 @@ def wait_alerts(job: Job, want: Sequence[str]) -> None:
 def test_a_record_whose_processing_raises_is_dead_lettered_after_three_failures(
     job: Job, monkeypatch: pytest.MonkeyPatch, in_process: Callable[[Runner], InProcess]
 ) -> None:
-    real = Engine.process
+    real, real_many = Engine.process, Engine.process_many
 
     def process(self: Engine, event: Any) -> Any:
         if isinstance(event, dict) and event.get("payment_id") == POISON:
             raise RuntimeError("injected failure")
         return real(self, event)
 
+    def process_many(self: Engine, events: Any, **options: Any) -> Any:
+        events = list(events)
+        done = real_many(self, events[: _poison_at(events)], **options)
+        if _poison_at(events) < len(events):  # half-way through the batch, as a bug would
+            raise RuntimeError("injected failure")
+        return done
+
     monkeypatch.setattr(Engine, "process", process)
+    monkeypatch.setattr(Engine, "process_many", process_many)
     poison = pay(0, T + 5_000, 10.0, payment_id=POISON)
     first = burst(1, T, poison)
     send(job, first)
@@ -136,6 +152,8 @@ def test_a_record_whose_processing_raises_is_dead_lettered_after_three_failures(
     )
     assert json.loads(letter["value"])["payment_id"] == POISON
     assert runner.sample("fraudcep_record_failures_total", stage="process") == 3
+    # the first failure came in a batch: then the partition went one record at a time
+    assert runner.sample("fraudcep_record_failures_total", stage="batch") >= 1
 
     # the key goes on: its next payments are detected
     second = burst(10, T + 1_000_000, pay(9, T + 1_005_000, 5.0))
@@ -149,11 +167,18 @@ def test_a_record_that_breaks_the_checkpoint_is_found_and_dead_lettered(
     job: Job, monkeypatch: pytest.MonkeyPatch, in_process: Callable[[Runner], InProcess]
 ) -> None:
     real_process, real_snapshot, real_delta = Engine.process, Engine.snapshot, Engine.snapshot_delta
+    real_many = Engine.process_many
 
     def process(self: Engine, event: Any) -> Any:
         if isinstance(event, dict) and event.get("payment_id") == POISON:
             self.__dict__["holds_poison"] = True
         return real_process(self, event)
+
+    def process_many(self: Engine, events: Any, **options: Any) -> Any:
+        events = list(events)
+        if _poison_at(events) < len(events):
+            self.__dict__["holds_poison"] = True
+        return real_many(self, events, **options)
 
     def snapshot(self: Engine) -> bytes:
         if self.__dict__.get("holds_poison"):
@@ -166,6 +191,7 @@ def test_a_record_that_breaks_the_checkpoint_is_found_and_dead_lettered(
         return real_delta(self)
 
     monkeypatch.setattr(Engine, "process", process)
+    monkeypatch.setattr(Engine, "process_many", process_many)
     monkeypatch.setattr(Engine, "snapshot", snapshot)
     monkeypatch.setattr(Engine, "snapshot_delta", snapshot_delta)
     poison = pay(0, T + 5_000, 10.0, payment_id=POISON)
