@@ -47,7 +47,6 @@ import gc
 import json
 import os
 import platform
-import re
 import shutil
 import signal
 import statistics
@@ -56,7 +55,6 @@ import sys
 import tempfile
 import time
 import tracemalloc
-import urllib.request
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,6 +70,8 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
+from kafka_load.prom import Samples, scrape  # noqa: E402
+from kafka_load.util import log  # noqa: E402
 from support.kafka_broker import running_broker  # noqa: E402
 from support.kafka_runner import Job, RunnerProcess, delete_topics, produce, retrying  # noqa: E402
 
@@ -108,10 +108,6 @@ RUNNER_OPTIONS: Final = {
     "topic_partitions": str(PARTITIONS),
     "log_level": "debug",
 }
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def loadavg() -> list[float]:
@@ -195,26 +191,6 @@ class MemoryWatch:
 
 
 # -- metrics -----------------------------------------------------------------------------------
-
-Samples = dict[str, list[tuple[dict[str, str], float]]]
-_LABEL: Final = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
-
-def scrape(url: str) -> Samples:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            text = response.read().decode()
-    except OSError as exc:
-        log(f"  cannot scrape {url}: {exc}")
-        return {}
-    samples: Samples = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        head, _, value = line.rpartition(" ")
-        name, _, rest = head.partition("{")
-        samples.setdefault(name, []).append((dict(_LABEL.findall(rest)), float(value)))
-    return samples
 
 
 def total(samples: Samples, name: str) -> float:

@@ -1826,27 +1826,25 @@ class _Exit(Exception):
         self.message = message
 
 
-class _RecordFailed(Exception):
+class _ProcessingFailed(Exception):
+    """Processing records of ``partition`` from ``msg`` on failed at ``stage`` with
+    ``error``."""
+
+    def __init__(self, partition: int, msg: Any, stage: str, error: Exception) -> None:
+        super().__init__(partition, msg.offset(), stage, error)
+        self.partition = partition
+        self.offset: int = msg.offset()
+        self.stage = stage
+        self.error = error
+
+
+class _RecordFailed(_ProcessingFailed):
     """Processing the record ``msg`` of ``partition`` failed at ``stage`` with ``error``."""
 
-    def __init__(self, partition: int, msg: Any, stage: str, error: Exception) -> None:
-        super().__init__(partition, msg.offset(), stage, error)
-        self.partition = partition
-        self.offset: int = msg.offset()
-        self.stage = stage
-        self.error = error
 
-
-class _BatchFailed(Exception):
+class _BatchFailed(_ProcessingFailed):
     """Processing a batch of records of ``partition`` (the first: ``msg``) failed at
     ``stage`` with ``error``; which record caused it is not known."""
-
-    def __init__(self, partition: int, msg: Any, stage: str, error: Exception) -> None:
-        super().__init__(partition, msg.offset(), stage, error)
-        self.partition = partition
-        self.offset: int = msg.offset()
-        self.stage = stage
-        self.error = error
 
 
 class _Rewind(Exception):
