@@ -205,13 +205,13 @@ class Engine:
 
         Exactly the same as ``process_many(batch.to_pylist())`` (alerts, their order, side
         outputs, state), only faster: rows that provably change nothing are never turned into
-        Python objects. Needs pyarrow (the ``arrow`` extra); see ``docs/columnar.md``.
+        Python objects. Needs pyarrow and numpy (the ``arrow`` extra); see ``docs/columnar.md``.
         """
         try:
             from fraudcep.engine import columnar
         except ImportError as exc:
             raise ConfigurationError(
-                f"process_batch() needs pyarrow: pip install 'fraudcep[arrow]' ({exc})"
+                f"process_batch() needs pyarrow and numpy: pip install 'fraudcep[arrow]' ({exc})"
             ) from None
         out: list[Alert] = []
         columnar.feed(self, batch, out)
