@@ -60,6 +60,7 @@ __all__ = [
     "check_field_path",
     "check_identifier",
     "compile_expression",
+    "email_domain",
 ]
 
 MAX_SOURCE_LENGTH = 4000
@@ -684,10 +685,16 @@ def _weekday_of(ts: Any) -> Any:
     raise _bad("weekday_of()", ts)
 
 
-def _email_domain(x: Any) -> Any:
-    from fraudcep.rules.lists import email_domain
-
-    return email_domain(x)
+def email_domain(address: Any) -> str | None:
+    """The domain of an e-mail address, lower-cased: what follows its last ``@``; None when
+    ``address`` is not a string with a non-empty domain after an ``@`` (the language's
+    ``email_domain()``)."""
+    if not isinstance(address, str):
+        return None
+    at = address.rfind("@")
+    if at < 0 or at == len(address) - 1:
+        return None
+    return address[at + 1 :].lower()
 
 
 def _exists(x: Any) -> bool:
@@ -720,7 +727,7 @@ HELPERS: dict[str, tuple[Callable[..., Any], int, str]] = {
     "weekday_of": (_weekday_of, 1, "value"),
     "exists": (_exists, 1, "value"),
     "missing": (_missing, 1, "value"),
-    "email_domain": (_email_domain, 1, "value"),
+    "email_domain": (email_domain, 1, "value"),
 }
 # Helpers whose work grows with their input: they take the evaluation's budget last.
 _CHARGED_HELPERS = frozenset({"sum", "min", "max", "avg", "lower", "upper", "contains"})

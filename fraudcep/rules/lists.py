@@ -39,6 +39,7 @@ from typing import Any
 import attrs
 
 from fraudcep.errors import ConfigurationError
+from fraudcep.rules.expressions import check_identifier, email_domain
 
 __all__ = ["LIST_EXTENSIONS", "ListError", "Lists", "NamedList", "email_domain", "list_text"]
 
@@ -48,12 +49,6 @@ LIST_EXTENSIONS = (".txt", ".list", ".csv", ".json", ".jsonl")
 
 class ListError(ConfigurationError):
     """A list that cannot be made: a bad name, a bad entry, an unreadable file."""
-
-
-def _name_problem(name: object) -> str | None:
-    from fraudcep.rules.expressions import check_identifier
-
-    return check_identifier(name)
 
 
 def list_text(value: Any) -> str | None:
@@ -66,17 +61,6 @@ def list_text(value: Any) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return None
-
-
-def email_domain(address: Any) -> str | None:
-    """The domain of an e-mail address, lower-cased: what follows its last ``@``; None when
-    ``address`` is not a string with a non-empty domain after an ``@``."""
-    if not isinstance(address, str):
-        return None
-    at = address.rfind("@")
-    if at < 0 or at == len(address) - 1:
-        return None
-    return address[at + 1 :].lower()
 
 
 def _entries(values: Iterable[Any], name: str) -> frozenset[str]:
@@ -198,7 +182,7 @@ class Lists:
         """Make ``entries`` the content of list ``name`` (created if new); returns its version:
         ``version`` if given (it must be higher than the current one), else the current one
         plus one (1 for a new list)."""
-        problem = _name_problem(name)
+        problem = check_identifier(name)
         if problem is not None:
             raise ListError(f"bad list name: {problem}")
         values = _entries(entries, name)
