@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fraudcep import Engine
+from fraudcep.pattern.conditions import expression_of
 from fraudcep.rules import RuleSpecError, load_rules
 from fraudcep.rules.expressions import ExpressionError, compile_expression
 from fraudcep.rules.lists import ListError, Lists, NamedList, email_domain
@@ -192,6 +193,14 @@ def test_a_field_named_lists_is_read_through_event() -> None:
 def test_expressions_without_lists_are_unchanged() -> None:
     f = compile_expression("amount > 2", lists=registry())
     assert not hasattr(f, "fraudcep_lists")
+    assert expression_of(f) == "amount > 2"
+
+
+def test_an_expression_with_lists_is_not_vouched_for_by_its_text() -> None:
+    # a vectorised filter made from the text alone could not see the lists
+    f = compile_expression("card_id in lists.blocked_cards", lists=registry())
+    assert f.fraudcep_lists == ("blocked_cards",)  # type: ignore[attr-defined]
+    assert expression_of(f) is None
 
 
 # -- loading ---------------------------------------------------------------------------------
