@@ -3,7 +3,9 @@
 ``fraudcep rules validate FILE...`` prints every problem as ``FILE:LINE:COLUMN: rule 'id'
 field: message`` and exits 1 when there is any. ``fraudcep rules test FILE --events
 EVENTS.jsonl`` runs the enabled rules over JSON Lines events with :class:`fraudcep.Engine` and
-prints each alert and a count per rule (``--json`` for one JSON object per line).
+prints each alert and a count per rule (``--json`` for one JSON object per line). Both take
+``--lists FILE_OR_DIR`` (repeatable): the named lists the rules' expressions may read
+(``x in lists.NAME``; docs/rules.md, "Named lists").
 ``fraudcep rules publish FILE --bootstrap ...`` puts checked rules on the rules topic that
 running ``fraudcep run`` processes follow.
 """
@@ -19,6 +21,7 @@ from typing import IO, Any
 
 from fraudcep import Alert, Engine, FraudcepError, LateEvent
 from fraudcep.rules import RuleDefinition, RuleSpecError, load_rule_file, parse_duration
+from fraudcep.rules.lists import ListError, Lists
 
 DESCRIPTION = "Validate rule files (YAML or JSON) and test rules on events."
 
@@ -32,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     validate.add_argument("files", nargs="+", metavar="FILE", help="rule files (.yaml/.json)")
     validate.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_lists_argument(validate)
     validate.set_defaults(handler=run_validate)
 
     test = sub.add_parser(
@@ -47,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out-of-orderness", default="0", help="allowed disorder: a duration like 5s, or ms"
     )
     test.add_argument("--json", action="store_true", help="one JSON object per line")
+    _add_lists_argument(test)
     test.set_defaults(handler=run_test)
 
     publish = sub.add_parser(
@@ -68,6 +73,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     publish.set_defaults(handler=run_publish)
 
 
+def _add_lists_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--lists",
+        action="append",
+        default=[],
+        metavar="FILE_OR_DIR",
+        help="named lists the rules may read: a list file (.txt/.csv/.json/.jsonl, named after "
+        "its stem) or a directory of them; repeatable",
+    )
+
+
+def _registry(args: argparse.Namespace) -> tuple[Lists | None, list[dict[str, Any]]]:
+    """The lists of ``--lists`` (None when none is given), or the problem reading them."""
+    paths: list[str] = getattr(args, "lists", None) or []
+    if not paths:
+        return None, []
+    try:
+        return Lists.from_path(*paths), []
+    except (ListError, OSError) as exc:
+        return None, [_problem(", ".join(paths), f"cannot read the lists: {exc}")]
+
+
 # -- validate -------------------------------------------------------------------------------
 
 
@@ -83,11 +110,11 @@ def _problem(path: str, message: str, line: int = 1, column: int = 1) -> dict[st
     }
 
 
-def _load(path: str) -> list[RuleDefinition] | list[dict[str, Any]]:
+def _load(path: str, lists: Lists | None = None) -> list[RuleDefinition] | list[dict[str, Any]]:
     """Rule definitions, or the problems as dicts. Never raises: whatever goes wrong is a
     problem of the file (the loader's limits keep every file to a bounded cost)."""
     try:
-        return load_rule_file(path)
+        return load_rule_file(path, lists=lists)
     except OSError as exc:
         return [_problem(path, f"cannot read: {exc.strerror or exc}")]
     except RuleSpecError as exc:
@@ -109,10 +136,10 @@ def _load(path: str) -> list[RuleDefinition] | list[dict[str, Any]]:
 
 def run_validate(args: argparse.Namespace) -> int:
     out = sys.stdout
-    problems: list[dict[str, Any]] = []
+    lists, problems = _registry(args)
     rules = 0
-    for path in args.files:
-        loaded = _load(path)
+    for path in args.files if not problems else ():
+        loaded = _load(path, lists)
         if loaded and isinstance(loaded[0], RuleDefinition):
             rules += len(loaded)
         else:
@@ -204,12 +231,14 @@ def _alert_record(alert: Alert, id_field: str, ts_field: str) -> dict[str, Any]:
         "events": {
             name: [_label(e, id_field, ts_field) for e in evs] for name, evs in alert.events.items()
         },
+        **({"lists": dict(alert.lists)} if alert.lists else {}),
     }
 
 
 def run_test(args: argparse.Namespace) -> int:
     out, err = sys.stdout, sys.stderr
-    loaded = _load(args.file)
+    lists, problems = _registry(args)
+    loaded = problems or _load(args.file, lists)
     if not loaded or not isinstance(loaded[0], RuleDefinition):
         for p in loaded:
             if isinstance(p, dict):
@@ -242,8 +271,12 @@ def run_test(args: argparse.Namespace) -> int:
             matched = " ".join(
                 f"{name}={json.dumps(ids, default=str)}" for name, ids in record["events"].items()
             )
+            versions = "".join(
+                f" lists.{name}@{version}" for name, version in sorted(alert.lists.items())
+            )
             print(
-                f"{alert.rule_id} key={alert.key!r} ts={alert.first_ts}..{alert.last_ts} {matched}",
+                f"{alert.rule_id} key={alert.key!r} ts={alert.first_ts}..{alert.last_ts} {matched}"
+                f"{versions}",
                 file=out,
             )
 

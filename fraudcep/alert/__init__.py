@@ -41,10 +41,13 @@ class Alert:
     emitted_at: int
     rule_version: int = 1
     """The version of the rule that found the match (see ``Engine.replace_rule``)."""
+    lists: Mapping[str, int] = attrs.field(factory=dict)
+    """The version of each named list the rule's expressions read, when the alert was made
+    (empty for a rule that reads none); not part of ``alert_id``."""
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly rendering (events as given)."""
-        return {
+        """A JSON-friendly rendering (events as given); ``lists`` only when not empty."""
+        out = {
             "alert_id": self.alert_id,
             "rule_id": self.rule_id,
             "rule_version": self.rule_version,
@@ -54,6 +57,9 @@ class Alert:
             "emitted_at": self.emitted_at,
             "events": {name: list(evs) for name, evs in self.events.items()},
         }
+        if self.lists:
+            out["lists"] = dict(self.lists)
+        return out
 
 
 @attrs.frozen

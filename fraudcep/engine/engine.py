@@ -926,6 +926,9 @@ class Engine:
         rule_id = rr.rule.id
         event_id = self._event_id
         key_part = key_text(key)
+        lists: dict[str, int] = {}
+        for versions in rr.list_versions:  # the named lists the rule reads, as they are now
+            lists.update(versions())
         by_node: dict[int, str] = {}
         by_event: dict[int, str] = {}
         counters = self._state.counters
@@ -958,6 +961,7 @@ class Engine:
                     alert_id=alert_id_of(rule_id, key_part, parts),
                     emitted_at=emitted_at,
                     rule_version=rr.version,
+                    lists=lists,
                 )
             )
 

@@ -17,7 +17,7 @@ rules share (``"user_id"``): one record holds a key's state for every rule of it
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any, Final
 
 import attrs
@@ -78,6 +78,28 @@ def key_group(rule: Rule) -> str:
     return rule.key if isinstance(rule.key, str) else f"<function of rule {rule.id}>"
 
 
+def _list_version_sources(rule: Rule) -> tuple[Callable[[], dict[str, int]], ...]:
+    """The ``fraudcep_list_versions`` functions of the rule's conditions (expressions naming
+    lists carry one), each once."""
+    from fraudcep.pattern.conditions import And, Condition, Not, Or, Predicate
+
+    out: dict[int, Callable[[], dict[str, int]]] = {}
+    pending: list[Condition | None] = [
+        t.condition for state in rule.nfa.states for t in state.transitions
+    ]
+    while pending:
+        cond = pending.pop()
+        if isinstance(cond, Predicate):
+            versions = getattr(cond.fn, "fraudcep_list_versions", None)
+            if callable(versions):
+                out.setdefault(id(cond.fn), versions)
+        elif isinstance(cond, And | Or):
+            pending += [cond.left, cond.right]
+        elif isinstance(cond, Not):
+            pending.append(cond.inner)
+    return tuple(out.values())
+
+
 class RuleState:
     """A rule in force, with its version, its matcher and its per-key state."""
 
@@ -87,6 +109,7 @@ class RuleState:
         "group",
         "key_index",
         "keys",
+        "list_versions",
         "live",
         "matcher",
         "pending",
@@ -103,6 +126,8 @@ class RuleState:
         self.group = key_group(rule)
         self.key_index = 0  # position of the rule's key function in the engine's key functions
         self.matcher = Matcher(rule.nfa, rule.pattern.skip_strategy)
+        # the functions giving the versions of the named lists the rule's conditions read
+        self.list_versions = _list_version_sources(rule)
         # a one-argument test equivalent to matcher.can_start, when the start state allows it
         self.first_test = self.matcher.simple_start_test()
         # what restoring a key's runs looks up: the automaton's states by index, the start run

@@ -17,12 +17,14 @@ One module per step: :mod:`~fraudcep.rules.reading` (text to positioned data),
 (model to :class:`fraudcep.Rule`), :mod:`~fraudcep.rules.loading` (the three together),
 :mod:`~fraudcep.rules.writing` (rules back to specs), :mod:`~fraudcep.rules.reconciling`
 (an engine brought in line with definitions); :mod:`~fraudcep.rules.limits` holds the bounds.
+:mod:`~fraudcep.rules.lists` holds the named lists expressions may read (:class:`Lists`).
 """
 
 from __future__ import annotations
 
 from fraudcep.rules.definitions import ExpressionCompiler, RuleDefinition, Spec
 from fraudcep.rules.durations import format_duration, parse_duration
+from fraudcep.rules.lists import ListError, Lists, NamedList
 from fraudcep.rules.loading import load_rule_file, load_rules
 from fraudcep.rules.problems import Problem, RuleSpecError
 from fraudcep.rules.reconciling import apply_definitions
@@ -37,6 +39,9 @@ from fraudcep.rules.writing import (
 __all__ = [
     "SCHEMA_PATH",
     "ExpressionCompiler",
+    "ListError",
+    "Lists",
+    "NamedList",
     "Problem",
     "RuleDefinition",
     "RuleSpecError",

@@ -34,10 +34,14 @@ import types
 import unicodedata
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fraudcep.errors import FraudcepError
 from fraudcep.pattern.conditions import declare_expression
+
+if TYPE_CHECKING:
+    from fraudcep.rules.lists import Lists
 
 __all__ = [
     "HELPERS",
@@ -56,6 +60,7 @@ __all__ = [
     "check_field_path",
     "check_identifier",
     "compile_expression",
+    "email_domain",
 ]
 
 MAX_SOURCE_LENGTH = 4000
@@ -680,6 +685,18 @@ def _weekday_of(ts: Any) -> Any:
     raise _bad("weekday_of()", ts)
 
 
+def email_domain(address: Any) -> str | None:
+    """The domain of an e-mail address, lower-cased: what follows its last ``@``; None when
+    ``address`` is not a string with a non-empty domain after an ``@`` (the language's
+    ``email_domain()``)."""
+    if not isinstance(address, str):
+        return None
+    at = address.rfind("@")
+    if at < 0 or at == len(address) - 1:
+        return None
+    return address[at + 1 :].lower()
+
+
 def _exists(x: Any) -> bool:
     return x is not None
 
@@ -710,11 +727,12 @@ HELPERS: dict[str, tuple[Callable[..., Any], int, str]] = {
     "weekday_of": (_weekday_of, 1, "value"),
     "exists": (_exists, 1, "value"),
     "missing": (_missing, 1, "value"),
+    "email_domain": (email_domain, 1, "value"),
 }
 # Helpers whose work grows with their input: they take the evaluation's budget last.
 _CHARGED_HELPERS = frozenset({"sum", "min", "max", "avg", "lower", "upper", "contains"})
 # Helpers whose result is a number (or None, or a bool): comparing it costs nothing.
-_NUMBER_HELPERS = frozenset(HELPERS) - {"min", "max", "lower", "upper"}
+_NUMBER_HELPERS = frozenset(HELPERS) - {"min", "max", "lower", "upper", "email_domain"}
 
 _RUNTIME: dict[str, Any] = {
     "_g": _get,
@@ -819,6 +837,7 @@ _FORBIDDEN: dict[type[ast.AST], str] = {
 }
 
 VALUE, STAGE, FIELD = "value", "stage", "field"
+LISTS, LIST = "lists", "list"  # the name 'lists', and one named list: lists.NAME
 
 
 # What a value is known to be before run time: a number, bool or None ("number"), a string or
@@ -862,9 +881,18 @@ def _join(types: Sequence[str]) -> str:
 
 class _Compiler:
     def __init__(
-        self, source: str, stages: Sequence[str], rule_id: str, field: str, line: int, column: int
+        self,
+        source: str,
+        stages: Sequence[str],
+        rule_id: str,
+        field: str,
+        line: int,
+        column: int,
+        lists: Lists | None = None,
     ) -> None:
         self.source = source
+        self.lists = lists
+        self.list_names: set[str] = set()
         self.lines = re.split(r"\r\n|\r|\n", source)
         self.stages = frozenset(stages)
         self.rule_id = rule_id
@@ -955,12 +983,24 @@ class _Compiler:
             f"    except _FALSE_ON:\n"
             f"        return False\n"
         )
+        if self.list_names:
+            assert self.lists is not None
+            self.namespace["_lin"] = self.lists.contains
+            self.namespace["_lpre"] = self.lists.prefix_in
         self.namespace["__builtins__"] = {}
         exec(compile(code, f"<expression {self.rule_id}:{self.field}>", "exec"), self.namespace)
         fn = self.namespace.pop("_condition")
         fn.fraudcep_source = src
         fn.__doc__ = src
-        declare_expression(fn, src)
+        if self.list_names:
+            # what the expression read depends on the lists, not on its text alone: no
+            # translation of the text may stand for it; alerts record the lists' versions
+            assert self.lists is not None
+            names = tuple(sorted(self.list_names))
+            fn.fraudcep_lists = names
+            fn.fraudcep_list_versions = partial(_list_versions, self.lists, names)
+        else:
+            declare_expression(fn, src)
         result: ExpressionCondition = fn
         return result
 
@@ -1045,6 +1085,13 @@ class _Compiler:
         return name
 
     def kind_message(self, out: _Out, where: str) -> str:
+        if out.kind == LISTS:
+            return f"'lists' cannot be used {where}; name a list: x in lists.NAME"
+        if out.kind == LIST:
+            return (
+                f"a list cannot be used {where}; test membership: x in lists.{out.path[0]}, "
+                f"x not in lists.{out.path[0]} or prefix_in(x, lists.{out.path[0]})"
+            )
         if out.kind == STAGE:
             return (
                 f"a stage (a list of events) cannot be used {where}; "
@@ -1150,9 +1197,29 @@ class _Compiler:
         if node.id in self.stages:
             self.uses_ctx = True
             return _Out(f"ctx.events({node.id!r})", STAGE)
+        if node.id == "lists":
+            return _Out("<lists>", LISTS)
         return self.field_of(node, _Out("e"), node.id)
 
+    def list_name(self, node: ast.AST, name: str) -> str:
+        """``name`` as a list of the registry; refused when the registry has no such list."""
+        self.check_name(node, name)
+        if self.lists is None or name not in self.lists:
+            known = ", ".join(self.lists.names()) if self.lists is not None else ""
+            text = self.source if len(self.source) <= 80 else self.source[:77] + "..."
+            raise self.at(
+                node,
+                f"unknown list {name!r} in {text!r}; "
+                + (f"known lists: {known}" if known else "no lists are loaded"),
+            )
+        self.list_names.add(name)
+        return name
+
     def field_of(self, node: ast.AST, base: _Out, key: str) -> _Out:
+        if base.kind == LISTS:
+            return _Out("<list>", LIST, path=(self.list_name(node, key),))
+        if base.kind == LIST:
+            raise self.at(node, f"list {base.path[0]!r} has no fields")
         self.check_name(node, key)
         if base.kind == STAGE:
             return _Out(base.code, FIELD, path=(key,))
@@ -1187,6 +1254,8 @@ class _Compiler:
         if isinstance(key, ast.Constant) and isinstance(key.value, str):
             return self.field_of(key, base, key.value)
         index = self.int_index(key)
+        if base.kind in (LISTS, LIST):
+            raise self.at(key, "a list is named by a string: lists.NAME or lists['NAME']")
         if index is None:
             raise self.at(key, "subscripts must be an integer or string constant")
         if base.kind == FIELD:
@@ -1221,6 +1290,9 @@ class _Compiler:
         return code, False, all(i.cheap for i in items)
 
     def compare(self, node: ast.Compare, d: int) -> _Out:
+        refs = [self.emit(c, d) if _names_lists(c) else None for c in node.comparators]
+        if any(r is not None and r.kind == LIST for r in refs):
+            return self.list_compare(node, d, refs)
         operands = [self.value(node.left, d, "in a comparison")]
         # per comparison: the source of its right side, whether that is a frozenset of
         # constants, and whether the comparison takes a bounded time whatever the input
@@ -1269,6 +1341,34 @@ class _Compiler:
             left_code = after
         return _Out("(" + " and ".join(pairs) + ")", type=NUMBER)
 
+    def list_compare(self, node: ast.Compare, d: int, refs: list[_Out | None]) -> _Out:
+        """``x in lists.NAME`` / ``x not in lists.NAME``: a lookup of the live list."""
+        ref = refs[0]
+        op = node.ops[0]
+        if len(node.ops) != 1 or ref is None or not isinstance(op, (ast.In, ast.NotIn)):
+            raise self.at(
+                node, "a list may only be used as 'x in lists.NAME' or 'x not in lists.NAME'"
+            )
+        left = self.value(node.left, d, "in a comparison")
+        test = f"_lin({ref.path[0]!r}, {left.code})"
+        return _Out(f"(not {test})" if isinstance(op, ast.NotIn) else test, type=NUMBER)
+
+    def prefix_in(self, node: ast.Call, d: int) -> _Out:
+        """``prefix_in(x, lists.NAME)``: some prefix of x is an entry of the live list."""
+        if (
+            node.keywords
+            or len(node.args) != 2
+            or any(isinstance(a, ast.Starred) for a in node.args)
+        ):
+            raise self.at(node, "prefix_in() takes 2 arguments: prefix_in(x, lists.NAME)")
+        ref = self.emit(node.args[1], d) if _names_lists(node.args[1]) else None
+        if ref is None or ref.kind != LIST:
+            raise self.at(
+                node.args[1], "prefix_in() needs a list second, e.g. prefix_in(bin, lists.NAME)"
+            )
+        value = self.value(node.args[0], d, "in prefix_in()")
+        return _Out(f"_lpre({ref.path[0]!r}, {value.code})", type=NUMBER)
+
     def pair(self, op: ast.cmpop, left: str, right: str, is_set: bool, cheap: bool) -> str:
         """One comparison of a chain."""
         negate = isinstance(op, ast.NotIn)
@@ -1303,6 +1403,8 @@ class _Compiler:
         if not isinstance(node.func, ast.Name):
             raise self.at(node, "only the documented helper functions can be called, by name")
         name = node.func.id
+        if name == "prefix_in":
+            return self.prefix_in(node, d)
         if name not in HELPERS:
             raise self.at(node, f"unknown function {name!r}")
         if node.keywords:
@@ -1339,6 +1441,17 @@ class _Compiler:
         return _Out(f"_h_{name}({', '.join(a.code for a in args)}{budget})", type=result)
 
 
+def _names_lists(node: ast.AST) -> bool:
+    """``node`` is ``lists.NAME``, ``lists['NAME']`` or something else under ``lists``."""
+    while isinstance(node, (ast.Attribute, ast.Subscript)):
+        node = node.value
+    return isinstance(node, ast.Name) and node.id == "lists"
+
+
+def _list_versions(lists: Lists, names: tuple[str, ...]) -> dict[str, int]:
+    return lists.versions(names)
+
+
 def compile_expression(
     source: str,
     *,
@@ -1347,6 +1460,7 @@ def compile_expression(
     field: str = "where",
     line: int = 1,
     column: int = 1,
+    lists: Lists | None = None,
 ) -> ExpressionCondition:
     """Compile ``source`` into a condition function; raise :class:`ExpressionError` if invalid.
 
@@ -1354,6 +1468,12 @@ def compile_expression(
     the expression reads no stage and no ``prev``, otherwise ``f(event, ctx)``; its
     ``fraudcep_source`` attribute is ``source``. ``rule_id``, ``field``, ``line`` and ``column``
     (where the expression starts in its rule file) only serve to locate errors.
+
+    ``lists`` is the registry of named lists (:class:`fraudcep.rules.lists.Lists`) that
+    ``x in lists.NAME`` and ``prefix_in(x, lists.NAME)`` read at evaluation time; an expression
+    naming a list the registry lacks (or naming one without a registry) is refused. Such a
+    function also has ``fraudcep_lists`` (the names) and ``fraudcep_list_versions()`` (their
+    current versions, which alerts record).
     """
     if not isinstance(source, str):
         raise ExpressionError(
@@ -1366,4 +1486,4 @@ def compile_expression(
     with warnings.catch_warnings():  # e.g. "'is' with a literal": the semantics are defined
         warnings.simplefilter("ignore", SyntaxWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
-        return _Compiler(source, stages, rule_id, field, line, column).compile()
+        return _Compiler(source, stages, rule_id, field, line, column, lists).compile()

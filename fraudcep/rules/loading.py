@@ -4,8 +4,9 @@ raising all problems at once."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fraudcep.engine.rule import Rule
 from fraudcep.errors import ConfigurationError
@@ -17,6 +18,9 @@ from fraudcep.rules.problems import Problem, RuleSpecError, TooManyProblems, add
 from fraudcep.rules.reading import parse_document
 from fraudcep.rules.writing import rule_to_spec
 
+if TYPE_CHECKING:
+    from fraudcep.rules.lists import Lists
+
 
 def load_rules(
     text: str,
@@ -24,6 +28,7 @@ def load_rules(
     source: str = "<string>",
     compiler: ExpressionCompiler | None = None,
     rule_mapping: bool = False,
+    lists: Lists | None = None,
 ) -> list[RuleDefinition]:
     """Parse, check and build every rule of a YAML or JSON rule file.
 
@@ -33,11 +38,16 @@ def load_rules(
     :data:`MAX_PROBLEMS`). ``compiler`` compiles the expressions (default:
     :func:`fraudcep.rules.expressions.compile_expression`). With ``rule_mapping``, a mapping
     without a ``rules`` field is read as one rule (the form of a rules-topic record).
+    ``lists`` is the registry of named lists the expressions may name (``x in lists.NAME``,
+    see :mod:`fraudcep.rules.lists`); a rule naming a list it lacks is a problem of the file.
+    It is given to the default compiler; a ``compiler`` given too must take it itself.
 
     Nothing in ``text`` can make this raise anything but :class:`RuleSpecError`, recurse
     without bound or take time or memory beyond the limits in ``docs/rules.md``.
     """
     problems: list[Problem] = []
+    if compiler is None and lists is not None:
+        compiler = _with_lists(lists)
     try:
         definitions = _load(text, source, compiler, rule_mapping, problems)
     except TooManyProblems:
@@ -118,8 +128,18 @@ _UTF32_BOMS = (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
+def _with_lists(lists: Lists) -> ExpressionCompiler:
+    from fraudcep.rules.expressions import compile_expression
+
+    compiler: ExpressionCompiler = partial(compile_expression, lists=lists)
+    return compiler
+
+
 def load_rule_file(
-    path: str | Path, *, compiler: ExpressionCompiler | None = None
+    path: str | Path,
+    *,
+    compiler: ExpressionCompiler | None = None,
+    lists: Lists | None = None,
 ) -> list[RuleDefinition]:
     """:func:`load_rules` on a file of UTF-8 text (a UTF-8 byte order mark is skipped);
     problems name the file as their source. A file that is larger than
@@ -149,7 +169,7 @@ def load_rule_file(
         raise refuse(
             line, column, f"not UTF-8 (byte 0x{byte:02x}): a rule file is UTF-8 text"
         ) from None
-    return load_rules(text, source=source, compiler=compiler)
+    return load_rules(text, source=source, compiler=compiler, lists=lists)
 
 
 def _definition_spec(model: RuleModel, rule: Rule, raw: Any) -> Spec:
