@@ -18,6 +18,7 @@ inferred.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +28,7 @@ import attrs
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from fraudcep.payments.payment import PAYMENT_FIELDS
 
@@ -45,9 +47,7 @@ _SUFFIXES: Final = {
     ".json": "jsonl",
     ".csv": "csv",
 }
-_PARTITIONING: Final = ds.partitioning(
-    pa.schema([("dt", pa.string()), ("hour", pa.string())]), flavor="hive"
-)
+_HIVE: Final = re.compile(r"/dt=(?P<dt>[^/]+)/hour=(?P<hour>[^/]+)/")
 
 
 class SourceError(Exception):
@@ -88,22 +88,21 @@ class Source:
     filesystem: Any = None
     #: Payments in the source before cutting to [start, end), when known without reading them.
     total: int | None = None
-    _dataset: Any = None
-    #: The (dt, hour) partitions to read, in order; None for a dataset without partitions.
-    _hours: list[tuple[str, str]] | None = None
+    #: The Parquet files to read by (dt, hour) partition, in event-time order; a file or a
+    #: dataset without partitions is one group.
+    _groups: list[list[str]] | None = None
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         """The payments in ``[start, end)`` in event-time order, as record batches."""
-        if self._dataset is not None and self._hours is not None:
-            for dt, hour in self._hours:
-                where = (ds.field("dt") == dt) & (ds.field("hour") == hour)
-                table = self._dataset.to_table(filter=where)
-                table = table.drop_columns([c for c in ("dt", "hour") if c in table.column_names])
-                yield from self._ordered(table)
-        elif self._dataset is not None:
-            yield from self._ordered(self._dataset.to_table())
-        else:
+        if self._groups is None:
             yield from self._ordered(self._read_file())
+            return
+        for paths in self._groups:
+            try:
+                table = ds.dataset(paths, format="parquet", filesystem=self.filesystem).to_table()
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise SourceError(f"{self.location}: cannot read {paths[0]}...: {exc}") from None
+            yield from self._ordered(table)
 
     def _read_file(self) -> pa.Table:
         if self.format == "jsonl":
@@ -225,37 +224,49 @@ def open_source(
         if is_dir:
             raise SourceError(f"{location}: a directory can only be a Parquet dataset")
         return source
-    try:
-        dataset = ds.dataset(
-            path, format="parquet", partitioning=_PARTITIONING, filesystem=filesystem
-        )
-        fragments = list(dataset.get_fragments())
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise SourceError(f"{location}: not a Parquet dataset: {exc}") from None
-    source._dataset = dataset
-    hours: set[tuple[str, str]] = set()
+    from pyarrow import fs
+
+    if filesystem is None:
+        filesystem = fs.LocalFileSystem()
+        path = str(Path(path).resolve())
+    if is_dir:
+        infos = filesystem.get_file_info(fs.FileSelector(path, recursive=True))
+        files = [
+            i.path
+            for i in infos
+            if i.type == fs.FileType.File
+            and not any(part.startswith(("_", ".")) for part in Path(i.path[len(path) :]).parts[1:])
+            and not Path(i.path).name.startswith(("_", "."))
+        ]
+    else:
+        files = [path]
+    by_hour: dict[tuple[str, int], list[str]] = {}
+    loose: list[str] = []
     low, high = _hour_window(start, end)
+    for name in sorted(files):
+        found = _HIVE.search(name[len(path) :])
+        if found is None:
+            loose.append(name)
+            continue
+        try:
+            hour = int(found["hour"])
+        except ValueError:
+            raise SourceError(f"{name}: hour={found['hour']} is not an hour") from None
+        if not low <= f"{found['dt']}/{hour:02d}" <= high:
+            continue  # pruned: never opened
+        by_hour.setdefault((found["dt"], hour), []).append(name)
+    if by_hour and loose:
+        raise SourceError(f"{location}: {loose[0]} is outside the dt=/hour= partitions")
+    groups = [by_hour[h] for h in sorted(by_hour)] if by_hour else ([loose] if loose else [])
     total = 0
-    chosen = []
-    for fragment in fragments:
-        keys = ds.get_partition_keys(fragment.partition_expression)
-        if "dt" in keys and "hour" in keys:
-            stamp = f"{keys['dt']}/{int(keys['hour']):02d}"
-            if not low <= stamp <= high:
-                continue  # pruned: never opened
-            hours.add((keys["dt"], keys["hour"]))
-        chosen.append(fragment)
-    partitioned = [
-        {"dt", "hour"} <= set(ds.get_partition_keys(f.partition_expression)) for f in fragments
-    ]
-    if any(partitioned) and not all(partitioned):
-        raise SourceError(f"{location}: some files are outside dt=/hour= partitions")
-    try:
-        for fragment in chosen:
-            total += fragment.metadata.num_rows
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise SourceError(f"{location}: not a Parquet dataset: {exc}") from None
-    if any(partitioned):
-        source._hours = sorted(hours, key=lambda h: (h[0], int(h[1])))
+    for group in groups:
+        for name in group:
+            try:
+                with filesystem.open_input_file(name) as handle:
+                    total += pq.ParquetFile(handle).metadata.num_rows
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise SourceError(f"{name}: not a Parquet file: {exc}") from None
+    source.filesystem = filesystem
+    source._groups = groups
     source.total = total
     return source
