@@ -10,6 +10,10 @@
   whole, cut to ``[start, end)`` and sorted by ``ts`` (stably: payments with the same ``ts``
   keep their order in the file).
 
+The S3 sink's bookkeeping columns (:data:`SINK_COLUMNS`) are not read; its ``extra`` column
+(a JSON object of the fields beyond the nine of the payment) is given to rules as it is, a
+string: its fields are not expanded.
+
 The payment fields of :data:`fraudcep.payments.payment.PAYMENT_FIELDS` are read with their
 types (``amount`` a float, ``ts`` epoch milliseconds or a timestamp, the others strings), so
 that a column of ids that look like numbers stays a column of strings; other columns are
@@ -38,6 +42,10 @@ BATCH_ROWS: Final = 65_536
 """Rows per record batch given to the engine."""
 
 FORMATS: Final = ("parquet", "jsonl", "csv")
+
+SINK_COLUMNS: Final = frozenset({"source_topic", "source_partition", "source_offset"})
+"""The S3 sink's bookkeeping columns (where it read each payment), not payment fields: not
+read from Parquet (the rules see the payments as they came in)."""
 
 _SUFFIXES: Final = {
     ".parquet": "parquet",
@@ -99,7 +107,9 @@ class Source:
             return
         for paths in self._groups:
             try:
-                table = ds.dataset(paths, format="parquet", filesystem=self.filesystem).to_table()
+                dataset = ds.dataset(paths, format="parquet", filesystem=self.filesystem)
+                names = [n for n in dataset.schema.names if n not in SINK_COLUMNS]
+                table = dataset.to_table(columns=names)
             except (pa.ArrowInvalid, OSError) as exc:
                 raise SourceError(f"{self.location}: cannot read {paths[0]}...: {exc}") from None
             yield from self._ordered(table)
