@@ -14,6 +14,10 @@ The S3 sink's bookkeeping columns (:data:`SINK_COLUMNS`) are not read; its ``ext
 (a JSON object of the fields beyond the nine of the payment) is given to rules as it is, a
 string: its fields are not expanded.
 
+A timestamp ``ts`` column (the sink writes ``timestamp[ms, UTC]``) is given to the rules as
+epoch milliseconds, an integer, as ``ts`` is in JSON Lines payments (and as the engine reads
+it anyway), so that the matched payments are the same values whatever the source.
+
 The payment fields of :data:`fraudcep.payments.payment.PAYMENT_FIELDS` are read with their
 types (``amount`` a float, ``ts`` epoch milliseconds or a timestamp, the others strings), so
 that a column of ids that look like numbers stays a column of strings; other columns are
@@ -161,6 +165,8 @@ class Source:
             keep = below if keep is None else pc.and_(keep, below)
         if keep is not None:
             table, millis = table.filter(keep), millis.filter(keep)
+        if millis is not ts:  # a timestamp column: rules see epoch ms, as from JSON Lines
+            table = table.set_column(table.column_names.index(self.ts_field), self.ts_field, millis)
         order = pc.sort_indices(millis)  # stable: equal timestamps keep their order
         table = table.take(order)
         yield from table.to_batches(max_chunksize=self.batch_rows)
