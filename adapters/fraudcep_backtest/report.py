@@ -13,7 +13,7 @@ from typing import Any
 
 from fraudcep_backtest.backtest import ALL_RULES, BacktestResult, Comparison, RuleStats
 
-__all__ = ["render_html", "write_html"]
+__all__ = ["anchor", "render_html", "write_html"]
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }
@@ -46,7 +46,13 @@ def _num(value: float | int | None, percent: bool = False) -> str:
     return f"{value:,}"
 
 
-def _rule_table(stats: RuleStats) -> str:
+def anchor(rule_id: str) -> str:
+    """The HTML id of a rule's section: ``rule-`` and the id, other characters than letters,
+    digits, ``-``, ``_`` and ``.`` as ``_`` (``(all rules)`` is ``rule-_all_rules_``)."""
+    return "rule-" + re.sub(r"[^A-Za-z0-9_.-]", "_", rule_id)
+
+
+def _rule_table(stats: RuleStats, prefix: str = "") -> str:
     rows = [
         ("alerts", _num(stats.alerts)),
         ("distinct keys", _num(stats.distinct_keys)),
@@ -76,7 +82,8 @@ def _rule_table(stats: RuleStats) -> str:
         else ""
     )
     return (
-        f'<section class="rule" id="rule-{_e(stats.rule_id)}"><h3>{_e(stats.rule_id)}{version}</h3>'
+        f'<section class="rule" id="{prefix}{_e(anchor(stats.rule_id))}">'
+        f"<h3>{_e(stats.rule_id)}{version}</h3>"
         f"<table>{body}</table>{day_table}</section>"
     )
 
@@ -245,7 +252,7 @@ def render_html(result: BacktestResult, *, title: str = "fraudcep backtest") -> 
         parts.append("<h2>Baseline vs candidate</h2>")
         parts.append(_comparison_table(result.comparison, labelled))
         parts.append("<h3>Baseline rules</h3>")
-        parts.extend(_rule_table(s) for s in result.baseline_rules)
+        parts.extend(_rule_table(s, "baseline-") for s in result.baseline_rules)
     parts.append("<h2>Plots</h2>")
     for name, svg in _plots(result):
         parts.append(f'<figure class="plot"><figcaption>{_e(name)}</figcaption>{svg}</figure>')

@@ -26,6 +26,7 @@ pytest.importorskip("matplotlib")
 
 from fraudcep.payments.synthetic import PaymentGenerator  # noqa: E402
 from fraudcep_aws.parquet_schema import payments_batch  # noqa: E402
+from fraudcep_backtest.report import anchor  # noqa: E402
 
 DEFAULT_RULES = REPO / "fraudcep" / "payments" / "default_rules.yaml"
 #: 2024-01-01 22:30 UTC: the payments cross midnight, so two days and several hours.
@@ -348,7 +349,8 @@ def test_json_schema_and_self_contained_html(tmp_path: Path) -> None:
     assert not re.search(r"""(src|href)\s*=\s*["'](?!#)""", page)  # no file outside this one
     assert not re.search(r"<(script|link|img|iframe)\b", page)
     for rule in data["rules"]:
-        assert f'id="rule-{rule["rule_id"]}"' in page
+        assert f'id="{anchor(rule["rule_id"])}"' in page
+        assert f"<h3>{rule['rule_id']}" in page
     assert page.count("<svg") == 2  # alerts per day; caught vs good flagged (no baseline)
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".html"] == ["report.html"]
 
