@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import IO, Any
 
 from fraudcep.rules import RuleDefinition, RuleSpecError, load_rule_file, parse_duration
@@ -189,6 +190,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=err)
     _summary(result, out)
     try:
+        for output in (args.json, args.report):
+            if output is not None:
+                Path(output).parent.mkdir(parents=True, exist_ok=True)
         if args.json is not None:
             with open(args.json, "w", encoding="utf-8") as handle:
                 json.dump(result.to_json(alerts=args.json_alerts), handle, indent=1, default=str)

@@ -387,7 +387,7 @@ JSONL = ["--payments", "{tmp}/payments.jsonl"]
         ([*JSONL, "--baseline", "{tmp}/bad.yaml"], 1, "the rules do not load"),
         ([*JSONL, "--out-of-orderness", "soon"], 2, "--out-of-orderness"),
         (["--payments", "{tmp}/broken.jsonl"], 1, "not JSON Lines payments"),
-        ([*JSONL, "--json", "{tmp}/nodir/out.json"], 1, "cannot write"),
+        ([*JSONL, "--json", "{tmp}/payments.jsonl/out.json"], 1, "cannot write"),
     ],
 )  # fmt: skip
 def test_bad_input_is_a_clear_error(
