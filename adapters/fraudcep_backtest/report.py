@@ -158,6 +158,7 @@ def _plots(result: BacktestResult) -> list[tuple[str, str]]:
         ax.legend(fontsize="small")
     else:
         ax.text(0.5, 0.5, "no alerts", ha="center", va="center", transform=ax.transAxes)
+    ax.set_ylim(bottom=0)
     ax.set_ylabel("alerts")
     ax.set_title("Alerts per day (UTC) by rule")
     plots.append(("alerts per day by rule", _svg(fig)))
