@@ -26,7 +26,7 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the whole command; each subcommand sets its ``handler``."""
-    from fraudcep_cli import demo, flink, generate, rules, run
+    from fraudcep_cli import backtest, demo, flink, generate, rules, run
 
     parser = argparse.ArgumentParser(
         prog="fraudcep",
@@ -61,6 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_arguments(run_parser)
     run_parser.set_defaults(handler=run.run)
+    backtest_parser = commands.add_parser(
+        "backtest",
+        help="run rules over historical payments; report alerts, precision/recall, a baseline",
+        description=backtest.DESCRIPTION,
+    )
+    backtest.add_arguments(backtest_parser)
+    backtest_parser.set_defaults(handler=backtest.run)
     flink_parser = commands.add_parser(
         "flink",
         help="run the rules as a PyFlink job (docs/flink.md)",
