@@ -205,7 +205,10 @@ def open_source(
             filesystem, path = fs.FileSystem.from_uri(location)
         else:
             path = location.removeprefix("s3://")
-        info = filesystem.get_file_info(path)
+        try:
+            info = filesystem.get_file_info(path)
+        except OSError as exc:  # the endpoint cannot be reached, or refused the request
+            raise SourceError(f"{location}: cannot read: {exc}") from None
         if info.type == fs.FileType.NotFound:
             raise SourceError(f"{location}: no such file or directory")
         is_dir = info.type == fs.FileType.Directory
@@ -246,7 +249,10 @@ def open_source(
         filesystem = fs.LocalFileSystem()
         path = str(Path(path).resolve())
     if is_dir:
-        infos = filesystem.get_file_info(fs.FileSelector(path, recursive=True))
+        try:
+            infos = filesystem.get_file_info(fs.FileSelector(path, recursive=True))
+        except OSError as exc:
+            raise SourceError(f"{location}: cannot list: {exc}") from None
         files = [
             i.path
             for i in infos
@@ -280,8 +286,10 @@ def open_source(
             try:
                 with filesystem.open_input_file(name) as handle:
                     total += pq.ParquetFile(handle).metadata.num_rows
-            except (pa.ArrowInvalid, OSError) as exc:
+            except pa.ArrowInvalid as exc:
                 raise SourceError(f"{name}: not a Parquet file: {exc}") from None
+            except OSError as exc:  # e.g. S3 refused it (credentials), or the endpoint is down
+                raise SourceError(f"{name}: cannot read: {exc}") from None
     source.filesystem = filesystem
     source._groups = groups
     source.total = total

@@ -33,13 +33,19 @@ from fraudcep.runtime.sink import SourcePartition
 from fraudcep_aws.parquet import open_parquet_sink
 
 pytestmark = pytest.mark.aws
-AWS_SETTINGS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+AWS_SETTINGS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+)
 
 
 def backtest(*args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any] | None]:
-    """``fraudcep backtest`` as a process, with the credentials and region the
-    ``aws_endpoint`` fixture set (dummy ones, unless given) in its environment."""
-    env = {**ENV, **{n: os.environ[n] for n in AWS_SETTINGS if n in os.environ}}
+    """``fraudcep backtest`` as a process, with the AWS settings of this process now (the
+    ``aws_endpoint`` fixture sets dummy credentials and a region, unless given)."""
+    env = {n: v for n, v in ENV.items() if n not in AWS_SETTINGS}
+    env.update({n: os.environ[n] for n in AWS_SETTINGS if n in os.environ})
     result = subprocess.run(
         [sys.executable, "-m", "fraudcep_cli", "backtest", *args],
         capture_output=True,
@@ -148,3 +154,32 @@ def test_from_to_prunes_hours_on_s3(
     result, _ = backtest(str(DEFAULT_RULES), "--payments", url, "--s3-endpoint", endpoint)
     assert result.returncode == 1
     assert "broken.parquet" in result.stderr
+
+
+def test_the_endpoint_from_aws_endpoint_url_and_clear_errors(
+    tmp_path: Path, lake: tuple[str, str, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, endpoint, rows = lake
+    start, end = "2024-01-01T23:00:00", "2024-01-02T00:00:00"
+    window = ("--from", start, "--to", end)
+    # AWS_ENDPOINT_URL (as for the project's other AWS clients) instead of --s3-endpoint.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    out = tmp_path / "env.json"
+    result, data = backtest(str(DEFAULT_RULES), "--payments", url, *window, "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    assert data is not None and 0 < data["payments"] < len(rows)
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    # No credentials: the server refuses to give the objects; the error names the object.
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    result, _ = backtest(str(DEFAULT_RULES), "--payments", url, "--s3-endpoint", endpoint, *window)
+    assert result.returncode == 1
+    assert "cannot read" in result.stderr and ".parquet" in result.stderr
+    assert "not a Parquet file" not in result.stderr
+    assert "Traceback" not in result.stderr
+    # An endpoint nobody listens on: the source is named, no traceback.
+    result, _ = backtest(
+        str(DEFAULT_RULES), "--payments", url, "--s3-endpoint", "http://127.0.0.1:1", *window
+    )
+    assert result.returncode == 1
+    assert f"{url}: cannot read" in result.stderr and "Traceback" not in result.stderr
