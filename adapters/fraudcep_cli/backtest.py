@@ -62,7 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out-of-orderness", default="0", help="allowed disorder: a duration like 5s, or ms"
     )
-    parser.add_argument("--s3-endpoint", help="S3 endpoint override (e.g. a local S3 server)")
+    parser.add_argument(
+        "--s3-endpoint",
+        metavar="URL",
+        help="S3 endpoint override, e.g. http://127.0.0.1:5000 for a local S3 server "
+        "(default: AWS_ENDPOINT_URL, else AWS's)",
+    )
     parser.add_argument("--batch-rows", type=int, default=65_536, help=argparse.SUPPRESS)
     parser.add_argument(
         "--progress",
