@@ -30,14 +30,13 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
 from fraudcep.payments.default_rules import DEFAULT_RULES_FILE, GEO_HOP
-from fraudcep.payments.synthetic import PaymentGenerator
+from fraudcep.payments.synthetic import Payment, PaymentGenerator
 from fraudcep.rules import load_rule_file
 from fraudcep_aws.parquet import file_name, fresh_start
 from fraudcep_aws.parquet_schema import HOUR_MS, hour_path, payments_batch
@@ -53,7 +52,7 @@ VARIANT_THRESHOLD = 500
 VARIANT_WITHIN = "1h"
 
 
-def write_lake(root: Path, payments: Iterable[dict[str, Any]], partitions: int = 2) -> int:
+def write_lake(root: Path, payments: Iterable[Payment], partitions: int = 2) -> int:
     """Write ``payments`` (in timestamp order) as the S3 sink's lake under ``root``.
 
     As the sink files them: each payment under the UTC hour of its ``ts``, one file per
@@ -63,7 +62,7 @@ def write_lake(root: Path, payments: Iterable[dict[str, Any]], partitions: int =
     """
     written = 0
     hour: int | None = None
-    rows: dict[int, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
+    rows: dict[int, list[tuple[int, Payment]]] = defaultdict(list)
     offsets = [0] * partitions
 
     def flush() -> None:
