@@ -267,7 +267,7 @@ OPTIONS: tuple[Option, ...] = (
         "create_topics",
         boolean,
         True,
-        "create the alerts, dead-letter and rules topics when missing",
+        "create the alerts, dead-letter, rules and lists topics when missing",
         "BOOL",
     ),
     Option(
