@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.kafka_runner import REPO, Job, payment_records, produce, read_topic, wait_until
+from support.kafka_runner import Job, payment_records, produce, read_topic, wait_until
+from support.paths import REPO
 
 from fraudcep_kafka.lists_topic import publish_list
 
