@@ -120,7 +120,15 @@ def test_lists_from_files_and_live_changes_through_the_topic(job: Job) -> None:
 
 def test_a_list_from_the_topic_is_read_at_start(job: Job) -> None:
     rules, lists = _files(job)
-    publish_list(job.bootstrap, job.lists_topic, "blocked_cards", ["c-topic"])
+    published = job.workdir / "published.txt"
+    published.write_text("# from the topic\nc-topic\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "fraudcep_cli", "lists", "publish", "blocked_cards",
+         str(published), "--bootstrap", job.bootstrap, "--topic", job.lists_topic],
+        capture_output=True, text=True, cwd=REPO, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "1 entry" in done.stdout
     runner = job.start(rules=str(rules), lists=str(lists))
     try:
         runner.wait_logged("partitions assigned")

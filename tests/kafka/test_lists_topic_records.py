@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from support.paths import REPO
 
 from fraudcep.rules import Lists, load_rules
 from fraudcep.runtime.rule_records import RuleRecordError, RuleSet
@@ -132,3 +136,29 @@ def test_the_reader_refuses_bad_records_logs_and_counts_them(
         "list": "blocked_cards", "version": 2, "entries": 1, "source": "fraud.lists[0]@5"
     }  # fmt: skip
     assert lists.get("blocked_cards").entries == {"c2"}
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fraudcep_cli", "lists", "publish", *args],
+        capture_output=True, text=True, cwd=REPO, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_lists_publish_checks_the_file_before_it_connects(tmp_path: Path) -> None:
+    """Nothing listens at the bootstrap address: a bad file stops it first."""
+    long = tmp_path / "cards.txt"
+    long.write_text("c1\n" + "x" * (MAX_ENTRY_LENGTH + 1) + "\n")
+    bad_json = tmp_path / "cards.json"
+    bad_json.write_text('["c1", ')
+    for args, part in [
+        (["cards", str(long)], "at most 256 characters"),
+        (["cards", str(bad_json)], "cards.json:1:"),
+        (["not a name", str(long)], "bad list name"),
+        (["not a name", "--delete"], "bad list name"),
+        (["cards", str(tmp_path / "missing.txt")], "cannot read"),
+    ]:
+        done = cli(*args, "--bootstrap", "127.0.0.1:1")
+        assert done.returncode == 1 and part in done.stderr, (args, done.stderr)
+    done = cli("cards", "--bootstrap", "127.0.0.1:1")
+    assert done.returncode == 2 and "FILE or --delete" in done.stderr
