@@ -604,7 +604,7 @@ class Runner:
             if now >= next_rules:
                 next_rules = now + _RULES_POLL_S
                 if self._lists_reader is not None and self._lists_reader.poll():
-                    self.metrics.list_changes.inc()
+                    self._lists_changed()
                 if self._reader is not None:
                     self._poll_rules()
             if now >= next_idle:
@@ -1750,6 +1750,15 @@ class Runner:
             st.rules_pending = True
             if not st.replaying:
                 self._apply_rules(st)
+
+    def _lists_changed(self) -> None:
+        """A list changed: the next payments are judged against it. List contents are not
+        in checkpoints, so a replay after a restart uses the lists as they are then; a
+        checkpoint of every partition that took records under the old entries keeps the
+        replays that could span the change short."""
+        self.metrics.list_changes.inc()
+        for st in self._partitions.values():
+            st.force_checkpoint = True
 
     def _apply_rules(self, st: _Partition) -> None:
         """Bring the partition's engine to the runner's rules; a change the engine refuses
