@@ -8,6 +8,7 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.paths import REPO
@@ -162,3 +163,38 @@ def test_lists_publish_checks_the_file_before_it_connects(tmp_path: Path) -> Non
         assert done.returncode == 1 and part in done.stderr, (args, done.stderr)
     done = cli("cards", "--bootstrap", "127.0.0.1:1")
     assert done.returncode == 2 and "FILE or --delete" in done.stderr
+
+
+def test_lists_options_from_flags_environment_and_file(tmp_path: Path) -> None:
+    from fraudcep_cli.main import build_parser
+    from fraudcep_kafka.config import OPTIONS, from_sources
+
+    assert from_sources({}, environ={}).lists == ()
+    assert from_sources({}, environ={}).lists_topic == "fraud.lists"
+    env = {"FRAUDCEP_LISTS": "a.txt, dir", "FRAUDCEP_LISTS_TOPIC": "off"}
+    config = from_sources({}, environ=env)
+    assert (config.lists, config.lists_topic) == (("a.txt", "dir"), None)
+    toml = tmp_path / "runner.toml"
+    toml.write_text('lists = ["x.json"]\nlists_topic = "lists.v2"\n')
+    config = from_sources({}, environ={}, config_file=toml)
+    assert (config.lists, config.lists_topic) == (("x.json",), "lists.v2")
+    args = build_parser().parse_args(["run", "--lists", "a.txt", "--lists", "dir"])
+    flags = {option.name: getattr(args, option.name) for option in OPTIONS}
+    assert from_sources(flags, environ=env).lists == ("a.txt", "dir")
+
+
+def test_a_runner_refuses_a_rule_naming_a_missing_list_when_built(tmp_path: Path) -> None:
+    from fraudcep.rules import RuleSpecError
+    from fraudcep_kafka.config import RunnerConfig
+    from fraudcep_kafka.runner import Runner
+
+    rules = tmp_path / "rules.json"
+    spec = {**RULE, "pattern": [{"name": "p", "where": "card_id in lists.blocked_cards"}]}
+    rules.write_text(json.dumps([spec]))
+    (tmp_path / "blocked_cards.txt").write_text("c1\n")
+    settings: dict[str, Any] = {"rules": str(rules), "checkpoints": str(tmp_path / "c"), "metrics_address": None}
+    with pytest.raises(RuleSpecError, match="blocked_cards"):
+        Runner(RunnerConfig(**settings))
+    runner = Runner(RunnerConfig(lists=(str(tmp_path / "blocked_cards.txt"),), **settings))
+    assert runner.lists.versions() == {"blocked_cards": 1}
+    assert [d.id for d in runner.rule_set.effective()] == ["blocked"]
