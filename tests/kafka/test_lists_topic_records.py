@@ -192,7 +192,11 @@ def test_a_runner_refuses_a_rule_naming_a_missing_list_when_built(tmp_path: Path
     spec = {**RULE, "pattern": [{"name": "p", "where": "card_id in lists.blocked_cards"}]}
     rules.write_text(json.dumps([spec]))
     (tmp_path / "blocked_cards.txt").write_text("c1\n")
-    settings: dict[str, Any] = {"rules": str(rules), "checkpoints": str(tmp_path / "c"), "metrics_address": None}
+    settings: dict[str, Any] = {
+        "rules": str(rules),
+        "checkpoints": str(tmp_path / "c"),
+        "metrics_address": None,
+    }
     with pytest.raises(RuleSpecError, match="blocked_cards"):
         Runner(RunnerConfig(**settings))
     runner = Runner(RunnerConfig(lists=(str(tmp_path / "blocked_cards.txt"),), **settings))
