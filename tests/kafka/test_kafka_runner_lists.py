@@ -118,7 +118,7 @@ def test_lists_from_files_and_live_changes_through_the_topic(job: Job) -> None:
     assert alerts[1]["lists"] == {"blocked_cards": 2}
 
 
-def test_a_list_from_the_topic_is_read_at_start(job: Job) -> None:
+def test_a_list_from_the_topic_is_read_at_start_and_after_a_restart(job: Job) -> None:
     rules, lists = _files(job)
     published = job.workdir / "published.txt"
     published.write_text("# from the topic\nc-topic\n")
@@ -142,6 +142,19 @@ def test_a_list_from_the_topic_is_read_at_start(job: Job) -> None:
     assert code == 0, runner.tail()
     assert [a["events"]["p"][0]["payment_id"] for a in alerts] == ["c-topic-1"]
     assert alerts[0]["lists"] == {"blocked_cards": 2}
+
+    # restarted: the checkpoints' rules name the list, and restore against the lists
+    runner = job.start(rules=str(rules), lists=str(lists))
+    try:
+        runner.wait_logged("partition restored")
+        _pay(job, "c-topic", 2)
+        wait_until(lambda: len(_alerts(job)) >= 2, 120, "the alert after the restart")
+        alerts = _alerts(job)
+    finally:
+        code = runner.terminate()
+    assert code == 0, runner.tail()
+    assert [a["events"]["p"][0]["payment_id"] for a in alerts] == ["c-topic-1", "c-topic-2"]
+    assert not [x for x in runner.problems() if "checkpoint" in x.get("msg", "")], runner.tail()
 
 
 def test_a_rule_naming_a_missing_list_is_refused_at_start(job: Job) -> None:
