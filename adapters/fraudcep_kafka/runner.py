@@ -48,7 +48,14 @@ from fraudcep import Alert, Engine, FraudcepError
 from fraudcep.errors import ConfigurationError, EventError, SnapshotError
 from fraudcep.payments.default_rules import default_rule_definitions
 from fraudcep.payments.payment import InvalidRecord, decode_payment
-from fraudcep.rules import Lists, RuleDefinition, dump_rules, load_rule_file, load_rules
+from fraudcep.rules import (
+    Lists,
+    RuleDefinition,
+    RuleSpecError,
+    dump_rules,
+    load_rule_file,
+    load_rules,
+)
 from fraudcep.runtime import (
     Backoff,
     EngineOptions,
@@ -89,6 +96,9 @@ log = logging.getLogger("fraudcep.runner")
 
 METADATA_PREFIX = "fraudcep/1 "
 EXIT_OK = 0
+EXIT_BAD_RULES = 2
+"""The rule file names a list that neither ``--lists`` nor the lists topic holds (found once
+the lists topic is read; the command line's code for a bad configuration)."""
 EXIT_FATAL = 3
 EXIT_STATE = 5
 """A partition's state could not be checkpointed, restored or moved on: the checkpoint store
@@ -284,12 +294,20 @@ class Runner:
         self.lists = Lists.from_path(*config.lists)
         """The named lists the rules read: the ``--lists`` files, then the lists topic."""
         self.list_set = ListSet(self.lists)
+        self._rules_deferred = False
+        """The rule file names lists the ``--lists`` files lack: loaded again once the lists
+        topic is read (it may hold them)."""
         if rules is None:
-            rules = (
-                load_rule_file(config.rules, lists=self.lists)
-                if config.rules
-                else default_rule_definitions()
-            )
+            if not config.rules:
+                rules = default_rule_definitions()
+            else:
+                try:
+                    rules = load_rule_file(config.rules, lists=self.lists)
+                except RuleSpecError as exc:
+                    unknown = any("unknown list" in p.message for p in exc.problems)
+                    if not (config.lists_topic and unknown):
+                        raise
+                    rules, self._rules_deferred = [], True
         self.rule_set = RuleSet(rules, lists=self.lists)
         self.store = store if store is not None else open_store(config.checkpoints)
         self.sinks = list(sinks) if sinks is not None else open_sinks(config.sink)
@@ -411,8 +429,16 @@ class Runner:
                 on_rejected=self.metrics.list_errors.inc,
             )
             self._lists_reader.catch_up()
-        if c.lists:
+        if c.lists or len(self.lists):
             log.info("lists loaded", extra=fields(lists=self.lists.versions()))
+        if self._rules_deferred:
+            assert c.rules is not None
+            try:
+                self.rule_set.file_rules = {
+                    d.id: d for d in load_rule_file(c.rules, lists=self.lists)
+                }
+            except RuleSpecError as exc:
+                raise _Exit(EXIT_BAD_RULES, str(exc)) from None
         if c.rules_topic:
             self._reader = RulesTopicReader(
                 lambda conf: Consumer(self._client_config(**conf)),

@@ -183,7 +183,7 @@ def test_lists_options_from_flags_environment_and_file(tmp_path: Path) -> None:
     assert from_sources(flags, environ=env).lists == ("a.txt", "dir")
 
 
-def test_a_runner_refuses_a_rule_naming_a_missing_list_when_built(tmp_path: Path) -> None:
+def test_a_rule_naming_a_missing_list_is_refused_when_built_without_a_topic(tmp_path: Path) -> None:
     from fraudcep.rules import RuleSpecError
     from fraudcep_kafka.config import RunnerConfig
     from fraudcep_kafka.runner import Runner
@@ -197,8 +197,10 @@ def test_a_runner_refuses_a_rule_naming_a_missing_list_when_built(tmp_path: Path
         "checkpoints": str(tmp_path / "c"),
         "metrics_address": None,
     }
-    with pytest.raises(RuleSpecError, match="blocked_cards"):
-        Runner(RunnerConfig(**settings))
+    with pytest.raises(RuleSpecError, match="unknown list 'blocked_cards'"):
+        Runner(RunnerConfig(lists_topic=None, **settings))
+    deferred = Runner(RunnerConfig(**settings))  # the lists topic may hold it: read it first
+    assert deferred._rules_deferred and deferred.rule_set.effective() == []
     runner = Runner(RunnerConfig(lists=(str(tmp_path / "blocked_cards.txt"),), **settings))
     assert runner.lists.versions() == {"blocked_cards": 1}
     assert [d.id for d in runner.rule_set.effective()] == ["blocked"]
