@@ -26,7 +26,7 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the whole command; each subcommand sets its ``handler``."""
-    from fraudcep_cli import backtest, demo, flink, generate, rules, run
+    from fraudcep_cli import backtest, demo, flink, generate, lists, rules, run
 
     parser = argparse.ArgumentParser(
         prog="fraudcep",
@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
         "rules", help="validate rule files and test rules on events", description=rules.DESCRIPTION
     )
     rules.add_arguments(rules_parser)
+    lists_parser = commands.add_parser(
+        "lists", help="publish named lists to running runners", description=lists.DESCRIPTION
+    )
+    lists.add_arguments(lists_parser)
     generate_parser = commands.add_parser(
         "generate",
         help="send synthetic payments with labelled fraud scenarios to Kafka or a file",

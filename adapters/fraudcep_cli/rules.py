@@ -70,6 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     publish.add_argument(
         "--delete", action="append", default=[], metavar="RULE_ID", help="publish a tombstone"
     )
+    _add_lists_argument(publish)
     publish.set_defaults(handler=run_publish)
 
 
@@ -174,7 +175,8 @@ def run_publish(args: argparse.Namespace) -> int:
         return 2
     definitions: list[RuleDefinition] = []
     if args.file is not None:
-        loaded = _load(args.file)
+        lists, unreadable = _registry(args)  # rules naming lists are checked against them
+        loaded = unreadable or _load(args.file, lists)
         problems = [p for p in loaded if isinstance(p, dict)]
         if problems:
             for p in problems:

@@ -72,6 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "instance_id": "the host name",
             "rules": "the packaged default rules",
             "sink": "none",
+            "lists": "none",
         }.get(option.name, default)
         # --checkpoint reads as naturally as --checkpoints beside --sink: accept both.
         aliases = ["--checkpoint"] if option.name == "checkpoints" else []

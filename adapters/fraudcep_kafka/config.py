@@ -53,6 +53,18 @@ def _url_list(value: Any) -> tuple[str, ...]:
     return tuple(urls)
 
 
+def _path_list(value: Any) -> tuple[str, ...]:
+    """Paths: a list (config file, repeated flag) or ``path,path`` (environment)."""
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    paths = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError(f"expected a path, got {item!r}")
+        if item.strip():
+            paths.append(item.strip())
+    return tuple(paths)
+
+
 def _default_instance() -> str:
     return socket.gethostname() or "fraudcep"
 
@@ -109,6 +121,23 @@ OPTIONS: tuple[Option, ...] = (
         "rule file (YAML or JSON, see docs/rules.md); default: the packaged default rules "
         "(fraudcep/payments/default_rules.yaml)",
         "FILE",
+    ),
+    Option(
+        "lists",
+        _path_list,
+        (),
+        "named lists the rules may read (x in lists.NAME, see docs/rules.md): a list file "
+        "(.txt, .list, .csv, .json, .jsonl; named after its stem) or a directory of them; "
+        "repeat the flag for several (comma-separated in the environment, a list in the file)",
+        "FILE_OR_DIR",
+        repeatable=True,
+    ),
+    Option(
+        "lists_topic",
+        optional_text,
+        "fraud.lists",
+        "compacted topic of live list changes (key: list name, value: its entries as a JSON "
+        "array or one per line, empty: back to the --lists file); 'off' to disable",
     ),
     Option(
         "checkpoints",
@@ -238,7 +267,7 @@ OPTIONS: tuple[Option, ...] = (
         "create_topics",
         boolean,
         True,
-        "create the alerts, dead-letter and rules topics when missing",
+        "create the alerts, dead-letter, rules and lists topics when missing",
         "BOOL",
     ),
     Option(
@@ -279,6 +308,8 @@ class RunnerConfig:
     dead_letter_topic: str = _BY_NAME["dead_letter_topic"].default
     rules_topic: str | None = _BY_NAME["rules_topic"].default
     rules: str | None = None
+    lists: tuple[str, ...] = _BY_NAME["lists"].default
+    lists_topic: str | None = _BY_NAME["lists_topic"].default
     checkpoints: str = _BY_NAME["checkpoints"].default
     sink: tuple[str, ...] = _BY_NAME["sink"].default
     missing_checkpoint: str = _BY_NAME["missing_checkpoint"].default

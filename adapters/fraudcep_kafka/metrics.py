@@ -110,6 +110,12 @@ class RunnerMetrics:
         self.rule_errors = Counter(
             "fraudcep_rule_records_rejected", "invalid records on the rules topic", registry=r
         )
+        self.list_changes = Counter(
+            "fraudcep_list_changes", "list changes applied from the lists topic", registry=r
+        )
+        self.list_errors = Counter(
+            "fraudcep_list_records_rejected", "invalid records on the lists topic", registry=r
+        )
         self.lag = Gauge(
             "fraudcep_consumer_lag", "records in the partition not yet read (high watermark - "
             "position)", ["partition"], registry=r,

@@ -36,13 +36,19 @@ _NOT_READY = frozenset({6, 5, 3})  # NOT_LEADER_OR_FOLLOWER, LEADER_NOT_AVAILABL
 
 
 class RulesTopicReader:
-    """Follows the rules topic with its own consumer (assigned partitions, no group)."""
+    """Follows the rules topic with its own consumer (assigned partitions, no group).
+
+    Subclasses follow another compacted topic the same way (:meth:`_apply` takes a record,
+    :attr:`what` names the topic in messages): the lists topic's reader is one."""
+
+    what = "rules"
+    log = log
 
     def __init__(
         self,
         consumer_factory: Any,
         topic: str,
-        rule_set: RuleSet,
+        rule_set: RuleSet | None,
         *,
         on_rejected: Any = None,
     ) -> None:
@@ -51,7 +57,7 @@ class RulesTopicReader:
         self._on_rejected = on_rejected
         self._consumer = consumer_factory(
             {
-                "group.id": f"fraudcep-rules-{uuid.uuid4().hex}",  # never commits
+                "group.id": f"fraudcep-{self.what}-{uuid.uuid4().hex}",  # never commits
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed",
@@ -67,7 +73,9 @@ class RulesTopicReader:
         metadata = self._consumer.list_topics(self.topic, timeout=timeout_s)
         topic = metadata.topics.get(self.topic)
         if topic is None or topic.error is not None or not topic.partitions:
-            raise RuntimeError(f"rules topic {self.topic!r} does not exist (or has no partitions)")
+            raise RuntimeError(
+                f"{self.what} topic {self.topic!r} does not exist (or has no partitions)"
+            )
         partitions = sorted(topic.partitions)
         self._consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
         deadline = time.monotonic() + timeout_s
@@ -75,7 +83,9 @@ class RulesTopicReader:
         positions = {p: 0 for p in partitions}
         while any(positions[p] < ends[p] for p in partitions):
             if time.monotonic() > deadline:
-                raise RuntimeError(f"could not read rules topic {self.topic!r} to its end in time")
+                raise RuntimeError(
+                    f"could not read {self.what} topic {self.topic!r} to its end in time"
+                )
             for msg in self._consumer.consume(500, 0.2):
                 if msg.error() is None:
                     self._take(msg)
@@ -107,7 +117,7 @@ class RulesTopicReader:
                 time.sleep(0.2)
 
     def poll(self) -> bool:
-        """Read what arrived since the last call (never blocks); True when rules changed."""
+        """Read what arrived since the last call (never blocks); True when something changed."""
         changed = False
         for msg in self._consumer.consume(500, 0):
             if msg.error() is None and self._take(msg):
@@ -119,14 +129,14 @@ class RulesTopicReader:
         logged, counted and otherwise ignored (the rules stay as they were)."""
         source = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
         try:
-            return self.rule_set.apply_record(msg.key(), msg.value(), source=source)
-        except RuleRecordError as exc:
+            return self._apply(msg, source)
+        except ValueError as exc:  # RuleRecordError, ListRecordError: the reason is the text
             error = str(exc)
         except Exception as exc:  # no record may stop or crash the runner
             error = f"{source}: {type(exc).__name__}: {exc}"
         key = msg.key()
-        log.error(
-            "rejected rules record",
+        self.log.error(
+            f"rejected {self.what} record",
             extra=fields(
                 topic=msg.topic(),
                 partition=msg.partition(),
@@ -138,6 +148,12 @@ class RulesTopicReader:
         if self._on_rejected is not None:
             self._on_rejected()
         return False
+
+    def _apply(self, msg: Any, source: str) -> bool:
+        """Take one record (raising ``ValueError`` with the reason to refuse it); True when it
+        changed what the runner runs."""
+        assert self.rule_set is not None
+        return self.rule_set.apply_record(msg.key(), msg.value(), source=source)
 
     def close(self) -> None:
         self._consumer.close()

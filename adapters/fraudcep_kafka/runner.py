@@ -48,7 +48,14 @@ from fraudcep import Alert, Engine, FraudcepError
 from fraudcep.errors import ConfigurationError, EventError, SnapshotError
 from fraudcep.payments.default_rules import default_rule_definitions
 from fraudcep.payments.payment import InvalidRecord, decode_payment
-from fraudcep.rules import RuleDefinition, dump_rules, load_rule_file, load_rules
+from fraudcep.rules import (
+    Lists,
+    RuleDefinition,
+    RuleSpecError,
+    dump_rules,
+    load_rule_file,
+    load_rules,
+)
 from fraudcep.runtime import (
     Backoff,
     EngineOptions,
@@ -79,6 +86,7 @@ from fraudcep.runtime.rule_records import RuleSet
 from fraudcep.runtime.sink import PartitionSink, Sink, SinkError, SourcePartition, open_sink
 from fraudcep_kafka.checkpoints import CheckpointWork, Compacted
 from fraudcep_kafka.config import RunnerConfig
+from fraudcep_kafka.lists_topic import ListSet, ListsTopicReader
 from fraudcep_kafka.logs import fields
 from fraudcep_kafka.metrics import RunnerMetrics, observe_many
 from fraudcep_kafka.rules_topic import RulesTopicReader
@@ -88,6 +96,9 @@ log = logging.getLogger("fraudcep.runner")
 
 METADATA_PREFIX = "fraudcep/1 "
 EXIT_OK = 0
+EXIT_BAD_RULES = 2
+"""The rule file names a list that neither ``--lists`` nor the lists topic holds (found once
+the lists topic is read; the command line's code for a bad configuration)."""
 EXIT_FATAL = 3
 EXIT_STATE = 5
 """A partition's state could not be checkpointed, restored or moved on: the checkpoint store
@@ -280,9 +291,24 @@ class Runner:
         on_started: Callable[[Runner], None] | None = None,
     ) -> None:
         self.config = config
+        self.lists = Lists.from_path(*config.lists)
+        """The named lists the rules read: the ``--lists`` files, then the lists topic."""
+        self.list_set = ListSet(self.lists)
+        self._rules_deferred = False
+        """The rule file names lists the ``--lists`` files lack: loaded again once the lists
+        topic is read (it may hold them)."""
         if rules is None:
-            rules = load_rule_file(config.rules) if config.rules else default_rule_definitions()
-        self.rule_set = RuleSet(rules)
+            if not config.rules:
+                rules = default_rule_definitions()
+            else:
+                try:
+                    rules = load_rule_file(config.rules, lists=self.lists)
+                except RuleSpecError as exc:
+                    unknown = any("unknown list" in p.message for p in exc.problems)
+                    if not (config.lists_topic and unknown):
+                        raise
+                    rules, self._rules_deferred = [], True
+        self.rule_set = RuleSet(rules, lists=self.lists)
         self.store = store if store is not None else open_store(config.checkpoints)
         self.sinks = list(sinks) if sinks is not None else open_sinks(config.sink)
         self.metrics = metrics if metrics is not None else RunnerMetrics()
@@ -304,6 +330,7 @@ class Runner:
         self._producer_fatal: KafkaError | None = None
         self._producer: Any = None
         self._reader: RulesTopicReader | None = None
+        self._lists_reader: ListsTopicReader | None = None
         self._failed = False  # stopping after a failure: nothing more is committed
         self._failing: dict[tuple[int, int], _RecordFailures] = {}
         """Records whose processing failed, by (partition, offset) (see _record_failed)."""
@@ -394,6 +421,24 @@ class Runner:
             )  # fmt: skip
         if c.create_topics:
             ensure_topics(self._client_config(), c)
+        if c.lists_topic:  # before the rules topic: its rules may name the topic's lists
+            self._lists_reader = ListsTopicReader(
+                lambda conf: Consumer(self._client_config(**conf)),
+                c.lists_topic,
+                self.list_set,
+                on_rejected=self.metrics.list_errors.inc,
+            )
+            self._lists_reader.catch_up()
+        if c.lists or len(self.lists):
+            log.info("lists loaded", extra=fields(lists=self.lists.versions()))
+        if self._rules_deferred:
+            assert c.rules is not None
+            try:
+                self.rule_set.file_rules = {
+                    d.id: d for d in load_rule_file(c.rules, lists=self.lists)
+                }
+            except RuleSpecError as exc:
+                raise _Exit(EXIT_BAD_RULES, str(exc)) from None
         if c.rules_topic:
             self._reader = RulesTopicReader(
                 lambda conf: Consumer(self._client_config(**conf)),
@@ -507,8 +552,9 @@ class Runner:
             for st in self._partitions.values():
                 self._drop_unused_base(st)
         self._consumer.close()  # revokes the partitions (nothing left to commit)
-        if self._reader is not None:
-            self._reader.close()
+        for reader in (self._reader, self._lists_reader):
+            if reader is not None:
+                reader.close()
         self._producer.flush(10)
         self._close_sinks()
         log.info("runner stopped")
@@ -523,7 +569,7 @@ class Runner:
                     self._producer.abort_transaction(5)
             except Exception:  # fenced, not started, or the broker away: it times out
                 log.debug("abort on the way out failed", exc_info=True)
-        for client in (self._consumer, self._reader):
+        for client in (self._consumer, self._reader, self._lists_reader):
             if client is None:
                 continue
             try:
@@ -581,9 +627,12 @@ class Runner:
                 continue  # replaced first: nothing more is committed with the dead consumer
             now = time.monotonic()
             self._checkpoint_work(now)
-            if self._reader is not None and now >= next_rules:
+            if now >= next_rules:
                 next_rules = now + _RULES_POLL_S
-                self._poll_rules()
+                if self._lists_reader is not None and self._lists_reader.poll():
+                    self._lists_changed()
+                if self._reader is not None:
+                    self._poll_rules()
             if now >= next_idle:
                 next_idle = now + _IDLE_CHECK_S
                 self._advance_idle(now)
@@ -1604,7 +1653,9 @@ class Runner:
                 self.store, c.group_id, c.input_topic, number, reference, state_key=c.state_key
             )
             checkpoint = chain[-1]
-            definitions = load_rules(checkpoint.rules, source=f"checkpoint {reference}")
+            definitions = load_rules(
+                checkpoint.rules, source=f"checkpoint {reference}", lists=self.lists
+            )
             engine = Engine.restore(
                 chain[0].snapshot,
                 [d.rule for d in definitions],
@@ -1709,7 +1760,7 @@ class Runner:
         definitions = self.rule_set.effective()
         try:
             # a checkpoint carries the rules as text: they must load back
-            load_rules(dump_rules(definitions), source="rules topic")
+            load_rules(dump_rules(definitions), source="rules topic", lists=self.lists)
             for st in self._partitions.values():
                 refused = refusal(st.engine, definitions)
                 if refused is not None:
@@ -1725,6 +1776,15 @@ class Runner:
             st.rules_pending = True
             if not st.replaying:
                 self._apply_rules(st)
+
+    def _lists_changed(self) -> None:
+        """A list changed: the next payments are judged against it. List contents are not
+        in checkpoints, so a replay after a restart uses the lists as they are then; a
+        checkpoint of every partition that took records under the old entries keeps the
+        replays that could span the change short."""
+        self.metrics.list_changes.inc()
+        for st in self._partitions.values():
+            st.force_checkpoint = True
 
     def _apply_rules(self, st: _Partition) -> None:
         """Bring the partition's engine to the runner's rules; a change the engine refuses

@@ -88,7 +88,8 @@ def create_topic(
 
 
 def ensure_topics(client_config: Mapping[str, Any], config: RunnerConfig) -> dict[str, int]:
-    """The runner's output topics (alerts, dead letters) and the compacted rules topic."""
+    """The runner's output topics (alerts, dead letters) and the compacted rules and lists
+    topics."""
     n = config.topic_partitions
     topics: dict[str, tuple[int, Mapping[str, str]]] = {
         config.alerts_topic: (n, {}),
@@ -96,4 +97,6 @@ def ensure_topics(client_config: Mapping[str, Any], config: RunnerConfig) -> dic
     }
     if config.rules_topic:
         topics[config.rules_topic] = (1, COMPACTED)
+    if config.lists_topic:
+        topics[config.lists_topic] = (1, COMPACTED)
     return create_topics(client_config, topics)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fraudcep.rules import RuleDefinition, RuleSpecError, load_rules
+from fraudcep.rules import Lists, RuleDefinition, RuleSpecError, load_rules
 
 __all__ = ["RuleRecordError", "RuleSet", "parse_rule_record", "short_repr"]
 
@@ -22,8 +22,11 @@ class RuleRecordError(ValueError):
     """A rules-topic record that does not hold exactly the rule its key names."""
 
 
-def parse_rule_record(key: bytes | None, value: bytes | None, *, source: str) -> RuleDefinition:
-    """The one rule of a rules-topic record (not a tombstone); errors name ``source``."""
+def parse_rule_record(
+    key: bytes | None, value: bytes | None, *, source: str, lists: Lists | None = None
+) -> RuleDefinition:
+    """The one rule of a rules-topic record (not a tombstone); errors name ``source``. The
+    rule may name the lists of ``lists`` (a rule naming another list is refused)."""
     if key is None:
         raise RuleRecordError(f"{source}: a rules record needs the rule id as its key")
     try:
@@ -33,7 +36,7 @@ def parse_rule_record(key: bytes | None, value: bytes | None, *, source: str) ->
         raise RuleRecordError(f"{source}: key and value must be UTF-8") from None
     try:
         # the rule file loader, with all its limits; a mapping is the one rule itself
-        definitions = load_rules(text, source=source, rule_mapping=True)
+        definitions = load_rules(text, source=source, rule_mapping=True, lists=lists)
     except RuleSpecError as exc:
         raise RuleRecordError(str(exc)) from None
     if len(definitions) != 1 or definitions[0].id != rule_id:
@@ -52,9 +55,11 @@ def short_repr(text: str, limit: int = 200) -> str:
 
 
 class RuleSet:
-    """The effective rules: file definitions, overridden by topic definitions per id."""
+    """The effective rules: file definitions, overridden by topic definitions per id. Topic
+    records are compiled against ``lists`` (the named lists their rules may read)."""
 
-    def __init__(self, file_rules: Sequence[RuleDefinition]) -> None:
+    def __init__(self, file_rules: Sequence[RuleDefinition], *, lists: Lists | None = None) -> None:
+        self.lists = lists
         self.file_rules = {d.id: d for d in file_rules}
         self.topic_rules: dict[str, RuleDefinition] = {}
 
@@ -75,7 +80,7 @@ class RuleSet:
                 raise RuleRecordError(f"{source}: a tombstone without a key")
             rule_id = key.decode("utf-8", errors="replace")
             return self.topic_rules.pop(rule_id, None) is not None
-        definition = parse_rule_record(key, value, source=source)
+        definition = parse_rule_record(key, value, source=source, lists=self.lists)
         old = self.topic_rules.get(definition.id)
         replaced = old or self.file_rules.get(definition.id)
         if (

@@ -61,6 +61,10 @@ class Job:
         return f"rules-{self.tag}"
 
     @property
+    def lists_topic(self) -> str:
+        return f"lists-{self.tag}"
+
+    @property
     def group(self) -> str:
         return f"group-{self.tag}"
 
@@ -70,7 +74,10 @@ class Job:
 
     @property
     def topics(self) -> list[str]:
-        return [self.input_topic, self.alerts_topic, self.dlq_topic, self.rules_topic]
+        return [
+            self.input_topic, self.alerts_topic, self.dlq_topic, self.rules_topic,
+            self.lists_topic,
+        ]  # fmt: skip
 
     def create_input(self, config: Mapping[str, str] | None = None) -> None:
         """The input topic, with topic ``config`` (e.g. ``message.timestamp.type``)."""
@@ -93,6 +100,7 @@ class Job:
             "alerts-topic": self.alerts_topic,
             "dead-letter-topic": self.dlq_topic,
             "rules-topic": self.rules_topic,
+            "lists-topic": self.lists_topic,
             "checkpoints": str(self.checkpoints),
             "metrics-address": "127.0.0.1:0",
             "log-format": "json",
@@ -245,7 +253,7 @@ class Supervisor:
 
 def runner_config(job: Job, **changes: Any) -> RunnerConfig:
     """The configuration of an in-process runner of ``job`` (the settings of
-    :meth:`Job.runner_args`, without the rules topic and the metrics endpoint)."""
+    :meth:`Job.runner_args`, without the rules and lists topics and the metrics endpoint)."""
     settings: dict[str, Any] = {
         "bootstrap": job.bootstrap,
         "group_id": job.group,
@@ -254,6 +262,7 @@ def runner_config(job: Job, **changes: Any) -> RunnerConfig:
         "alerts_topic": job.alerts_topic,
         "dead_letter_topic": job.dlq_topic,
         "rules_topic": None,
+        "lists_topic": None,
         "checkpoints": str(job.checkpoints),
         "metrics_address": None,
         "idle_timeout": 1_000,
