@@ -161,9 +161,7 @@ def publish_list(
     tombstone for None (back to the ``--lists`` file's entries). Checks the record as a
     runner would first (``ListRecordError``); creates the topic (compacted, one partition)
     when it is missing. Raises ``RuntimeError`` when the broker did not take the record."""
-    from confluent_kafka import Producer
-
-    from fraudcep_kafka.topics import COMPACTED, create_topic
+    from fraudcep_kafka.topics import publish_compacted
 
     value = None
     if entries is not None:
@@ -171,19 +169,11 @@ def publish_list(
         parse_list_record(name.encode(), value, source=f"list {name}")
     else:
         parse_list_record(name.encode(), b"[]", source=f"list {name}")
-    create_topic(bootstrap, topic, 1, config=COMPACTED, client_config=client_config)
-    producer = Producer(
-        {**(client_config or {}), "bootstrap.servers": bootstrap, "enable.idempotence": True}
+    publish_compacted(
+        bootstrap,
+        topic,
+        [(name.encode(), value)],
+        what="list",
+        client_config=client_config,
+        timeout_s=timeout_s,
     )
-    failed: list[str] = []
-
-    def delivered(err: Any, msg: Any) -> None:
-        if err is not None:
-            failed.append(f"{msg.key()!r}: {err}")
-
-    producer.produce(topic, key=name.encode(), value=value, on_delivery=delivered)
-    left = producer.flush(timeout_s)
-    if failed or left:
-        raise RuntimeError(
-            f"list not published to {topic}: {'; '.join(failed) or f'{left} undelivered'}"
-        )

@@ -174,29 +174,13 @@ def publish_rules(
     broker did not take every record."""
     import json
 
-    from confluent_kafka import Producer
+    from fraudcep_kafka.topics import publish_compacted
 
-    from fraudcep_kafka.topics import COMPACTED, create_topic
-
-    create_topic(bootstrap, topic, 1, config=COMPACTED, client_config=client_config)
-    producer = Producer(
-        {**(client_config or {}), "bootstrap.servers": bootstrap, "enable.idempotence": True}
-    )
-    failed: list[str] = []
-
-    def delivered(err: Any, msg: Any) -> None:
-        if err is not None:
-            failed.append(f"{msg.key()!r}: {err}")
-
-    records: list[tuple[str, bytes | None]] = [
-        (d.id, json.dumps(d.spec, separators=(",", ":")).encode()) for d in definitions
+    records: list[tuple[bytes, bytes | None]] = [
+        (d.id.encode(), json.dumps(d.spec, separators=(",", ":")).encode()) for d in definitions
     ]
-    records += [(rule_id, None) for rule_id in delete]
-    for rule_id, value in records:
-        producer.produce(topic, key=rule_id.encode(), value=value, on_delivery=delivered)
-    left = producer.flush(timeout_s)
-    if failed or left:
-        raise RuntimeError(
-            f"rules not published to {topic}: {'; '.join(failed) or f'{left} undelivered'}"
-        )
+    records += [(rule_id.encode(), None) for rule_id in delete]
+    publish_compacted(
+        bootstrap, topic, records, what="rules", client_config=client_config, timeout_s=timeout_s
+    )
     return len(records)

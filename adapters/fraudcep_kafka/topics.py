@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -100,3 +100,34 @@ def ensure_topics(client_config: Mapping[str, Any], config: RunnerConfig) -> dic
     if config.lists_topic:
         topics[config.lists_topic] = (1, COMPACTED)
     return create_topics(client_config, topics)
+
+
+def publish_compacted(
+    bootstrap: str,
+    topic: str,
+    records: Sequence[tuple[bytes, bytes | None]],
+    *,
+    what: str,
+    client_config: Mapping[str, Any] | None = None,
+    timeout_s: float = 30.0,
+) -> None:
+    """Write keyed ``records`` (a None value is a tombstone) to the compacted one-partition
+    ``topic`` (the rules topic, the lists topic), creating it when missing. Raises
+    ``RuntimeError`` naming ``what`` when the broker did not take every record."""
+    create_topic(bootstrap, topic, 1, config=COMPACTED, client_config=client_config)
+    producer = Producer(
+        {**(client_config or {}), "bootstrap.servers": bootstrap, "enable.idempotence": True}
+    )
+    failed: list[str] = []
+
+    def delivered(err: Any, msg: Any) -> None:
+        if err is not None:
+            failed.append(f"{msg.key()!r}: {err}")
+
+    for key, value in records:
+        producer.produce(topic, key=key, value=value, on_delivery=delivered)
+    left = producer.flush(timeout_s)
+    if failed or left:
+        raise RuntimeError(
+            f"{what} not published to {topic}: {'; '.join(failed) or f'{left} undelivered'}"
+        )
