@@ -422,21 +422,7 @@ def rule_fingerprint(rule: Rule) -> str:
 
 
 def _condition_sources(rule: Rule) -> list[str]:
-    from fraudcep.pattern.conditions import And, Condition, Not, Or, Predicate
-
-    out: list[str] = []
-    pending: list[Condition | None] = [
-        t.condition for state in rule.nfa.states for t in state.transitions
-    ][::-1]
-    while pending:
-        cond = pending.pop()
-        if isinstance(cond, Predicate):
-            out.append(str(getattr(cond.fn, "fraudcep_source", "<code>")))
-        elif isinstance(cond, And | Or):
-            pending += [cond.right, cond.left]
-        elif isinstance(cond, Not):
-            pending.append(cond.inner)
-    return out
+    return [str(getattr(p.fn, "fraudcep_source", "<code>")) for p in rule.predicates()]
 
 
 # -- writing -----------------------------------------------------------------------------------

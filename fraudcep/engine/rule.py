@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from typing import Any
 
 import attrs
 
 from fraudcep.errors import ConfigurationError, EventError, MalformedPatternError
 from fraudcep.nfa.compiler import CompiledNFA, compile_pattern
+from fraudcep.pattern.conditions import Predicate, predicates
 from fraudcep.pattern.pattern import Pattern
 
 KeySpec = str | Callable[[Any], Hashable]
@@ -89,6 +90,13 @@ class Rule:
         except MalformedPatternError as exc:
             raise MalformedPatternError(f"rule {self.id!r}: {exc}") from None
         object.__setattr__(self, "nfa", nfa)
+
+    def predicates(self) -> Iterator[Predicate]:
+        """The user callables of the compiled pattern's conditions, edge by edge in the
+        automaton's order, each condition left to right."""
+        for state in self.nfa.states:
+            for transition in state.transitions:
+                yield from predicates(transition.condition)
 
     def key_function(self) -> Callable[[Any], Hashable]:
         if isinstance(self.key, str):

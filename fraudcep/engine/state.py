@@ -81,22 +81,11 @@ def key_group(rule: Rule) -> str:
 def _list_version_sources(rule: Rule) -> tuple[Callable[[], dict[str, int]], ...]:
     """The ``fraudcep_list_versions`` functions of the rule's conditions (expressions naming
     lists carry one), each once."""
-    from fraudcep.pattern.conditions import And, Condition, Not, Or, Predicate
-
     out: dict[int, Callable[[], dict[str, int]]] = {}
-    pending: list[Condition | None] = [
-        t.condition for state in rule.nfa.states for t in state.transitions
-    ]
-    while pending:
-        cond = pending.pop()
-        if isinstance(cond, Predicate):
-            versions = getattr(cond.fn, "fraudcep_list_versions", None)
-            if callable(versions):
-                out.setdefault(id(cond.fn), versions)
-        elif isinstance(cond, And | Or):
-            pending += [cond.left, cond.right]
-        elif isinstance(cond, Not):
-            pending.append(cond.inner)
+    for predicate in rule.predicates():
+        versions = getattr(predicate.fn, "fraudcep_list_versions", None)
+        if callable(versions):
+            out.setdefault(id(predicate.fn), versions)
     return tuple(out.values())
 
 

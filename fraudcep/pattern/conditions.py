@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -128,6 +128,19 @@ class Not(Condition):
 
     def uses_context(self) -> bool:
         return self.inner.uses_context()
+
+
+def predicates(cond: Condition | None) -> Iterator[Predicate]:
+    """The user callables of a condition tree, left to right (a loop, not recursion)."""
+    pending: list[Condition | None] = [cond]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, Predicate):
+            yield node
+        elif isinstance(node, And | Or):
+            pending += [node.right, node.left]
+        elif isinstance(node, Not):
+            pending.append(node.inner)
 
 
 CompiledCondition = Callable[[Any, Any], bool]
