@@ -82,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "it is larger than 512 MiB",
     )
     parser.add_argument("--batch-rows", type=int, default=65_536, help=argparse.SUPPRESS)
-    parser.add_argument("--block-bytes", type=int, default=16 << 20, help=argparse.SUPPRESS)
+    parser.add_argument("--block-bytes", type=int, default=4 << 20, help=argparse.SUPPRESS)
     parser.add_argument(
         "--progress",
         choices=("auto", "always", "never"),
