@@ -320,9 +320,9 @@ def render_shadow_html(result: ShadowResult, *, title: str = "fraudcep shadow re
     parts.extend(_rule_table(s, "shadow-") for s in result.shadow_rules)
     parts.append("<h2>Live rules</h2>")
     parts.extend(_rule_table(s, "live-") for s in result.live_rules)
-    rules = [attrs.evolve(s, rule_id=f"{s.rule_id} (shadow)") for s in result.shadow_rules] + list(
-        result.live_rules
-    )
+    shadow_rules = [s for s in result.shadow_rules if s.rule_id != ALL_RULES]
+    rules = [attrs.evolve(s, rule_id=f"{s.rule_id} (shadow)") for s in shadow_rules]
+    rules += result.live_rules
     fraud = result.fraud_labels
     parts += _figures(_plots(rules, fraud, result.comparison, sides=("live", "shadow")))
     return _page(title, parts)

@@ -198,3 +198,4 @@ def test_the_html_page_is_self_contained() -> None:
     assert page.count("<svg") == 3  # per day, caught vs good flagged, live vs shadow
     for text in ("Shadow vs live", "big vs huge", "big (shadow)", "only shadow", "only live"):
         assert text in page
+    assert "(all rules) (shadow)" not in page  # the plots have the rules, not their sum
