@@ -22,6 +22,8 @@ detected_at     N     wall clock when the item was written (ms)
 expires_at      N     ``detected_at // 1000 + ttl`` (epoch seconds; the TTL attribute)
 events          S     compact JSON of ``Alert.to_dict()["events"]``
 source          S     where it came from: ``"payments.raw/3"`` (runner), ``"lambda"``
+lists           M     list name -> version (N) of each named list the rule read
+                      (:attr:`fraudcep.Alert.lists`); absent for a rule that reads none
 ==============  ====  ===================================================================
 """
 
@@ -299,6 +301,7 @@ def alert_item(
             "expires_at": now_ms // 1000 + ttl_s,
             "events": events,
             "source": source,
+            "lists": dict(alert.lists) or None,
         }
     )
 

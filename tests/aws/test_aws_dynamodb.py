@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import quote
 
+import attrs
 import boto3
 import pytest
 from botocore.config import Config
@@ -171,6 +172,17 @@ def test_alert_item_round_trips_through_the_table(ddb: Any, table_name: str) -> 
         "source": "payments.raw/3",
     }
     assert isinstance(plain["events"]["first"][0]["amount"], float)
+
+
+def test_an_alert_item_keeps_the_list_versions_its_rule_read(ddb: Any, table_name: str) -> None:
+    plain = make_alert(8)
+    assert "lists" not in alert_item(plain, now_ms=NOW_MS)  # items of rules without lists
+    alert = attrs.evolve(plain, lists={"blocked_cards": 3, "risky_bins": 1})
+    item = alert_item(alert, now_ms=NOW_MS, source="lambda")
+    assert item["lists"] == {"M": {"blocked_cards": {"N": "3"}, "risky_bins": {"N": "1"}}}
+    ddb.put_item(TableName=table_name, Item=item)
+    stored = ddb.get_item(TableName=table_name, Key={"alert_id": {"S": alert.alert_id}})["Item"]
+    assert alert_from_item(stored)["lists"] == {"blocked_cards": 3, "risky_bins": 1}
 
 
 def test_items_are_made_and_read_by_boto3s_type_serializer() -> None:
