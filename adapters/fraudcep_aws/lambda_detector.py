@@ -147,6 +147,7 @@ import json
 import logging
 import os
 import threading
+from collections import Counter
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Final, Literal
@@ -204,6 +205,7 @@ from fraudcep_aws.key_state import (
     key_text,
     record_key,
 )
+from fraudcep_aws.lambda_logs import emit_metrics, metric_line
 from fraudcep_aws.msk_event import BadRecord, KafkaRecord, batch_response, parse_kafka_event
 from fraudcep_aws.s3_lists import S3Lists, open_s3_lists
 
@@ -573,10 +575,41 @@ class BatchReport:
     """Failed records as ``(topic-partition, offset)``."""
     state_resets: int = 0
     """Keys whose stored state kept failing and was given up (see "Poison records")."""
+    rule_alerts: Mapping[tuple[str, str], int] = attrs.Factory(dict)
+    """:attr:`alerts` per rule id and mode (``live``, ``shadow``)."""
+    rule_new_alerts: Mapping[tuple[str, str], int] = attrs.Factory(dict)
+    """:attr:`new_alerts` per rule id and mode."""
 
     def response(self) -> dict[str, Any]:
         """The partial batch response (see :mod:`fraudcep_aws.msk_event`)."""
         return batch_response(self.failures)
+
+    def by_rule(self) -> list[dict[str, Any]]:
+        """The alert counts per rule and mode, sorted: ``rule_id``, ``mode``, ``alerts``,
+        ``new_alerts``."""
+        pairs = sorted(set(self.rule_alerts) | set(self.rule_new_alerts))
+        return [
+            {
+                "rule_id": rule_id,
+                "mode": mode,
+                "alerts": self.rule_alerts.get((rule_id, mode), 0),
+                "new_alerts": self.rule_new_alerts.get((rule_id, mode), 0),
+            }
+            for rule_id, mode in pairs
+        ]
+
+    def metric_lines(self, *, timestamp_ms: int) -> list[str]:
+        """The batch's alert metrics as EMF lines (:func:`fraudcep_aws.lambda_logs.metric_line`):
+        ``Alerts`` and ``NewAlerts`` with the dimensions ``rule_id`` and ``mode``, one line
+        per rule and mode that had alerts."""
+        return [
+            metric_line(
+                {"rule_id": row["rule_id"], "mode": row["mode"]},
+                {"Alerts": row["alerts"], "NewAlerts": row["new_alerts"]},
+                timestamp_ms=timestamp_ms,
+            )
+            for row in self.by_rule()
+        ]
 
 
 @attrs.define(eq=False)
@@ -589,6 +622,10 @@ _Job = tuple[str, list[_Item], KeyState]
 """A key, its records in the batch and its state as loaded."""
 
 
+_RuleMode = tuple[str, str]
+"""A rule id and an alert mode (``live``, ``shadow``): what alerts are counted by."""
+
+
 @attrs.frozen
 class _KeyResult:
     applied: int = 0
@@ -597,6 +634,8 @@ class _KeyResult:
     conflicts: int = 0
     dead_lettered: int = 0
     state_resets: int = 0
+    rule_alerts: Counter[_RuleMode] = attrs.Factory(Counter)
+    rule_new_alerts: Counter[_RuleMode] = attrs.Factory(Counter)
 
 
 @attrs.define
@@ -610,10 +649,19 @@ class _Tally:
     conflicts: int = 0
     dead: int = 0
     resets: int = 0
+    rule_emitted: Counter[_RuleMode] = attrs.Factory(Counter)
+    rule_written: Counter[_RuleMode] = attrs.Factory(Counter)
 
     def result(self) -> _KeyResult:
         return _KeyResult(
-            self.applied, self.emitted, self.written, self.conflicts, self.dead, self.resets
+            self.applied,
+            self.emitted,
+            self.written,
+            self.conflicts,
+            self.dead,
+            self.resets,
+            Counter(self.rule_emitted),
+            Counter(self.rule_written),
         )
 
 
@@ -859,6 +907,8 @@ class Detector:
             failed_keys=failed_keys,
             failures=tuple(sorted(set(failures))),
             state_resets=totals.state_resets,
+            rule_alerts=dict(totals.rule_alerts),
+            rule_new_alerts=dict(totals.rule_new_alerts),
         )
 
     def _decode(self, record: KafkaRecord) -> tuple[dict[str, Any], Any, int]:
@@ -1129,7 +1179,10 @@ class Detector:
         the key since). Returns how many records were dead-lettered."""
         dead = self._side_outputs(work.key, outcome)
         tally.emitted += len(outcome.alerts)
-        tally.written += self.alerts.put_if_absent(outcome.alerts, source=ALERT_SOURCE)
+        tally.rule_emitted.update((a.rule_id, a.mode) for a in outcome.alerts)
+        new = self.alerts.put_new(outcome.alerts, source=ALERT_SOURCE)
+        tally.written += len(new)
+        tally.rule_written.update((a.rule_id, a.mode) for a in new)
         self._store(work.state, outcome.save)
         return dead
 
@@ -1756,6 +1809,8 @@ def _add(a: _KeyResult, b: _KeyResult) -> _KeyResult:
         a.conflicts + b.conflicts,
         a.dead_lettered + b.dead_lettered,
         a.state_resets + b.state_resets,
+        a.rule_alerts + b.rule_alerts,
+        a.rule_new_alerts + b.rule_new_alerts,
     )
 
 
@@ -1797,10 +1852,12 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
                 "timer_keys": report.timer_keys,
                 "state_resets": report.state_resets,
                 "failed_records": len(report.failures),
+                "alerts_by_rule": report.by_rule(),
                 **({"lists": detector.lists.versions()} if detector.lists else {}),
             }
         ),
     )
+    emit_metrics(report.metric_lines(timestamp_ms=detector.clock()))
     if report.failures and detector.config.on_failure == "raise":
         partition, offset = report.failures[0]
         raise BatchFailed(
