@@ -30,6 +30,7 @@ from typing import Any, Final
 import attrs
 from boto3.dynamodb.types import TypeDeserializer
 
+from fraudcep.alert import LIVE, MODES, SHADOW
 from fraudcep.errors import FraudcepError
 
 __all__ = [
@@ -221,6 +222,12 @@ class StreamAlert:
     events: Mapping[str, list[Any]]
     detected_at: int | None = None
     source: str = ""
+    mode: str = LIVE
+    """``"shadow"`` for an alert of a shadow rule (the item's ``mode``): never notified."""
+
+    @property
+    def shadow(self) -> bool:
+        return self.mode == SHADOW
 
     def to_detail(self) -> dict[str, Any]:
         """The alert as JSON-friendly data: the EventBridge ``Detail``."""
@@ -298,6 +305,9 @@ def alert_from_image(image: Mapping[str, Any]) -> StreamAlert:
         raise MalformedRecord(
             "attribute 'events' must be a JSON object of stage name -> list of events"
         )
+    mode = _value(image, "mode", "S", required=False) or LIVE
+    if mode not in MODES:
+        raise MalformedRecord(f"attribute 'mode' is {_shown(mode, 20)}, not one of {MODES}")
     return StreamAlert(
         alert_id=alert_id,
         rule_id=_value(image, "rule_id", "S"),
@@ -309,4 +319,5 @@ def alert_from_image(image: Mapping[str, Any]) -> StreamAlert:
         events=events,
         detected_at=_value(image, "detected_at", "N", required=False),
         source=_value(image, "source", "S", required=False) or "",
+        mode=mode,
     )
