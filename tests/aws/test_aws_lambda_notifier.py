@@ -965,6 +965,8 @@ def test_amounts_by_currency() -> None:
         ({"events": {"S": "[]"}}, "'events' must be a JSON object"),
         ({"alert_id": {"S": ""}}, "'alert_id' is empty"),
         ({"rule_id": {"Q": "x"}}, "unknown DynamoDB type 'Q'"),
+        ({"mode": {"S": "dark"}}, "'mode' is 'dark', not one of \\('live', 'shadow'\\)"),
+        ({"mode": {"N": "1"}}, "'mode' is of type N, expected S"),
     ],
 )
 def test_bad_alert_items_are_named(change: dict[str, Any], message: str) -> None:
@@ -972,6 +974,12 @@ def test_bad_alert_items_are_named(change: dict[str, Any], message: str) -> None
 
     with pytest.raises(MalformedRecord, match=message):
         alert_from_image(_image(**change))
+
+
+def test_an_items_mode_is_read_live_by_default() -> None:
+    assert alert_from_image(_image()).mode == "live"
+    assert alert_from_image(_image(mode={"S": "live"})).shadow is False
+    assert alert_from_image(_image(mode={"S": "shadow"})).shadow is True
 
 
 def test_missing_attribute_is_named() -> None:
