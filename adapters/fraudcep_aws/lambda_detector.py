@@ -66,6 +66,13 @@ payments are judged against it. An object that cannot be taken leaves its list a
 rule read (the ``lists`` attribute of the alert item). List contents are in no stored
 state: a key's partial matches go on under the new entries.
 
+Shadow rules: a rule version with ``mode: shadow`` runs like any other; its alerts are
+written to the alert table with ``mode`` ``"shadow"`` in their item, which the notifier
+(:mod:`fraudcep_aws.lambda_notifier`) never sends. Promoting one is a rule change like any
+other: a rule file with the rule's next version in mode live. Each batch's alert counts per
+rule and mode are in the ``batch done`` log line and in CloudWatch embedded-metric lines
+(:meth:`BatchReport.metric_lines`).
+
 State key: with ``FRAUDCEP_STATE_KEY`` (a secret of at least 16 characters), the key records
 and the item's state carry a MAC (keyed BLAKE2b) over the key, its rules digest, its offsets
 and the state: an item written without the key, with another key, or changed by anyone who
