@@ -224,6 +224,8 @@ class StreamAlert:
     source: str = ""
     mode: str = LIVE
     """``"shadow"`` for an alert of a shadow rule (the item's ``mode``): never notified."""
+    lists: Mapping[str, int] = attrs.Factory(dict)
+    """The version of each named list the rule read (the item's ``lists``)."""
 
     @property
     def shadow(self) -> bool:
@@ -242,6 +244,7 @@ class StreamAlert:
             "detected_at": self.detected_at,
             "source": self.source,
             "events": {name: list(events) for name, events in self.events.items()},
+            **({"lists": dict(self.lists)} if self.lists else {}),
         }
 
     def payments(self) -> list[Any]:
@@ -291,6 +294,28 @@ def _json(name: str, text: str) -> Any:
         raise MalformedRecord(f"attribute {name!r} is not JSON: {exc}") from None
 
 
+MAX_LISTS: Final = 1000
+"""The most list versions an alert item may carry (a rule names a handful)."""
+
+
+def _lists(image: Mapping[str, Any]) -> dict[str, int]:
+    """The item's ``lists`` (M: list name -> N), checked one level deep; {} when absent."""
+    raw = image.get("lists")
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping) or len(raw) != 1 or "M" not in raw:
+        raise MalformedRecord(f"attribute 'lists' is not an M attribute value: {_shown(raw)}")
+    members = raw["M"]
+    if not isinstance(members, Mapping) or len(members) > MAX_LISTS:
+        raise MalformedRecord(f"attribute 'lists' holds {_shown(members)}")
+    out = {}
+    for name in members:
+        if not isinstance(name, str) or not name:
+            raise MalformedRecord(f"attribute 'lists' has the list name {_shown(name, 40)}")
+        out[name] = _value(members, name, "N")
+    return out
+
+
 def alert_from_image(image: Mapping[str, Any]) -> StreamAlert:
     """Decode an alert item's attribute-value map (a stream record's ``NewImage``).
 
@@ -320,4 +345,5 @@ def alert_from_image(image: Mapping[str, Any]) -> StreamAlert:
         detected_at=_value(image, "detected_at", "N", required=False),
         source=_value(image, "source", "S", required=False) or "",
         mode=mode,
+        lists=_lists(image),
     )

@@ -967,6 +967,9 @@ def test_amounts_by_currency() -> None:
         ({"rule_id": {"Q": "x"}}, "unknown DynamoDB type 'Q'"),
         ({"mode": {"S": "dark"}}, "'mode' is 'dark', not one of \\('live', 'shadow'\\)"),
         ({"mode": {"N": "1"}}, "'mode' is of type N, expected S"),
+        ({"lists": {"S": "x"}}, "'lists' is not an M attribute value"),
+        ({"lists": {"M": {"blocked": {"S": "2"}}}}, "'blocked' is of type S, expected N"),
+        ({"lists": {"M": {"blocked": {"N": "1.5"}}}}, "'blocked' is 1.5, not an integer"),
     ],
 )
 def test_bad_alert_items_are_named(change: dict[str, Any], message: str) -> None:
@@ -980,6 +983,20 @@ def test_an_items_mode_is_read_live_by_default() -> None:
     assert alert_from_image(_image()).mode == "live"
     assert alert_from_image(_image(mode={"S": "live"})).shadow is False
     assert alert_from_image(_image(mode={"S": "shadow"})).shadow is True
+
+
+def test_the_list_versions_of_an_alert_go_in_its_eventbridge_event(
+    aws: Aws, webhook: Webhook
+) -> None:
+    item = alert_item(0)
+    item["lists"] = {"M": {"blocked_cards": {"N": "3"}, "risky_bins": {"N": "1"}}}
+    aws.ddb.put_item(TableName=aws.table, Item=item)
+    (plain,) = put_alerts(aws, 1)
+    result = make_notifier(aws, webhook, [], email=False).process(stream_event(aws))
+    assert result.response() == {"batchItemFailures": []}
+    details = {d["alert_id"]: d for d in queue_details(aws)}
+    assert details[item["alert_id"]["S"]]["lists"] == {"blocked_cards": 3, "risky_bins": 1}
+    assert "lists" not in details[plain]
 
 
 def test_missing_attribute_is_named() -> None:
