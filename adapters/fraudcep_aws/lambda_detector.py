@@ -423,16 +423,13 @@ def load_rule_set(path: str | None = None, lists: Lists | None = None) -> RuleSe
 
 def load_lists(config: DetectorConfig, *, s3: Any = None) -> tuple[Lists | None, S3Lists | None]:
     """The named lists ``config`` names, and for ``s3://`` lists what follows them (``s3``:
-    the S3 client to use); ``(None, None)`` without lists."""
+    the S3 client to use; default one at the URL's ``endpoint_url`` and ``region``, else
+    boto3's); ``(None, None)`` without lists."""
     where = config.lists
     if where is None:
         return None, None
     if where.startswith("s3://"):
-        source = open_s3_lists(
-            where,
-            client=s3 if s3 is not None else make_client("s3"),
-            refresh_s=config.lists_refresh_s,
-        )
+        source = open_s3_lists(where, client=s3, refresh_s=config.lists_refresh_s)
         return source.lists, source
     return Lists.from_path(where), None
 

@@ -314,6 +314,24 @@ def test_lists_from_a_directory_in_the_package(
     }
 
 
+def test_an_s3_lists_url_may_name_its_endpoint(
+    config: DetectorConfig,
+    ddb: Any,
+    s3: Any,
+    bucket: str,
+    detectors: list[Detector],
+    aws_endpoint: str,
+) -> None:
+    put(s3, bucket, "blocked_cards.txt", "card-u1\n")
+    url = f"s3://{bucket}/lists/prod?endpoint_url={aws_endpoint}&region=us-east-1"
+    detector = start(attrs.evolve(config, lists=url), ddb, None, detectors)
+    assert detector.lists is not None and detector.lists.versions() == {"blocked_cards": 1}
+    with pytest.raises(ListError, match="unknown parameter 'colour'"):
+        start(attrs.evolve(config, lists=f"s3://{bucket}/lists?colour=red"), ddb, None, [])
+    with pytest.raises(ListError, match="not an S3 bucket name"):
+        start(attrs.evolve(config, lists="s3://No_Such/lists"), ddb, None, [])
+
+
 def test_lists_configuration_from_the_environment() -> None:
     tables = {"FRAUDCEP_ALERTS_TABLE": "a", "FRAUDCEP_STATE_TABLE": "s"}
     config = DetectorConfig.from_env(tables)
