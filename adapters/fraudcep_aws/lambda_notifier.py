@@ -441,8 +441,12 @@ class Notifier:
         return pending
 
     def _mark(self, table: str | None, pending: _Pending, channel: str) -> None:
-        fields = _fields(pending.record, alert_id=pending.alert.alert_id, channel=channel)
-        log.info("alert delivered", extra={"fields": fields})
+        alert = pending.alert
+        fields = _fields(pending.record, alert_id=alert.alert_id, channel=channel)
+        log.info(
+            "alert delivered",
+            extra={"fields": {**fields, "rule_id": alert.rule_id, "mode": alert.mode}},
+        )
         if table is None or not pending.has_item:
             return
         try:

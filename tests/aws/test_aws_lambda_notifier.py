@@ -864,6 +864,7 @@ def test_handler_from_environment(
     assert Counter((d["alert_id"], d["channel"]) for d in delivered) == Counter(
         (i, c) for i in ids for c in CHANNELS
     )
+    assert {(d["rule_id"], d["mode"]) for d in delivered} == {("big-then-abroad", "live")}
     assert "/services/" not in out.getvalue()  # the webhook URL is a secret
 
     with pytest.raises(MalformedEvent):
