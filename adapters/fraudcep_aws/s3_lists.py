@@ -38,7 +38,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from fraudcep.rules.lists import LIST_EXTENSIONS, ListError, Lists, parse_list_file
 from fraudcep_aws.s3_checkpoints import S3Url, parse_s3_url
 
-__all__ = ["MAX_LIST_OBJECT_BYTES", "S3Lists", "open_s3_lists"]
+__all__ = ["MAX_LIST_OBJECT_BYTES", "S3Lists", "open_s3_lists", "read_s3_lists"]
 
 log = logging.getLogger(__name__)
 
@@ -259,3 +259,11 @@ def open_s3_lists(
     )
     source.load()
     return source
+
+
+def read_s3_lists(url: str) -> Lists:
+    """The lists at ``url`` as they are now, read once: the ``s3`` reader of the
+    ``fraudcep.list_sources`` entry-point group, for ``fraudcep run --lists s3://...`` and
+    ``fraudcep rules validate/test --lists s3://...`` (a runner follows changes through its
+    lists topic, not S3). Raises :class:`ListError`."""
+    return open_s3_lists(url).lists
