@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -139,27 +140,16 @@ def _rules(path: str, err: IO[str], what: str) -> list[RuleDefinition] | None:
 def run(args: argparse.Namespace) -> int:
     out, err = sys.stdout, sys.stderr
     try:
-        from fraudcep_backtest import (
-            SourceError,
-            open_source,
-            parse_time,
-            read_labels,
-            run_backtest,
-        )
+        from fraudcep_backtest import SourceError, open_source, read_labels, run_backtest
     except ImportError as exc:  # pragma: no cover - depends on the installation
         print(
             f"fraudcep backtest needs pyarrow: pip install 'fraudcep[backtest]' ({exc})", file=err
         )
         return 1
-    try:
-        start = None if args.start is None else parse_time(args.start)
-        end = None if args.end is None else parse_time(args.end)
-    except ValueError as exc:
-        print(f"fraudcep backtest: --from/--to: {exc}", file=err)
+    span = event_time_range(args, err, "fraudcep backtest")
+    if span is None:
         return 2
-    if start is not None and end is not None and start >= end:
-        print("fraudcep backtest: --from must be before --to", file=err)
-        return 2
+    start, end = span
     try:
         disorder = parse_duration(args.out_of_orderness) if args.out_of_orderness != "0" else 0
     except ValueError as exc:
@@ -221,20 +211,56 @@ def run(args: argparse.Namespace) -> int:
     for warning in result.warnings:
         print(f"warning: {warning}", file=err)
     _summary(result, out)
+    from fraudcep_backtest.report import render_html
+
+    return write_outputs(
+        args,
+        lambda: result.to_json(alerts=args.json_alerts),
+        lambda: render_html(result),
+        err,
+        "fraudcep backtest",
+    )
+
+
+def event_time_range(
+    args: argparse.Namespace, err: IO[str], command: str
+) -> tuple[int | None, int | None] | None:
+    """``--from``/``--to`` as epoch ms (None: open), or None after saying what is wrong."""
+    from fraudcep_backtest import parse_time
+
+    try:
+        start = None if args.start is None else parse_time(args.start)
+        end = None if args.end is None else parse_time(args.end)
+    except ValueError as exc:
+        print(f"{command}: --from/--to: {exc}", file=err)
+        return None
+    if start is not None and end is not None and start >= end:
+        print(f"{command}: --from must be before --to", file=err)
+        return None
+    return start, end
+
+
+def write_outputs(
+    args: argparse.Namespace,
+    document: Callable[[], Any],
+    page: Callable[[], str],
+    err: IO[str],
+    command: str,
+) -> int:
+    """Write ``--json`` (``document()``) and ``--report`` (``page()``), making their folders;
+    the exit code (1 when one cannot be written)."""
     try:
         for output in (args.json, args.report):
             if output is not None:
                 Path(output).parent.mkdir(parents=True, exist_ok=True)
         if args.json is not None:
             with open(args.json, "w", encoding="utf-8") as handle:
-                json.dump(result.to_json(alerts=args.json_alerts), handle, indent=1, default=str)
+                json.dump(document(), handle, indent=1, default=str)
                 handle.write("\n")
         if args.report is not None:
-            from fraudcep_backtest.report import write_html
-
-            write_html(result, args.report)
+            Path(args.report).write_text(page(), encoding="utf-8")
     except OSError as exc:
-        print(f"fraudcep backtest: cannot write: {exc}", file=err)
+        print(f"{command}: cannot write: {exc}", file=err)
         return 1
     return 0
 

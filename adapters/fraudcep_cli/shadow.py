@@ -9,12 +9,11 @@ to its end, labels unreadable, mixed-up topics, a report not writable); 2 a bad 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 from typing import IO, Any
 
 from fraudcep.runtime.output_records import SHADOW_ALERTS_TOPIC
+from fraudcep_cli.backtest import event_time_range, write_outputs
 
 DESCRIPTION = (
     "Read the alerts topic and the shadow alerts topic of running `fraudcep run` (or PyFlink) "
@@ -82,7 +81,7 @@ def _pairs(given: list[str], err: IO[str]) -> dict[str, str] | None:
 def run_report(args: argparse.Namespace) -> int:
     out, err = sys.stdout, sys.stderr
     try:
-        from fraudcep_backtest import SourceError, parse_time, read_labels
+        from fraudcep_backtest import SourceError, read_labels
         from fraudcep_backtest.shadow import AlertRecordError, compare_shadow, slim_record
         from fraudcep_kafka.alerts_topic import read_alerts
     except ImportError as exc:  # pragma: no cover - depends on the installation
@@ -92,15 +91,10 @@ def run_report(args: argparse.Namespace) -> int:
     pairs = _pairs(args.pair, err)
     if pairs is None:
         return 2
-    try:
-        start = None if args.start is None else parse_time(args.start)
-        end = None if args.end is None else parse_time(args.end)
-    except ValueError as exc:
-        print(f"fraudcep shadow report: --from/--to: {exc}", file=err)
+    window = event_time_range(args, err, "fraudcep shadow report")
+    if window is None:
         return 2
-    if start is not None and end is not None and start >= end:
-        print("fraudcep shadow report: --from must be before --to", file=err)
-        return 2
+    start, end = window
     try:
         labels = None if args.labels is None else read_labels(args.labels, args.event_id)
     except (OSError, ValueError, SourceError) as exc:
@@ -139,22 +133,11 @@ def run_report(args: argparse.Namespace) -> int:
     for warning in result.warnings:
         print(f"warning: {warning}", file=err)
     _summary(result, out)
-    try:
-        for output in (args.json, args.report):
-            if output is not None:
-                Path(output).parent.mkdir(parents=True, exist_ok=True)
-        if args.json is not None:
-            with open(args.json, "w", encoding="utf-8") as handle:
-                json.dump(result.to_json(), handle, indent=1, default=str)
-                handle.write("\n")
-        if args.report is not None:
-            from fraudcep_backtest.report import render_shadow_html
+    from fraudcep_backtest.report import render_shadow_html
 
-            Path(args.report).write_text(render_shadow_html(result), encoding="utf-8")
-    except OSError as exc:
-        print(f"fraudcep shadow report: cannot write: {exc}", file=err)
-        return 1
-    return 0
+    return write_outputs(
+        args, result.to_json, lambda: render_shadow_html(result), err, "fraudcep shadow report"
+    )
 
 
 def _summary(result: Any, out: IO[str]) -> None:
