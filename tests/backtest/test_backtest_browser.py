@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.browser import chromium, screenshot
+from support.browser import chromium, colour_rows, pixels_of, screenshot
 
 pytest.importorskip("pyarrow")
 pytest.importorskip("matplotlib")
@@ -26,14 +26,6 @@ WIDTH, HEIGHT = 1200, 6000  # the whole page, its plots at the bottom
 CAUGHT, GOOD_FLAGGED = (0x22, 0xAA, 0x77), (0xCC, 0x44, 0x44)
 ONLY_BASELINE, BOTH, ONLY_CANDIDATE = (0x88, 0x88, 0x88), (0x55, 0x88, 0xBB), (0xEE, 0x99, 0x33)
 FIRST_LINE = (0x1F, 0x77, 0xB4)
-
-
-def pixels_of(image: Any, colour: tuple[int, int, int]) -> Any:
-    """A mask of the pixels of ``colour`` (within a few levels: the screenshot's rounding)."""
-    import numpy as np
-
-    rgb = np.rint(image[:, :, :3] * 255 if image.dtype.kind == "f" else image[:, :, :3])
-    return np.all(np.abs(rgb - np.array(colour)) <= 6, axis=2)
 
 
 def test_the_report_renders_in_headless_chromium(tmp_path: Path) -> None:
@@ -96,10 +88,7 @@ def test_the_report_renders_in_headless_chromium(tmp_path: Path) -> None:
         """The rows of the screenshot with ``across`` pixels of ``colour`` or more (a bar is
         tens of pixels wide, a line a few: anti-aliased text of a close grey does not count)."""
         mask = pixels_of(image, colour)
-        ys = np.nonzero(mask.sum(axis=1) >= across)[0]
-        # Only runs of 5 rows or more: a bar or a line, not a glyph of text.
-        runs = np.split(ys, np.nonzero(np.diff(ys) > 1)[0] + 1)
-        ys = np.concatenate([r for r in runs if len(r) >= 5] or [ys[:0]])
+        ys = colour_rows(image, colour, across=across)
         assert len(ys) > 10, f"{name} ({colour}) is not on the page"
         xs = np.nonzero(mask[ys].any(axis=0))[0]
         assert xs.min() >= 12 and xs.max() < WIDTH - 12, name  # inside the page's column

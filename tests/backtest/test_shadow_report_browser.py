@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from support.browser import chromium, screenshot
+from support.browser import chromium, colour_rows, screenshot
 
 pytest.importorskip("pyarrow")
 pytest.importorskip("matplotlib")
@@ -21,7 +21,6 @@ from test_backtest_browser import (
     GOOD_FLAGGED,
     ONLY_BASELINE,
     ONLY_CANDIDATE,
-    pixels_of,
 )
 
 from fraudcep import Engine
@@ -72,9 +71,7 @@ def test_the_shadow_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert not not_white[-200:].any(), "the report is longer than the screenshot"
 
     def median_row(colour: tuple[int, int, int], name: str, across: int = 20) -> float:
-        ys = np.nonzero(pixels_of(image, colour).sum(axis=1) >= across)[0]
-        runs = np.split(ys, np.nonzero(np.diff(ys) > 1)[0] + 1)
-        ys = np.concatenate([r for r in runs if len(r) >= 5] or [ys[:0]])
+        ys = colour_rows(image, colour, across=across)
         assert len(ys) > 10, f"{name} ({colour}) is not on the page"
         return float(np.median(ys))
 

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,3 +72,21 @@ def screenshot(page: Path, png: Path, *, width: int = 1200, height: int = 2000) 
             f"{browser} did not write {png} (exit {proc.returncode}):\n"
             f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
         )
+
+
+def pixels_of(image: Any, colour: tuple[int, int, int]) -> Any:
+    """A mask of the screenshot's pixels of ``colour`` (within a few levels: rounding)."""
+    import numpy as np
+
+    rgb = np.rint(image[:, :, :3] * 255 if image.dtype.kind == "f" else image[:, :, :3])
+    return np.all(np.abs(rgb - np.array(colour)) <= 6, axis=2)
+
+
+def colour_rows(image: Any, colour: tuple[int, int, int], *, across: int = 20) -> Any:
+    """The rows of the screenshot with ``across`` pixels of ``colour`` or more, in runs of 5
+    rows or more: a bar (tens of pixels wide) or a line (a few), not a glyph of text."""
+    import numpy as np
+
+    ys = np.nonzero(pixels_of(image, colour).sum(axis=1) >= across)[0]
+    runs = np.split(ys, np.nonzero(np.diff(ys) > 1)[0] + 1)
+    return np.concatenate([r for r in runs if len(r) >= 5] or [ys[:0]])
