@@ -22,6 +22,7 @@ from fraudcep.runtime.options import (
     integer,
     key_values,
     optional_text,
+    path_list,
     positive,
 )
 
@@ -54,6 +55,25 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "rule file (YAML or JSON); default: the packaged default rules",
         "FILE",
+    ),
+    Option(
+        "lists",
+        path_list,
+        (),
+        "named lists the rules may read (x in lists.NAME, see docs/rules.md): a list file "
+        "(.txt, .list, .csv, .json, .jsonl; named after its stem) or a directory of them, read "
+        "at start (on a cluster: at the same path on every task manager); repeat the flag for "
+        "several (comma-separated in the environment)",
+        "FILE_OR_DIR",
+        repeatable=True,
+    ),
+    Option(
+        "lists_topic",
+        optional_text,
+        "fraud.lists",
+        "compacted topic of live list changes, as the runner reads it (key: list name, value: "
+        "its entries as a JSON array or one per line, empty: back to the --lists file); 'off' "
+        "to disable",
     ),
     Option("parallelism", positive(integer), 1, "parallel instances of every operator", "N"),
     Option(
@@ -138,6 +158,8 @@ class JobConfig:
     dead_letter_topic: str = _BY_NAME["dead_letter_topic"].default
     rules_topic: str | None = _BY_NAME["rules_topic"].default
     rules: str | None = None
+    lists: tuple[str, ...] = ()
+    lists_topic: str | None = _BY_NAME["lists_topic"].default
     parallelism: int = _BY_NAME["parallelism"].default
     checkpoint_interval: int = _BY_NAME["checkpoint_interval"].default
     idle_timeout: int = _BY_NAME["idle_timeout"].default
@@ -173,6 +195,7 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> JobConfig:
         parser.add_argument(
             option.flag,
             dest=option.name,
+            action="append" if option.repeatable else "store",
             metavar=option.metavar or "TEXT",
             help=f"{option.help} (env {option.env})",
         )

@@ -340,7 +340,7 @@ def options_table(options: Iterable[Option]) -> str:
 
 
 def _shown_default(option: Option) -> str:
-    if option.default is None:
+    if option.default is None or option.default == ():
         return "none"
     if option.metavar == "DURATION":
         return f"`{option.default}ms`" if option.default else "`0`"

@@ -1,0 +1,107 @@
+"""Named lists in the PyFlink job, on a local mini-cluster between topics of a real broker:
+the ``--lists`` files from the start, live changes through the lists topic (alerts carry
+the new version), a bad lists record rejected while the job goes on, and a rule naming a
+list the job lacks refused (at start: exit code 2; from the rules topic: rejected, and
+taken once the list arrives)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.flink_job import LiveFeed, job_args, job_log, make_topics, running_job
+from support.kafka_runner import Job, produce, wait_until
+from support.pyflink import run_module
+
+pytestmark = [pytest.mark.pyflink]
+
+RULES = """
+rules:
+  - id: blocked
+    version: 1
+    key: card_id
+    pattern:
+      - name: p
+        where: card_id in lists.blocked_cards
+"""
+
+VIP = {
+    "id": "vip",
+    "version": 1,
+    "key": "card_id",
+    "pattern": [{"name": "p", "where": "card_id in lists.vip_cards and amount > 100"}],
+}
+
+
+def on_card(card: str) -> Any:
+    return lambda a: any(e["card_id"] == card for es in a["events"].values() for e in es)
+
+
+@pytest.mark.kafka
+def test_lists_from_files_and_the_lists_topic(kafka_bootstrap: str, tmp_path: Path) -> None:
+    job = Job(kafka_bootstrap, tmp_path, partitions=1)
+    make_topics(job)
+    (tmp_path / "rules.yaml").write_text(RULES)
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "blocked_cards.txt").write_text("# blocked\nc-blocked\n")
+    with running_job(
+        job, tmp_path, rules=tmp_path / "rules.yaml", lists=tmp_path / "lists",
+        checkpoint_interval="300ms",
+    ) as logs:  # fmt: skip
+        feed = LiveFeed(job)
+        # the file's list from the start; alerts carry its version
+        first = feed.until(
+            lambda: [feed.payment("c-other"), feed.payment("c-blocked")],
+            on_card("c-blocked"), "an alert on the blocked card",
+        )  # fmt: skip
+        assert {a["rule_id"] for a in first} == {"blocked"}
+        assert all(a["lists"] == {"blocked_cards": 1} for a in first)
+        assert not [a for a in feed.alerts() if on_card("c-other")(a)]
+
+        # a bad record is rejected (the list as it was), the next one replaces the list
+        produce(kafka_bootstrap, job.lists_topic, [(b"blocked_cards", b'["c-new", ')])
+        produce(kafka_bootstrap, job.lists_topic, [(b"blocked_cards", b'["c-new"]')])
+        second = feed.until(
+            lambda: [feed.payment("c-new")], on_card("c-new"), "an alert on the newly blocked card"
+        )
+        assert all(a["lists"] == {"blocked_cards": 2} for a in second)
+        # the old entry no longer alerts: a later payment on the new one does, not it
+        old, new = feed.payment("c-blocked"), feed.payment("c-new")
+        feed.until(lambda: [old, new], lambda a: new["payment_id"] in json.dumps(a), "the new")
+        assert not [a for a in feed.alerts() if old["payment_id"] in json.dumps(a)]
+
+        # a rules-topic rule naming a list the job lacks is rejected...
+        produce(kafka_bootstrap, job.rules_topic, [(b"vip", json.dumps(VIP).encode())])
+        wait_until(lambda: "rejected rules record" in job_log(logs), 240, "the refusal")
+        assert "vip_cards" in job_log(logs)
+        # ... and taken once the lists topic brings the list
+        produce(kafka_bootstrap, job.lists_topic, [(b"vip_cards", b"c-vip\n")])
+        vip = feed.until(
+            lambda: [feed.payment("c-vip", amount=500)],
+            lambda a: a["rule_id"] == "vip", "the rule waiting for its list to alert",
+        )  # fmt: skip
+        assert all(a["lists"] == {"vip_cards": 1} for a in vip)
+        text = job_log(logs)
+    assert f"rejected lists record {job.lists_topic}[0]@0" in text
+    assert f"list blocked_cards changed by {job.lists_topic}[0]@1: version 2" in text
+    assert "taken after list vip_cards changed" in text
+    # every alert once (the sink is exactly once) and each with the versions it saw
+    ids = [a["alert_id"] for a in feed.alerts()]
+    assert len(ids) == len(set(ids))
+
+
+def test_a_rule_file_naming_a_missing_list_is_refused_at_start(tmp_path: Path) -> None:
+    """Checked on the client before the job is built: exit code 2 and the problem."""
+    (tmp_path / "rules.yaml").write_text(RULES)
+    (tmp_path / "other.txt").write_text("x\n")
+    job = Job("127.0.0.1:1", tmp_path)  # never reached
+    args = job_args(job, rules=tmp_path / "rules.yaml", lists=tmp_path / "other.txt")
+    done = run_module("fraudcep_flink", *args, cwd=tmp_path, timeout=300)
+    assert done.returncode == 2, (done.stdout[-2000:], done.stderr[-3000:])
+    assert "blocked_cards" in done.stderr and "fraudcep flink run:" in done.stderr
+    missing = run_module(
+        "fraudcep_flink", *job_args(job, lists=tmp_path / "nowhere.txt"), cwd=tmp_path, timeout=300
+    )
+    assert missing.returncode == 2 and "nowhere.txt" in missing.stderr, missing.stderr[-3000:]
