@@ -4,7 +4,7 @@ The job graph (docs/flink.md draws it)::
 
     payments topic --KafkaSource (event time per partition)--> Intake --key_by--> Keyed
         --> KafkaSink (EXACTLY_ONCE): alerts + dead letters
-    rules topic --KafkaSource--> broadcast --> Intake, Keyed
+    rules topic + lists topic --KafkaSource--> broadcast --> Intake, Keyed
 
 - The source reads each record's event time from its JSON in Java
   (:func:`~fraudcep_flink.kafka_io.payment_time`), so watermarks are made per partition,
@@ -24,6 +24,11 @@ The job graph (docs/flink.md draws it)::
   the rules topic's records (the runner's format), broadcast to Intake and Keyed, kept in
   broadcast state (the topic's records, and every rule set by digest) so that a restored job
   has them. A key takes a change on its next payment or timer.
+- Named lists: the ``--lists`` files from the start, overridden by the lists topic's records
+  (the runner's format, :mod:`fraudcep.runtime.list_records`), which come on the same
+  broadcast stream; each instance applies them to its one registry the rules of all its keys
+  read, so a change is seen by every key's next evaluation. Broadcast state keeps each
+  list's latest record.
 """
 
 from __future__ import annotations
