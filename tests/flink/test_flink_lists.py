@@ -2,16 +2,18 @@
 the ``--lists`` files from the start, live changes through the lists topic (alerts carry
 the new version), a bad lists record rejected while the job goes on, and a rule naming a
 list the job lacks refused (at start: exit code 2; from the rules topic: rejected, and
-taken once the list arrives)."""
+taken once the list arrives); a restored job has the lists topic's entries from broadcast
+state."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support.flink_job import LiveFeed, job_args, job_log, make_topics, running_job
+from support.flink_job import LiveFeed, job_args, job_log, make_topics, payments, running_job
 from support.kafka_runner import Job, produce, wait_until
 from support.pyflink import run_module
 
@@ -105,3 +107,43 @@ def test_a_rule_file_naming_a_missing_list_is_refused_at_start(tmp_path: Path) -
         "fraudcep_flink", *job_args(job, lists=tmp_path / "nowhere.txt"), cwd=tmp_path, timeout=300
     )
     assert missing.returncode == 2 and "nowhere.txt" in missing.stderr, missing.stderr[-3000:]
+
+
+@pytest.mark.kafka
+def test_a_restored_job_has_the_lists_topics_entries(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """The keyed function fails once, two thirds into the input: the job restarts from its
+    last checkpoint, where the lists source does not read the lists record again; the list
+    comes back from broadcast state, so the payments after the failure are judged by the
+    topic's entries, not the file's."""
+    job = Job(kafka_bootstrap, tmp_path, partitions=1)
+    make_topics(job)
+    (tmp_path / "rules.yaml").write_text(RULES)
+    (tmp_path / "blocked_cards.txt").write_text("blocked-1\n")
+    produce(kafka_bootstrap, job.lists_topic, [(b"blocked_cards", b'["blocked-2"]')])
+    stream = payments(seed=3, n=9000, jitter=0)
+    last = max(p["ts"] for p in stream)
+    tail = [
+        {**stream[0], "payment_id": f"t{i}", "card_id": f"blocked-{1 + i % 2}", "ts": last + i}
+        for i in range(1, 7)
+    ]
+    produce(kafka_bootstrap, job.input_topic,
+            [(None, json.dumps(p).encode()) for p in stream + tail])  # fmt: skip
+    flag = tmp_path / "failed"
+    logs = tmp_path / "flink-log"
+    args = job_args(
+        job, bounded="true", rules=tmp_path / "rules.yaml", lists=tmp_path / "blocked_cards.txt",
+        fail_after=6000, fail_flag=flag,
+    )  # fmt: skip
+    done = run_module("fraudcep_flink", *args, cwd=tmp_path, flink_log_dir=logs)
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-5000:])
+    text = job_log(logs)
+    assert flag.exists() and "injected failure" in text
+    assert re.search(r"Restoring job \S+ from Checkpoint \d+", text), "restored a checkpoint"
+    alerts = LiveFeed(job).alerts()
+    assert sorted(a["events"]["p"][0]["payment_id"] for a in alerts) == ["t1", "t3", "t5"]
+    assert all(a["lists"] == {"blocked_cards": 2} for a in alerts)
+    for log in logs.glob("*.log"):  # the record was taken once, before the failure
+        text = log.read_text(errors="replace")
+        restored = re.search(r"Restoring job \S+ from Checkpoint", text)
+        if restored is not None:
+            assert text.rfind("list blocked_cards changed by") < restored.start()
