@@ -36,6 +36,7 @@ from fraudcep.runtime.options import (
     path_list,
     positive,
 )
+from fraudcep.runtime.output_records import SHADOW_ALERTS_TOPIC
 
 
 def _url_list(value: Any) -> tuple[str, ...]:
@@ -89,6 +90,13 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("input_topic", str, "payments.raw", "topic of the payment records"),
     Option("alerts_topic", str, "fraud.alerts", "topic the alerts are written to"),
+    Option(
+        "shadow_alerts_topic",
+        str,
+        SHADOW_ALERTS_TOPIC,
+        "topic the alerts of shadow rules (mode: shadow) are written to, apart from the "
+        "alerts anything acts on",
+    ),
     Option(
         "dead_letter_topic",
         str,
@@ -294,6 +302,7 @@ class RunnerConfig:
     session_timeout: int = _BY_NAME["session_timeout"].default
     input_topic: str = _BY_NAME["input_topic"].default
     alerts_topic: str = _BY_NAME["alerts_topic"].default
+    shadow_alerts_topic: str = _BY_NAME["shadow_alerts_topic"].default
     dead_letter_topic: str = _BY_NAME["dead_letter_topic"].default
     rules_topic: str | None = _BY_NAME["rules_topic"].default
     rules: str | None = None

@@ -74,7 +74,11 @@ class RunnerMetrics:
             ["reason"], registry=r,
         )  # fmt: skip
         self.alerts = Counter(
-            "fraudcep_alerts", "alerts written to the alerts topic", ["rule"], registry=r
+            "fraudcep_alerts",
+            "alerts written, per rule and mode (live: the alerts topic, "
+            "shadow: the shadow alerts topic)",
+            ["rule", "mode"],
+            registry=r,
         )
         self.timeouts = Counter(
             "fraudcep_partial_matches_timed_out", "partial matches whose window closed",

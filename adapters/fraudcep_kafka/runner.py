@@ -79,6 +79,7 @@ from fraudcep.runtime.output_records import (
     LATE_REASON,
     POISON_REASON,
     alert_headers,
+    alert_topic,
     alert_value,
     dead_letter_headers,
 )
@@ -927,11 +928,12 @@ class Runner:
     ) -> None:
         """Produce ``alerts`` (``values``: their record values, when already rendered)."""
         st.to_sinks(alerts)
-        topic = self.config.alerts_topic
+        live, shadow = self.config.alerts_topic, self.config.shadow_alerts_topic
         rendered = list(values) if values is not None else [alert_value(a) for a in alerts]
         for alert, value in zip(alerts, rendered, strict=True):
+            topic = alert_topic(alert, live, shadow)
             self._produce(topic, alert.alert_id.encode(), value, alert_headers(alert))
-            self.metrics.alerts.labels(alert.rule_id).inc()
+            self.metrics.alerts.labels(alert.rule_id, alert.mode).inc()
         if alerts and self._alerts_since is None:
             self._alerts_since = time.monotonic()
 

@@ -88,11 +88,12 @@ def create_topic(
 
 
 def ensure_topics(client_config: Mapping[str, Any], config: RunnerConfig) -> dict[str, int]:
-    """The runner's output topics (alerts, dead letters) and the compacted rules and lists
-    topics."""
+    """The runner's output topics (alerts, shadow alerts, dead letters) and the compacted
+    rules and lists topics."""
     n = config.topic_partitions
     topics: dict[str, tuple[int, Mapping[str, str]]] = {
         config.alerts_topic: (n, {}),
+        config.shadow_alerts_topic: (n, {}),
         config.dead_letter_topic: (n, {}),
     }
     if config.rules_topic:

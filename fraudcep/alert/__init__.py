@@ -12,6 +12,9 @@ import attrs
 from fraudcep.alert.identity import alert_id, canonical_event, canonical_key
 
 __all__ = [
+    "LIVE",
+    "MODES",
+    "SHADOW",
     "Alert",
     "ConditionFailure",
     "LateEvent",
@@ -21,6 +24,14 @@ __all__ = [
     "canonical_event",
     "canonical_key",
 ]
+
+
+LIVE = "live"
+"""The mode of a rule whose alerts act: they are sent, blocked on, notified."""
+SHADOW = "shadow"
+"""The mode of a rule that runs on live traffic but whose alerts only get recorded, so its
+effect can be watched before it acts (see docs/rules.md, "Shadow rules")."""
+MODES = (LIVE, SHADOW)
 
 
 @attrs.frozen
@@ -44,9 +55,18 @@ class Alert:
     lists: Mapping[str, int] = attrs.field(factory=dict)
     """The version of each named list the rule's expressions read, when the alert was made
     (empty for a rule that reads none); not part of ``alert_id``."""
+    mode: str = LIVE
+    """The mode of the rule version that made the alert (:data:`LIVE` or :data:`SHADOW`); not
+    part of ``alert_id``."""
+
+    @property
+    def shadow(self) -> bool:
+        """Whether the alert comes from a shadow rule: recorded, never acted on."""
+        return self.mode == SHADOW
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly rendering (events as given); ``lists`` only when not empty."""
+        """A JSON-friendly rendering (events as given); ``lists`` only when not empty,
+        ``mode`` only for a shadow alert (so a live alert's record is as it always was)."""
         out = {
             "alert_id": self.alert_id,
             "rule_id": self.rule_id,
@@ -59,6 +79,8 @@ class Alert:
         }
         if self.lists:
             out["lists"] = dict(self.lists)
+        if self.mode != LIVE:
+            out["mode"] = self.mode
         return out
 
 

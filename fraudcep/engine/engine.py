@@ -962,6 +962,7 @@ class Engine:
                     emitted_at=emitted_at,
                     rule_version=rr.version,
                     lists=lists,
+                    mode=rr.rule.mode,
                 )
             )
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import attrs
 
+from fraudcep.alert import LIVE, MODES
 from fraudcep.errors import ConfigurationError, EventError, MalformedPatternError
 from fraudcep.nfa.compiler import CompiledNFA, compile_pattern
 from fraudcep.pattern.conditions import Predicate, predicates
@@ -71,6 +72,13 @@ def _check_key(rule: Rule, _: attrs.Attribute[KeySpec], value: KeySpec) -> None:
         )
 
 
+def _check_mode(rule: Rule, _: attrs.Attribute[str], value: str) -> None:
+    if value not in MODES:
+        raise ConfigurationError(
+            f"rule {rule.id!r}: mode must be one of {', '.join(MODES)}, got {value!r}"
+        )
+
+
 @attrs.frozen
 class Rule:
     """``Rule(id, pattern, key=...)``: run ``pattern`` separately for every key.
@@ -82,6 +90,9 @@ class Rule:
     id: str = attrs.field(validator=_check_id)
     pattern: Pattern = attrs.field(validator=_check_pattern)
     key: KeySpec = attrs.field(validator=_check_key)
+    mode: str = attrs.field(default=LIVE, validator=_check_mode, kw_only=True)
+    """``"live"`` or ``"shadow"``: a shadow rule matches like any other, and its alerts say
+    so (``Alert.mode``) for runtimes to record them apart and never act on them."""
     nfa: CompiledNFA = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:

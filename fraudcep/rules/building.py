@@ -215,7 +215,7 @@ def build_rule(model: RuleModel, checker: Checker, compiler: ExpressionCompiler)
         model.key if "." not in model.key else _key_function(model.key)
     )
     try:
-        return Rule(model.id, pattern, key=key)
+        return Rule(model.id, pattern, key=key, mode=model.mode)
     except (FraudcepError, ValueError) as exc:
         message = str(exc).removeprefix(f"rule {model.id!r}: ")
         checker.error(("pattern",), message, at_key=True)

@@ -9,6 +9,7 @@ from typing import Any
 
 import attrs
 
+from fraudcep.alert import LIVE, MODES
 from fraudcep.pattern.pattern import (
     MAX_CONDITIONS_PER_STAGE,
     MAX_QUANTIFIER_COUNT,
@@ -57,6 +58,7 @@ RULE_FIELDS = (
     "description",
     "version",
     "enabled",
+    "mode",
     "key",
     "within",
     "within_type",
@@ -116,6 +118,7 @@ class RuleModel:
     description: str | None
     version: int | None
     enabled: bool
+    mode: str
     key: str
     windows: list[tuple[WithinType, int, Path_]]
     skip: SkipStrategy
@@ -556,6 +559,10 @@ def check_rule(
     if "version" in data:
         version = checker.count(data["version"], ("version",), 0, MAX_VERSION)
     enabled = checker.boolean(data, "enabled", ())
+    mode = checker.string(data, "mode", ())
+    if mode is not None and mode not in MODES:
+        checker.error(("mode",), f"must be one of {', '.join(MODES)}, got {show(mode)}")
+        mode = None
     key = checker.string(data, "key", ())
     if "key" not in data:
         checker.error((), "a rule needs a key (the field that partitions events)")
@@ -572,6 +579,7 @@ def check_rule(
         description=description,
         version=version,
         enabled=True if enabled is None else enabled,
+        mode=mode or LIVE,
         key=key or "",
         windows=windows,
         skip=skip,

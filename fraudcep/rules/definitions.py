@@ -40,3 +40,8 @@ class RuleDefinition:
     description: str | None
     spec: Spec = attrs.field(eq=False)
     rule: Rule = attrs.field(eq=False)
+
+    @property
+    def mode(self) -> str:
+        """``"live"`` or ``"shadow"`` (the compiled rule's; see docs/rules.md)."""
+        return self.rule.mode

@@ -24,17 +24,26 @@ def apply_definitions(engine: Engine, definitions: Iterable[RuleDefinition]) -> 
     when its spec differs from the running rule's (the engine then counts the version up); an
     ``enabled`` flag that changed disables or enables the rule; an id the definitions no
     longer contain is removed. A lower version is refused (``ConfigurationError``) before
-    anything changes, so an old rule file cannot silently roll rules back.
+    anything changes, so an old rule file cannot silently roll rules back; so is a ``mode``
+    change (shadow to live: a promotion) that keeps the running version, which would
+    otherwise be ignored.
     """
     wanted = {d.id: d for d in definitions}
     current = engine.rule_versions()
+    running = {r.id: r for r in engine.rules}
     for rule_id, d in wanted.items():
         if rule_id in current and d.version is not None and d.version < current[rule_id]:
             raise ConfigurationError(
                 f"rule {rule_id!r}: version {d.version} is older than the running "
                 f"version {current[rule_id]}"
             )
-    running = {r.id: r for r in engine.rules}
+        now = running.get(rule_id)
+        if now is not None and d.version == current[rule_id] and now.mode != d.mode:
+            raise ConfigurationError(
+                f"rule {rule_id!r}: mode {d.mode} with the running version {d.version} (which "
+                f"is {now.mode}); a change of mode is a new version: give it version "
+                f"{d.version + 1}"
+            )
     changes: list[str] = []
     for rule_id in [i for i in current if i not in wanted]:
         engine.remove_rule(rule_id)

@@ -14,6 +14,7 @@ import yaml.nodes
 import yaml.reader
 import yaml.resolver
 
+from fraudcep.alert import LIVE
 from fraudcep.engine.rule import Rule
 from fraudcep.errors import ConfigurationError
 from fraudcep.pattern.conditions import And, Condition, Or, Predicate
@@ -138,7 +139,8 @@ def _skip_spec(skip: SkipStrategy) -> Any:
 
 
 def rule_to_spec(rule: Rule) -> Spec:
-    """``rule`` in the rule format (normal form): id, key, within, skip and pattern.
+    """``rule`` in the rule format (normal form): id, mode (when not live), key, within, skip
+    and pattern.
 
     The FIRST_AND_LAST window of the last top-level stage is written as the rule's ``within``.
     The key must be a field name or a key function made by :func:`load_rules` for a dotted path.
@@ -153,7 +155,10 @@ def rule_to_spec(rule: Rule) -> Spec:
             )
         key = source
     stages = pattern_to_spec(rule.pattern)
-    spec: Spec = {"id": rule.id, "key": key}
+    spec: Spec = {"id": rule.id}
+    if rule.mode != LIVE:
+        spec["mode"] = rule.mode
+    spec["key"] = key
     last = stages[-1]
     within = last.get("within")
     if isinstance(within, dict):

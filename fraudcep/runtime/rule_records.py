@@ -73,7 +73,8 @@ class RuleSet:
 
         A definition whose ``version`` is lower than the one it would replace (the topic's,
         else the rule file's) is refused, as a running runner refuses it: so a restart that
-        re-reads the topic does not bring back a version the runners never ran.
+        re-reads the topic does not bring back a version the runners never ran. A change of
+        ``mode`` (a promotion) that keeps the version is refused too: it would be ignored.
         """
         if not value:  # null or zero-length: a tombstone
             if key is None:
@@ -93,6 +94,17 @@ class RuleSet:
             raise RuleRecordError(
                 f"{source}: rule {short_repr(definition.id)}: version {definition.version} is "
                 f"older than version {replaced.version} from {where}"
+            )
+        if (
+            replaced is not None
+            and replaced.version is not None
+            and definition.version == replaced.version
+            and definition.mode != replaced.mode
+        ):
+            raise RuleRecordError(
+                f"{source}: rule {short_repr(definition.id)}: mode {definition.mode} with the "
+                f"version {definition.version} of the {replaced.mode} rule; a change of mode "
+                "is a new version"
             )
         self.topic_rules[definition.id] = definition
         return old is None or old.spec != definition.spec or old.version != definition.version

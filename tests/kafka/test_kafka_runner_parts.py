@@ -1103,7 +1103,7 @@ def test_metrics_are_served_over_http() -> None:
     for name in METRIC_NAMES:
         assert re.search(rf"^# HELP {name} \S", text, re.M), name
     assert "fraudcep_records_processed_total 5.0" in text
-    assert 'fraudcep_alerts_total{rule="big"} 1.0' in text
+    assert 'fraudcep_alerts_total{mode="live",rule="big"} 1.0' in text
     assert 'fraudcep_consumer_lag{partition="2"} 17.0' in text
     assert 'fraudcep_processing_latency_seconds_bucket{le="0.005"} 1.0' in text
     assert 'fraudcep_fetch_delay_seconds_bucket{le="0.005"} 1.0' in text

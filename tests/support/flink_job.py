@@ -105,6 +105,7 @@ def check_alerts(job: Job, want: list[Alert]) -> None:
         assert headers(msg) == {
             "fraudcep.rule": alert.rule_id.encode(),
             "fraudcep.rule_version": str(alert.rule_version).encode(),
+            "fraudcep.mode": alert.mode.encode(),
         }
 
 

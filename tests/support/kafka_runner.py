@@ -53,6 +53,10 @@ class Job:
         return f"alerts-{self.tag}"
 
     @property
+    def shadow_alerts_topic(self) -> str:
+        return f"shadow-alerts-{self.tag}"
+
+    @property
     def dlq_topic(self) -> str:
         return f"dlq-{self.tag}"
 
@@ -75,8 +79,8 @@ class Job:
     @property
     def topics(self) -> list[str]:
         return [
-            self.input_topic, self.alerts_topic, self.dlq_topic, self.rules_topic,
-            self.lists_topic,
+            self.input_topic, self.alerts_topic, self.shadow_alerts_topic, self.dlq_topic,
+            self.rules_topic, self.lists_topic,
         ]  # fmt: skip
 
     def create_input(self, config: Mapping[str, str] | None = None) -> None:
@@ -98,6 +102,7 @@ class Job:
             "instance-id": instance,
             "input-topic": self.input_topic,
             "alerts-topic": self.alerts_topic,
+            "shadow-alerts-topic": self.shadow_alerts_topic,
             "dead-letter-topic": self.dlq_topic,
             "rules-topic": self.rules_topic,
             "lists-topic": self.lists_topic,
@@ -260,6 +265,7 @@ def runner_config(job: Job, **changes: Any) -> RunnerConfig:
         "instance_id": f"in-process-{job.tag}",
         "input_topic": job.input_topic,
         "alerts_topic": job.alerts_topic,
+        "shadow_alerts_topic": job.shadow_alerts_topic,
         "dead_letter_topic": job.dlq_topic,
         "rules_topic": None,
         "lists_topic": None,
