@@ -25,6 +25,7 @@ from fraudcep.runtime.options import (
     path_list,
     positive,
 )
+from fraudcep.runtime.output_records import SHADOW_ALERTS_TOPIC
 
 __all__ = ["OPTIONS", "JobConfig", "parse_args"]
 
@@ -36,6 +37,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("group_id", str, "fraudcep-flink", "the Kafka source's consumer group"),
     Option("input_topic", str, "payments.raw", "topic of the payment records"),
     Option("alerts_topic", str, "fraud.alerts", "topic the alerts are written to"),
+    Option(
+        "shadow_alerts_topic",
+        str,
+        SHADOW_ALERTS_TOPIC,
+        "topic the alerts of shadow rules (mode: shadow) are written to, apart from the "
+        "alerts anything acts on",
+    ),
     Option(
         "dead_letter_topic",
         str,
@@ -155,6 +163,7 @@ class JobConfig:
     group_id: str = _BY_NAME["group_id"].default
     input_topic: str = _BY_NAME["input_topic"].default
     alerts_topic: str = _BY_NAME["alerts_topic"].default
+    shadow_alerts_topic: str = _BY_NAME["shadow_alerts_topic"].default
     dead_letter_topic: str = _BY_NAME["dead_letter_topic"].default
     rules_topic: str | None = _BY_NAME["rules_topic"].default
     rules: str | None = None

@@ -61,6 +61,7 @@ from fraudcep.runtime.output_records import (
     LATE_REASON,
     POISON_REASON,
     alert_headers,
+    alert_topic,
     alert_value,
     dead_letter_headers,
 )
@@ -348,10 +349,15 @@ class Keyed(_RulesSide, KeyedBroadcastProcessFunction):  # type: ignore[misc]
         )
         self.cache: OrderedDict[str, KeyedEngine] = OrderedDict()
         self.alerts_topic = self.config.alerts_topic
+        self.shadow_alerts_topic = self.config.shadow_alerts_topic
         self.dlq = self.config.dead_letter_topic
         self.ts = self.config.timestamp_field
         self.seen = 0
         self.alert_count = metrics.counter("fraudcep_alerts")
+        self.metrics = metrics
+        self.alerts_by: dict[tuple[str, str], Any] = {}
+        """Per (rule, mode): ``fraudcep_alerts`` in the metric groups ``rule`` and ``mode``
+        (made at a rule's first alert: rules come and go with the rules topic)."""
         self.condition_errors = metrics.counter("fraudcep_condition_errors")
         self.overflows = metrics.counter("fraudcep_overflows")
         self.refusals = metrics.counter("fraudcep_rule_changes_refused")
@@ -455,7 +461,7 @@ class Keyed(_RulesSide, KeyedBroadcastProcessFunction):  # type: ignore[misc]
     def _out(self, alerts: Sequence[Any]) -> Iterator[Any]:
         out = [
             output_row(
-                self.alerts_topic,
+                alert_topic(alert, self.alerts_topic, self.shadow_alerts_topic),
                 alert.alert_id.encode(),
                 alert_value(alert),
                 _text(alert_headers(alert)),
@@ -464,9 +470,18 @@ class Keyed(_RulesSide, KeyedBroadcastProcessFunction):  # type: ignore[misc]
         ]
         if alerts:
             self.alert_count.inc(len(alerts))
+            for alert in alerts:
+                self._alert_counter(alert.rule_id, alert.mode).inc()
         if self.outputs:
             self._side_outputs()
         return iter(out)
+
+    def _alert_counter(self, rule_id: str, mode: str) -> Any:
+        counter = self.alerts_by.get((rule_id, mode))
+        if counter is None:
+            group = self.metrics.add_group("rule", rule_id).add_group("mode", mode)
+            counter = self.alerts_by[rule_id, mode] = group.counter("fraudcep_alerts")
+        return counter
 
     def _side_outputs(self) -> None:
         out = self.outputs

@@ -40,6 +40,7 @@ def make_topics(job: Job, *, rules: bool = True) -> None:
     topics: dict[str, tuple[int, dict[str, str]]] = {
         job.input_topic: (job.partitions, {}),
         job.alerts_topic: (1, {}),
+        job.shadow_alerts_topic: (1, {}),
         job.dlq_topic: (1, {}),
     }
     if rules:
@@ -56,6 +57,7 @@ def job_args(job: Job, **options: Any) -> list[str]:
         "group-id": job.group,
         "input-topic": job.input_topic,
         "alerts-topic": job.alerts_topic,
+        "shadow-alerts-topic": job.shadow_alerts_topic,
         "dead-letter-topic": job.dlq_topic,
         "rules-topic": job.rules_topic,
         "lists-topic": job.lists_topic,
