@@ -3,7 +3,7 @@
 The job graph (docs/flink.md draws it)::
 
     payments topic --KafkaSource (event time per partition)--> Intake --key_by--> Keyed
-        --> KafkaSink (EXACTLY_ONCE): alerts + dead letters
+        --> KafkaSink (EXACTLY_ONCE): alerts (shadow rules' to their own topic) + dead letters
     rules topic + lists topic --KafkaSource--> broadcast --> Intake, Keyed
 
 - The source reads each record's event time from its JSON in Java
