@@ -276,7 +276,7 @@ class _RulesSide:
         for rule_key, rule_value, rule_source in [self.waiting[i] for i in sorted(self.waiting)]:
             try:
                 self._take_rule(state, rule_key, rule_value, rule_source)
-            except RuleRecordError:
+            except Exception:  # refused again (logged the first time): it waits on
                 continue
             log.info("rules record %s taken after list %s changed", rule_source, name)
 
