@@ -38,11 +38,20 @@ VIP = {
 
 
 def on_card(card: str) -> Any:
-    return lambda a: any(e["card_id"] == card for es in a["events"].values() for e in es)
+    return lambda a: card_of(a) == card
+
+
+def card_of(alert: dict[str, Any]) -> str:
+    return str(alert["events"]["p"][0]["card_id"])
 
 
 @pytest.mark.kafka
-def test_lists_from_files_and_the_lists_topic(kafka_bootstrap: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_lists_from_files_and_the_lists_topic(
+    parallelism: int, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """At parallelism 2 the cards' keys are spread over two instances of each function,
+    each of which takes every lists record."""
     job = Job(kafka_bootstrap, tmp_path, partitions=1)
     make_topics(job)
     (tmp_path / "rules.yaml").write_text(RULES)
@@ -50,7 +59,7 @@ def test_lists_from_files_and_the_lists_topic(kafka_bootstrap: str, tmp_path: Pa
     (tmp_path / "lists" / "blocked_cards.txt").write_text("# blocked\nc-blocked\n")
     with running_job(
         job, tmp_path, rules=tmp_path / "rules.yaml", lists=tmp_path / "lists",
-        checkpoint_interval="300ms",
+        checkpoint_interval="300ms", parallelism=parallelism,
     ) as logs:  # fmt: skip
         feed = LiveFeed(job)
         # the file's list from the start; alerts carry its version
@@ -63,16 +72,26 @@ def test_lists_from_files_and_the_lists_topic(kafka_bootstrap: str, tmp_path: Pa
         assert not [a for a in feed.alerts() if on_card("c-other")(a)]
 
         # a bad record is rejected (the list as it was), the next one replaces the list
+        new_cards = [f"c-new-{i}" for i in range(6)]
         produce(kafka_bootstrap, job.lists_topic, [(b"blocked_cards", b'["c-new", ')])
-        produce(kafka_bootstrap, job.lists_topic, [(b"blocked_cards", b'["c-new"]')])
-        second = feed.until(
-            lambda: [feed.payment("c-new")], on_card("c-new"), "an alert on the newly blocked card"
-        )
+        produce(kafka_bootstrap, job.lists_topic,
+                [(b"blocked_cards", json.dumps(new_cards).encode())])  # fmt: skip
+
+        def all_new() -> bool:
+            feed.send(*[feed.payment(card) for card in new_cards], feed.payment("tick"))
+            return {card_of(a) for a in feed.alerts()} >= set(new_cards)
+
+        wait_until(all_new, 240, "alerts on every newly blocked card")
+        second = [a for a in feed.alerts() if card_of(a) in new_cards]
         assert all(a["lists"] == {"blocked_cards": 2} for a in second)
-        # the old entry no longer alerts: a later payment on the new one does, not it
-        old, new = feed.payment("c-blocked"), feed.payment("c-new")
-        feed.until(lambda: [old, new], lambda a: new["payment_id"] in json.dumps(a), "the new")
-        assert not [a for a in feed.alerts() if old["payment_id"] in json.dumps(a)]
+        # the old entry no longer alerts: a later payment on a new one does, not it
+        old = feed.payment("c-blocked")
+        feed.send(old)
+        new = feed.until(
+            lambda: [feed.payment("c-new-0")],
+            lambda a: card_of(a) == "c-new-0" and a["first_ts"] > old["ts"], "a later alert",
+        )  # fmt: skip
+        assert new and not [a for a in feed.alerts() if old["payment_id"] in json.dumps(a)]
 
         # a rules-topic rule naming a list the job lacks is rejected...
         produce(kafka_bootstrap, job.rules_topic, [(b"vip", json.dumps(VIP).encode())])
