@@ -269,3 +269,26 @@ def test_a_topic_rule_naming_a_missing_list_is_refused() -> None:
     with pytest.raises(RuleRecordError, match="nope"):
         versions.apply_record(b"blocked", json.dumps(missing).encode(), source="rules@0")
     assert versions.apply_record(b"blocked", json.dumps(BLOCKED).encode(), source="rules@1")
+
+
+def test_a_promoted_rule_alerts_live_on_each_keys_next_payment() -> None:
+    """A shadow rule's alerts are shadow; a new version with mode live from the rules topic
+    reaches each key on its next payment, whose alerts are live; a mode change keeping the
+    version is refused."""
+    spec = {"id": "watch", "version": 1, "mode": "shadow", "key": "user_id",
+            "pattern": [{"name": "p", "where": "amount > 3000"}]}  # fmt: skip
+    versions = RuleVersions(load_rules(json.dumps([spec])))
+    options = EngineOptions()
+    entry = KeyedEngine("user_id", "u1", versions.current, options)
+
+    def pay(n: int) -> list[Any]:
+        entry.to_rules(versions.current)
+        return entry.feed({"payment_id": f"p{n}", "user_id": "u1", "amount": 4000, "ts": n},
+                          n - 1) + entry.advance(n)  # fmt: skip
+
+    assert [(a.mode, a.rule_version) for a in pay(1)] == [("shadow", 1)]
+    with pytest.raises(RuleRecordError, match="mode"):
+        versions.apply_record(b"watch", json.dumps({**spec, "mode": "live"}).encode(), source="r")
+    promoted = json.dumps({**spec, "version": 2, "mode": "live"}).encode()
+    assert versions.apply_record(b"watch", promoted, source="r")
+    assert [(a.mode, a.rule_version) for a in pay(2)] == [("live", 2)]
