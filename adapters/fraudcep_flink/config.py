@@ -70,8 +70,8 @@ OPTIONS: tuple[Option, ...] = (
         (),
         "named lists the rules may read (x in lists.NAME, see docs/rules.md): a list file "
         "(.txt, .list, .csv, .json, .jsonl; named after its stem) or a directory of them, read "
-        "at start (on a cluster: at the same path on every task manager); repeat the flag for "
-        "several (comma-separated in the environment)",
+        "at start (on a cluster: at the same path where the job is submitted and on every task "
+        "manager); repeat the flag for several (comma-separated in the environment)",
         "FILE_OR_DIR",
         repeatable=True,
     ),
