@@ -27,6 +27,8 @@ __all__ = [
     "BacktestResult",
     "Comparison",
     "RuleStats",
+    "alert_stats",
+    "compare_alerts",
     "run_backtest",
 ]
 
@@ -235,13 +237,21 @@ class _Run:
         self.alerts.extend(AlertRecord.of(a, self.id_field, self.ts_field) for a in alerts)
 
     def stats(self, fraud: set[str] | None) -> tuple[RuleStats, ...]:
-        by_rule: dict[str, list[AlertRecord]] = {d.id: [] for d in self.enabled}
-        for alert in self.alerts:
-            by_rule.setdefault(alert.rule_id, []).append(alert)
-        versions: dict[str, int | None] = {d.id: d.version for d in self.enabled}
-        out = [_stats(rid, versions.get(rid), alerts, fraud) for rid, alerts in by_rule.items()]
-        out.append(_stats(ALL_RULES, None, self.alerts, fraud))
-        return tuple(out)
+        return alert_stats(self.alerts, {d.id: d.version for d in self.enabled}, fraud)
+
+
+def alert_stats(
+    alerts: Sequence[AlertRecord], versions: Mapping[str, int | None], fraud: set[str] | None
+) -> tuple[RuleStats, ...]:
+    """A line per rule of ``versions`` (in its order, then any other rule the alerts name)
+    and one for every rule together (:data:`ALL_RULES`). ``fraud``: the fraud payment ids
+    recall is measured over."""
+    by_rule: dict[str, list[AlertRecord]] = {rule_id: [] for rule_id in versions}
+    for alert in alerts:
+        by_rule.setdefault(alert.rule_id, []).append(alert)
+    out = [_stats(rid, versions.get(rid), mine, fraud) for rid, mine in by_rule.items()]
+    out.append(_stats(ALL_RULES, None, alerts, fraud))
+    return tuple(out)
 
 
 def _key(key: Hashable) -> Hashable:
@@ -284,36 +294,53 @@ def _compare(candidate: _Run, baseline: _Run, fraud: set[str] | None) -> tuple[C
     ids += [d.id for d in baseline.enabled if d.id not in ids]
     cand_ids = {d.id for d in candidate.enabled}
     base_ids = {d.id for d in baseline.enabled}
-    out = []
-    for rid in ids:
-        mine = [a for a in candidate.alerts if a.rule_id == rid]
-        theirs = [a for a in baseline.alerts if a.rule_id == rid]
-        sig_c = Counter(_signature(a) for a in mine)
-        sig_b = Counter(_signature(a) for a in theirs)
-        both = sum((sig_c & sig_b).values())
-        pay_c: set[str] = set().union(*(a.payment_ids() for a in mine))
-        pay_b: set[str] = set().union(*(a.payment_ids() for a in theirs))
-        only_c, only_b = pay_c - pay_b, pay_b - pay_c
-        out.append(
-            Comparison(
-                rule_id=rid,
-                in_candidate=rid in cand_ids,
-                in_baseline=rid in base_ids,
-                alerts_candidate=len(mine),
-                alerts_baseline=len(theirs),
-                alerts_only_candidate=len(mine) - both,
-                alerts_only_baseline=len(theirs) - both,
-                alerts_both=both,
-                payments_only_candidate=len(only_c),
-                payments_only_baseline=len(only_b),
-                payments_both=len(pay_c & pay_b),
-                fraud_only_candidate=None if fraud is None else len(only_c & fraud),
-                fraud_only_baseline=None if fraud is None else len(only_b & fraud),
-                examples_only_candidate=tuple(sorted(only_c, key=str)[:10]),
-                examples_only_baseline=tuple(sorted(only_b, key=str)[:10]),
-            )
+    return tuple(
+        compare_alerts(
+            rid,
+            [a for a in candidate.alerts if a.rule_id == rid],
+            [a for a in baseline.alerts if a.rule_id == rid],
+            fraud,
+            in_candidate=rid in cand_ids,
+            in_baseline=rid in base_ids,
         )
-    return tuple(out)
+        for rid in ids
+    )
+
+
+def compare_alerts(
+    rule_id: str,
+    mine: Sequence[AlertRecord],
+    theirs: Sequence[AlertRecord],
+    fraud: set[str] | None,
+    *,
+    in_candidate: bool,
+    in_baseline: bool,
+) -> Comparison:
+    """The candidate's alerts ``mine`` against the baseline's ``theirs`` (see
+    :class:`Comparison`)."""
+    sig_c = Counter(_signature(a) for a in mine)
+    sig_b = Counter(_signature(a) for a in theirs)
+    both = sum((sig_c & sig_b).values())
+    pay_c: set[str] = set().union(*(a.payment_ids() for a in mine))
+    pay_b: set[str] = set().union(*(a.payment_ids() for a in theirs))
+    only_c, only_b = pay_c - pay_b, pay_b - pay_c
+    return Comparison(
+        rule_id=rule_id,
+        in_candidate=in_candidate,
+        in_baseline=in_baseline,
+        alerts_candidate=len(mine),
+        alerts_baseline=len(theirs),
+        alerts_only_candidate=len(mine) - both,
+        alerts_only_baseline=len(theirs) - both,
+        alerts_both=both,
+        payments_only_candidate=len(only_c),
+        payments_only_baseline=len(only_b),
+        payments_both=len(pay_c & pay_b),
+        fraud_only_candidate=None if fraud is None else len(only_c & fraud),
+        fraud_only_baseline=None if fraud is None else len(only_b & fraud),
+        examples_only_candidate=tuple(sorted(only_c, key=str)[:10]),
+        examples_only_baseline=tuple(sorted(only_b, key=str)[:10]),
+    )
 
 
 def _ts_range(batch: pa.RecordBatch, ts_field: str) -> tuple[int, int]:

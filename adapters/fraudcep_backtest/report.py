@@ -11,9 +11,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fraudcep_backtest.backtest import ALL_RULES, BacktestResult, Comparison, RuleStats
+import attrs
 
-__all__ = ["anchor", "render_html", "write_html"]
+from fraudcep_backtest.backtest import ALL_RULES, BacktestResult, Comparison, RuleStats
+from fraudcep_backtest.shadow import ShadowResult
+
+__all__ = ["anchor", "render_html", "render_shadow_html", "write_html"]
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }
@@ -88,19 +91,22 @@ def _rule_table(stats: RuleStats, prefix: str = "") -> str:
     )
 
 
-def _comparison_table(rows: Sequence[Comparison], labelled: bool) -> str:
+def _comparison_table(
+    rows: Sequence[Comparison], labelled: bool, sides: tuple[str, str] = ("baseline", "candidate")
+) -> str:
+    base, cand = sides
     heads = [
         "rule",
-        "alerts (candidate)",
-        "alerts (baseline)",
-        "alerts only candidate",
-        "alerts only baseline",
-        "payments only candidate",
-        "payments only baseline",
+        f"alerts ({cand})",
+        f"alerts ({base})",
+        f"alerts only {cand}",
+        f"alerts only {base}",
+        f"payments only {cand}",
+        f"payments only {base}",
         "payments both",
     ]
     if labelled:
-        heads += ["fraud only candidate", "fraud only baseline"]
+        heads += [f"fraud only {cand}", f"fraud only {base}"]
     out = ["<table><tr>", *(f"<th>{_e(h)}</th>" for h in heads), "</tr>"]
     for c in rows:
         name = (
@@ -138,13 +144,20 @@ def _svg(figure: Any) -> str:
     return text
 
 
-def _plots(result: BacktestResult) -> list[tuple[str, str]]:
+def _plots(
+    all_rules: Sequence[RuleStats],
+    fraud_payments: int | None,
+    comparison: Sequence[Comparison] | None,
+    sides: tuple[str, str] = ("baseline", "candidate"),
+) -> list[tuple[str, str]]:
+    """Alerts per day by rule; with labels caught vs good flagged; with a comparison the
+    flagged payments of each side (``sides``: the names of the baseline and the candidate)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rules = [s for s in result.rules if s.rule_id != ALL_RULES]
+    rules = [s for s in all_rules if s.rule_id != ALL_RULES]
     plots: list[tuple[str, str]] = []
     days = sorted({d for s in rules for d in s.alerts_per_day})
     fig, ax = plt.subplots(figsize=(9, 3.6))
@@ -164,7 +177,7 @@ def _plots(result: BacktestResult) -> list[tuple[str, str]]:
     plots.append(("alerts per day by rule", _svg(fig)))
     plt.close(fig)
 
-    if result.fraud_payments is not None:
+    if fraud_payments is not None:
         fig, ax = plt.subplots(figsize=(9, 3.6))
         names = [s.rule_id for s in rules]
         xs = list(range(len(names)))
@@ -185,14 +198,14 @@ def _plots(result: BacktestResult) -> list[tuple[str, str]]:
         )
         ax.set_xticks(list(xs), names, rotation=15, ha="right")
         ax.set_ylabel("payments")
-        ax.set_title(f"Caught vs good flagged ({result.fraud_payments:,} fraud payments read)")
+        ax.set_title(f"Caught vs good flagged ({fraud_payments:,} fraud payments)")
         ax.legend(fontsize="small")
         plots.append(("caught vs good flagged", _svg(fig)))
         plt.close(fig)
 
-    if result.comparison is not None:
+    if comparison is not None:
         fig, ax = plt.subplots(figsize=(9, 3.6))
-        rows = result.comparison
+        rows = comparison
         names = [c.rule_id for c in rows]
         xs = list(range(len(names)))
         width = 0.27
@@ -200,7 +213,7 @@ def _plots(result: BacktestResult) -> list[tuple[str, str]]:
             [x - width for x in xs],
             [c.payments_only_baseline for c in rows],
             width,
-            label="only baseline",
+            label=f"only {sides[0]}",
             color="#888",
         )
         ax.bar(list(xs), [c.payments_both for c in rows], width, label="both", color="#58b")
@@ -208,43 +221,61 @@ def _plots(result: BacktestResult) -> list[tuple[str, str]]:
             [x + width for x in xs],
             [c.payments_only_candidate for c in rows],
             width,
-            label="only candidate",
+            label=f"only {sides[1]}",
             color="#e93",
         )
         ax.set_xticks(list(xs), names, rotation=15, ha="right")
         ax.set_ylabel("payments flagged")
-        ax.set_title("Baseline vs candidate: flagged payments")
+        ax.set_title(f"{sides[0].capitalize()} vs {sides[1]}: flagged payments")
         ax.legend(fontsize="small")
-        plots.append(("baseline vs candidate", _svg(fig)))
+        plots.append((f"{sides[0]} vs {sides[1]}", _svg(fig)))
         plt.close(fig)
     return plots
+
+
+def _row(name: str, value: str) -> str:
+    return f'<tr><td class="name">{_e(name)}</td><td>{value}</td></tr>'
+
+
+def _page(title: str, body: Sequence[str]) -> str:
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
+            f"<h1>{_e(title)}</h1>",
+            *body,
+            "</body></html>",
+        ]
+    )
+
+
+def _figures(plots: Sequence[tuple[str, str]]) -> list[str]:
+    return ["<h2>Plots</h2>"] + [
+        f'<figure class="plot"><figcaption>{_e(name)}</figcaption>{svg}</figure>'
+        for name, svg in plots
+    ]
 
 
 def render_html(result: BacktestResult, *, title: str = "fraudcep backtest") -> str:
     """The report as one HTML document."""
     labelled = result.fraud_payments is not None
-
-    def row(name: str, value: str) -> str:
-        return f'<tr><td class="name">{_e(name)}</td><td>{value}</td></tr>'
-
     parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{_e(title)}</h1>",
         "<table>",
-        f'<tr><td class="name">source</td><td>{_e(result.source)}</td></tr>',
-        f'<tr><td class="name">payments read</td><td>{result.payments:,}</td></tr>',
-        row("event time", f"{_when(result.first_ts)} to {_when(result.last_ts)}"),
-        f'<tr><td class="name">late payments (dropped)</td><td>{result.late_payments:,}</td></tr>',
+        _row("source", _e(result.source)),
+        _row("payments read", f"{result.payments:,}"),
+        _row("event time", f"{_when(result.first_ts)} to {_when(result.last_ts)}"),
+        _row("late payments (dropped)", f"{result.late_payments:,}"),
     ]
     if labelled:
         parts.append(
-            f'<tr><td class="name">fraud labels / labelled payments read</td>'
-            f"<td>{_num(result.fraud_labels)} / {_num(result.fraud_payments)}</td></tr>"
+            _row(
+                "fraud labels / labelled payments read",
+                f"{_num(result.fraud_labels)} / {_num(result.fraud_payments)}",
+            )
         )
     if result.disabled_rules:
-        parts.append(row("disabled rules", _e(", ".join(result.disabled_rules))))
+        parts.append(_row("disabled rules", _e(", ".join(result.disabled_rules))))
     parts.append("</table>")
     parts.extend(f'<p class="warning">{_e(w)}</p>' for w in result.warnings)
     parts.append("<h2>Rules</h2>")
@@ -254,13 +285,44 @@ def render_html(result: BacktestResult, *, title: str = "fraudcep backtest") -> 
         parts.append(_comparison_table(result.comparison, labelled))
         parts.append("<h3>Baseline rules</h3>")
         parts.extend(_rule_table(s, "baseline-") for s in result.baseline_rules)
-    parts.append("<h2>Plots</h2>")
-    for name, svg in _plots(result):
-        parts.append(f'<figure class="plot"><figcaption>{_e(name)}</figcaption>{svg}</figure>')
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    parts += _figures(_plots(result.rules, result.fraud_payments, result.comparison))
+    return _page(title, parts)
 
 
 def write_html(result: BacktestResult, path: str) -> None:
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(render_html(result))
+
+
+def render_shadow_html(result: ShadowResult, *, title: str = "fraudcep shadow report") -> str:
+    """The shadow report (:func:`fraudcep_backtest.shadow.compare_shadow`) as one HTML
+    document, drawn like the backtest's: shadow rules in the place of the candidate, live
+    rules in the place of the baseline."""
+    labelled = result.fraud_labels is not None
+    parts = [
+        "<table>",
+        _row("source", _e(result.source)),
+        _row("event time (alerts' last payment)", f"{_when(result.start)} to {_when(result.end)}"),
+        _row(
+            "alerts read / outside the range", f"{result.alerts_read:,} / {result.alerts_outside:,}"
+        ),
+    ]
+    if labelled:
+        parts.append(_row("fraud labels", _num(result.fraud_labels)))
+    if result.pairs:
+        shown = ", ".join(f"{k} vs {v}" for k, v in result.pairs.items())
+        parts.append(_row("pairs (shadow vs live)", _e(shown)))
+    parts.append("</table>")
+    parts.extend(f'<p class="warning">{_e(w)}</p>' for w in result.warnings)
+    parts.append("<h2>Shadow vs live</h2>")
+    parts.append(_comparison_table(result.comparison, labelled, sides=("live", "shadow")))
+    parts.append("<h2>Shadow rules</h2>")
+    parts.extend(_rule_table(s, "shadow-") for s in result.shadow_rules)
+    parts.append("<h2>Live rules</h2>")
+    parts.extend(_rule_table(s, "live-") for s in result.live_rules)
+    shadow_rules = [s for s in result.shadow_rules if s.rule_id != ALL_RULES]
+    rules = [attrs.evolve(s, rule_id=f"{s.rule_id} (shadow)") for s in shadow_rules]
+    rules += result.live_rules
+    fraud = result.fraud_labels
+    parts += _figures(_plots(rules, fraud, result.comparison, sides=("live", "shadow")))
+    return _page(title, parts)

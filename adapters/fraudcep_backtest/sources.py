@@ -8,7 +8,11 @@
   every payment in event-time order, with memory bounded by the largest hour.
 - a Parquet file, a JSON Lines file (``.jsonl``/``.ndjson``) or a CSV file (``.csv``): read
   whole, cut to ``[start, end)`` and sorted by ``ts`` (stably: payments with the same ``ts``
-  keep their order in the file).
+  keep their order in the file) — or, with a sort window (JSON Lines and CSV larger than
+  :data:`STREAM_ABOVE_BYTES` get :data:`DEFAULT_SORT_WINDOW`), read as a stream of blocks and
+  sorted within the window: a payment is released once one ``window`` ms later has been read,
+  so memory holds a window of payments and a block, whatever the file's size. A payment
+  further out of place than the window reaches the engine late (counted and warned about).
 
 The S3 sink's bookkeeping columns (:data:`SINK_COLUMNS`) are not read; its ``extra`` column
 (a JSON object of the fields beyond the nine of the payment) is given to rules as it is, a
@@ -26,6 +30,7 @@ inferred.
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -40,12 +45,29 @@ import pyarrow.parquet as pq
 
 from fraudcep.payments.payment import PAYMENT_FIELDS
 
-__all__ = ["BATCH_ROWS", "FORMATS", "Source", "SourceError", "open_source", "parse_time"]
+__all__ = [
+    "BATCH_ROWS",
+    "DEFAULT_SORT_WINDOW",
+    "FORMATS",
+    "STREAM_ABOVE_BYTES",
+    "Source",
+    "SourceError",
+    "open_source",
+    "parse_time",
+]
 
 BATCH_ROWS: Final = 65_536
 """Rows per record batch given to the engine."""
 
 FORMATS: Final = ("parquet", "jsonl", "csv")
+
+STREAM_ABOVE_BYTES: Final = 512 * 1024 * 1024
+"""JSON Lines and CSV files larger than this are streamed (with :data:`DEFAULT_SORT_WINDOW`
+unless a window is given) instead of read whole."""
+DEFAULT_SORT_WINDOW: Final = 3_600_000
+"""The sort window (ms) of a streamed file when none is given: one hour."""
+BLOCK_BYTES: Final = 4 * 1024 * 1024
+"""Bytes pyarrow parses at a time when streaming a JSON Lines or CSV file."""
 
 SINK_COLUMNS: Final = frozenset({"source_topic", "source_partition", "source_offset"})
 """The S3 sink's bookkeeping columns (where it read each payment), not payment fields: not
@@ -100,12 +122,19 @@ class Source:
     filesystem: Any = None
     #: Payments in the source before cutting to [start, end), when known without reading them.
     total: int | None = None
+    #: JSON Lines / CSV: None reads the file whole; else stream it and sort within this
+    #: many ms of event time.
+    sort_window: int | None = None
+    block_bytes: int = BLOCK_BYTES
     #: The Parquet files to read by (dt, hour) partition, in event-time order; a file or a
     #: dataset without partitions is one group.
     _groups: list[list[str]] | None = None
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         """The payments in ``[start, end)`` in event-time order, as record batches."""
+        if self._groups is None and self.sort_window is not None:
+            yield from self._streamed(self.sort_window)
+            return
         if self._groups is None:
             yield from self._ordered(self._read_file())
             return
@@ -122,29 +151,89 @@ class Source:
         if self.format == "jsonl":
             import pyarrow.json as pj
 
-            names = [*PAYMENT_FIELDS]
-            schema = pa.schema([(n, t) for n, t in _types(names, self.ts_field).items()])
-            options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer")
             try:
-                return pj.read_json(self._open(), parse_options=options)
+                return pj.read_json(self._open(), parse_options=self._json_options())
             except pa.ArrowInvalid as exc:
                 raise SourceError(f"{self.location}: not JSON Lines payments: {exc}") from None
         import pyarrow.csv as pcsv
 
-        convert = pcsv.ConvertOptions(column_types=_types([*PAYMENT_FIELDS], self.ts_field))
         try:
-            return pcsv.read_csv(self._open(), convert_options=convert)
+            return pcsv.read_csv(self._open(), convert_options=self._csv_options())
         except pa.ArrowInvalid as exc:
             raise SourceError(f"{self.location}: not CSV payments: {exc}") from None
 
-    def _open(self) -> Any:
+    def _json_options(self) -> Any:
+        import pyarrow.json as pj
+
+        types = _types([*PAYMENT_FIELDS], self.ts_field)
+        schema = pa.schema(list(types.items()))
+        return pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer")
+
+    def _csv_options(self) -> Any:
+        import pyarrow.csv as pcsv
+
+        return pcsv.ConvertOptions(column_types=_types([*PAYMENT_FIELDS], self.ts_field))
+
+    def _blocks(self) -> Iterator[pa.RecordBatch]:
+        """The file as pyarrow parses it, block by block. The readers get a Python file
+        object: given a path or an Arrow stream, pyarrow's JSON reader reads the file ahead
+        into memory (measured: as much memory as the file on 200 MB), which is what a
+        stream is for not doing."""
+        what = "JSON Lines" if self.format == "jsonl" else "CSV"
+        stream = _Unbuffered(self._open_stream())
+        try:
+            if self.format == "jsonl":
+                import pyarrow.json as pj
+
+                reader = pj.open_json(
+                    stream,
+                    read_options=pj.ReadOptions(block_size=self.block_bytes),
+                    parse_options=self._json_options(),
+                )
+            else:
+                import pyarrow.csv as pcsv
+
+                reader = pcsv.open_csv(
+                    stream,
+                    read_options=pcsv.ReadOptions(block_size=self.block_bytes),
+                    convert_options=self._csv_options(),
+                )
+            yield from reader
+        except pa.ArrowInvalid as exc:
+            raise SourceError(f"{self.location}: not {what} payments: {exc}") from None
+        finally:
+            stream.close()
+
+    def _open_stream(self) -> Any:
         if self.filesystem is not None:
             return self.filesystem.open_input_stream(self.location)
-        return self.location
+        return open(self.location, "rb")
 
-    def _ordered(self, table: pa.Table) -> Iterator[pa.RecordBatch]:
-        if table.num_rows == 0:
-            return
+    def _streamed(self, window: int) -> Iterator[pa.RecordBatch]:
+        """Blocks sorted within ``window`` ms: after each block, the payments more than
+        ``window`` behind the highest timestamp read so far are released in order; the rest
+        wait for the next block."""
+        pending: pa.Table | None = None
+        highest: int | None = None
+        for block in self._blocks():
+            if block.num_rows == 0:
+                continue
+            table = self._in_range(pa.Table.from_batches([block]))
+            if table.num_rows == 0:
+                continue
+            if pending is not None:
+                table = pa.concat_tables([pending, table], promote_options="permissive")
+            ts = table[self.ts_field]
+            top = pc.max(ts).as_py()
+            highest = top if highest is None else max(highest, top)
+            ready = pc.less(ts, highest - window)
+            yield from self._sorted(table.filter(ready))
+            pending = table.filter(pc.invert(ready))
+        if pending is not None:
+            yield from self._sorted(pending)
+
+    def _in_range(self, table: pa.Table) -> pa.Table:
+        """``table`` cut to ``[start, end)``, its event time as epoch ms (int64)."""
         if self.ts_field not in table.column_names:
             raise SourceError(f"{self.location}: no {self.ts_field!r} column (the event time)")
         ts = table[self.ts_field]
@@ -167,9 +256,45 @@ class Source:
             table, millis = table.filter(keep), millis.filter(keep)
         if millis is not ts:  # a timestamp column: rules see epoch ms, as from JSON Lines
             table = table.set_column(table.column_names.index(self.ts_field), self.ts_field, millis)
-        order = pc.sort_indices(millis)  # stable: equal timestamps keep their order
-        table = table.take(order)
-        yield from table.to_batches(max_chunksize=self.batch_rows)
+        return table
+
+    def _sorted(self, table: pa.Table) -> Iterator[pa.RecordBatch]:
+        if table.num_rows == 0:
+            return
+        order = pc.sort_indices(table[self.ts_field])  # stable: equal timestamps keep order
+        yield from table.take(order).to_batches(max_chunksize=self.batch_rows)
+
+    def _open(self) -> Any:
+        if self.filesystem is not None:
+            return self.filesystem.open_input_stream(self.location)
+        return self.location
+
+    def _ordered(self, table: pa.Table) -> Iterator[pa.RecordBatch]:
+        if table.num_rows == 0:
+            return
+        yield from self._sorted(self._in_range(table))
+
+
+class _Unbuffered(io.RawIOBase):
+    """A stream seen as a plain Python file object (see :meth:`Source._blocks`)."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__()
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        finally:
+            super().close()
 
 
 def _hour_window(start: int | None, end: int | None) -> tuple[str, str]:
@@ -192,9 +317,14 @@ def open_source(
     end: int | None = None,
     batch_rows: int = BATCH_ROWS,
     s3_endpoint: str | None = None,
+    sort_window: int | None = None,
+    block_bytes: int = BLOCK_BYTES,
 ) -> Source:
     """Open ``location`` (a path or ``s3://bucket/key``); ``format`` is guessed from the name
-    (a directory is a Parquet dataset). Raises :class:`SourceError` when it cannot be read."""
+    (a directory is a Parquet dataset). ``sort_window``: stream a JSON Lines or CSV file and
+    sort it within this many ms (None: read it whole, unless it is larger than
+    :data:`STREAM_ABOVE_BYTES`: then stream it with :data:`DEFAULT_SORT_WINDOW`). Raises
+    :class:`SourceError` when it cannot be read."""
     filesystem: Any = None
     path = location
     if location.startswith("s3://"):
@@ -212,11 +342,13 @@ def open_source(
         if info.type == fs.FileType.NotFound:
             raise SourceError(f"{location}: no such file or directory")
         is_dir = info.type == fs.FileType.Directory
+        size = info.size
     else:
         local = Path(location)
         if not local.exists():
             raise SourceError(f"{location}: no such file or directory")
         is_dir = local.is_dir()
+        size = None if is_dir else local.stat().st_size
     if format is None:
         if is_dir:
             format = "parquet"
@@ -239,9 +371,15 @@ def open_source(
         batch_rows=batch_rows,
         filesystem=filesystem,
     )
+    if sort_window is not None and sort_window < 0:
+        raise SourceError(f"sort window {sort_window} ms: must be 0 or more")
     if format != "parquet":
         if is_dir:
             raise SourceError(f"{location}: a directory can only be a Parquet dataset")
+        if sort_window is None and size is not None and size > STREAM_ABOVE_BYTES:
+            sort_window = DEFAULT_SORT_WINDOW
+        source.sort_window = sort_window
+        source.block_bytes = block_bytes
         return source
     from pyarrow import fs
 

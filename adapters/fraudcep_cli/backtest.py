@@ -15,7 +15,13 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from fraudcep.rules import RuleDefinition, RuleSpecError, load_rule_file, parse_duration
+from fraudcep.rules import (
+    RuleDefinition,
+    RuleSpecError,
+    format_duration,
+    load_rule_file,
+    parse_duration,
+)
 
 DESCRIPTION = (
     "Run the enabled rules of RULES over historical payments (the Parquet dataset the S3 "
@@ -68,7 +74,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="S3 endpoint override, e.g. http://127.0.0.1:5000 for a local S3 server "
         "(default: AWS_ENDPOINT_URL, else AWS's)",
     )
+    parser.add_argument(
+        "--sort-window",
+        metavar="DURATION",
+        help="stream a JSON Lines or CSV file and sort it within this much event time (e.g. "
+        "1h; 0 for a file already in order); default: read it whole, or stream with 1h when "
+        "it is larger than 512 MiB",
+    )
     parser.add_argument("--batch-rows", type=int, default=65_536, help=argparse.SUPPRESS)
+    parser.add_argument("--block-bytes", type=int, default=4 << 20, help=argparse.SUPPRESS)
     parser.add_argument(
         "--progress",
         choices=("auto", "always", "never"),
@@ -151,6 +165,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"fraudcep backtest: --out-of-orderness: {exc}", file=err)
         return 2
+    try:
+        window = None if args.sort_window is None else _window(args.sort_window)
+    except ValueError as exc:
+        print(f"fraudcep backtest: --sort-window: {exc}", file=err)
+        return 2
     rules = _rules(args.rules, err, "RULES")
     if rules is None:
         return 1
@@ -169,7 +188,15 @@ def run(args: argparse.Namespace) -> int:
             end=end,
             batch_rows=args.batch_rows,
             s3_endpoint=args.s3_endpoint,
+            sort_window=window,
+            block_bytes=args.block_bytes,
         )
+        if source.sort_window is not None:
+            print(
+                f"reading {args.payments} as a stream, sorted within "
+                f"{format_duration(source.sort_window) if source.sort_window else '0 (in order)'}",
+                file=err,
+            )
         show = args.progress == "always" or (args.progress == "auto" and err.isatty())
         progress = Progress(err, source.total) if show else None
         result = run_backtest(
@@ -210,6 +237,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"fraudcep backtest: cannot write: {exc}", file=err)
         return 1
     return 0
+
+
+def _window(text: str) -> int:
+    return 0 if text.strip() == "0" else parse_duration(text)
 
 
 def _percent(value: float | None) -> str:

@@ -26,7 +26,7 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the whole command; each subcommand sets its ``handler``."""
-    from fraudcep_cli import backtest, demo, flink, generate, lists, rules, run
+    from fraudcep_cli import backtest, demo, flink, generate, lists, rules, run, shadow
 
     parser = argparse.ArgumentParser(
         prog="fraudcep",
@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     backtest.add_arguments(backtest_parser)
     backtest_parser.set_defaults(handler=backtest.run)
+    shadow_parser = commands.add_parser(
+        "shadow",
+        help="report what shadow rules flagged against the live rules (from the alert topics)",
+        description=shadow.DESCRIPTION,
+    )
+    shadow.add_arguments(shadow_parser)
     flink_parser = commands.add_parser(
         "flink",
         help="run the rules as a PyFlink job (docs/flink.md)",

@@ -234,6 +234,7 @@ def _alert_record(alert: Alert, id_field: str, ts_field: str) -> dict[str, Any]:
             name: [_label(e, id_field, ts_field) for e in evs] for name, evs in alert.events.items()
         },
         **({"lists": dict(alert.lists)} if alert.lists else {}),
+        **({"mode": alert.mode} if alert.shadow else {}),
     }
 
 
@@ -276,9 +277,10 @@ def run_test(args: argparse.Namespace) -> int:
             versions = "".join(
                 f" lists.{name}@{version}" for name, version in sorted(alert.lists.items())
             )
+            shadow = " (shadow)" if alert.shadow else ""
             print(
-                f"{alert.rule_id} key={alert.key!r} ts={alert.first_ts}..{alert.last_ts} {matched}"
-                f"{versions}",
+                f"{alert.rule_id}{shadow} key={alert.key!r} ts={alert.first_ts}..{alert.last_ts} "
+                f"{matched}{versions}",
                 file=out,
             )
 

@@ -305,7 +305,7 @@ class Runner:
                 try:
                     rules = load_rule_file(config.rules, lists=self.lists)
                 except RuleSpecError as exc:
-                    unknown = any("unknown list" in p.message for p in exc.problems)
+                    unknown = any(p.missing_list is not None for p in exc.problems)
                     if not (config.lists_topic and unknown):
                         raise
                     rules, self._rules_deferred = [], True

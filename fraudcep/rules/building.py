@@ -89,6 +89,7 @@ class _Builder:
                             _int_attr(exc, "line", line),
                             _int_attr(exc, "column", column),
                             _message(exc),
+                            getattr(exc, "missing_list", None),
                         )
                     )
             if stage.group is not None:

@@ -79,8 +79,19 @@ _MAX_INT_BITS = 1024  # longer integers in * / // % hour_of weekday_of: a type e
 class ExpressionError(FraudcepError, ValueError):
     """An expression that is not valid; names the rule, the field and the line and column."""
 
-    def __init__(self, reason: str, *, rule_id: str, field: str, line: int, column: int) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        rule_id: str,
+        field: str,
+        line: int,
+        column: int,
+        missing_list: str | None = None,
+    ) -> None:
         self.reason = reason
+        self.missing_list = missing_list
+        """The list the expression names and the registry lacks, when that is the error."""
         self.rule_id = rule_id
         self.field = field
         self.line = line
@@ -908,17 +919,24 @@ class _Compiler:
 
     # ---- errors
 
-    def error(self, reason: str, lineno: int = 1, col: int = 0) -> ExpressionError:
+    def error(
+        self, reason: str, lineno: int = 1, col: int = 0, *, missing_list: str | None = None
+    ) -> ExpressionError:
         """An error at 1-based ``lineno`` and 0-based character ``col`` of the source."""
         if lineno <= 1:
             line, column = self.line, self.column + col
         else:
             line, column = self.line + lineno - 1, col + 1
         return ExpressionError(
-            reason, rule_id=self.rule_id, field=self.field, line=line, column=column
+            reason,
+            rule_id=self.rule_id,
+            field=self.field,
+            line=line,
+            column=column,
+            missing_list=missing_list,
         )
 
-    def at(self, node: ast.AST, reason: str) -> ExpressionError:
+    def at(self, node: ast.AST, reason: str, *, missing_list: str | None = None) -> ExpressionError:
         lineno = getattr(node, "lineno", 1)
         offset = getattr(node, "col_offset", 0)
         if lineno == 1:  # the source is parsed as "(" + source
@@ -926,7 +944,7 @@ class _Compiler:
         if 1 <= lineno <= len(self.lines):  # ast offsets count UTF-8 bytes
             text = self.lines[lineno - 1].encode("utf-8")[:offset]
             offset = len(text.decode("utf-8", errors="replace"))
-        return self.error(reason, lineno, offset)
+        return self.error(reason, lineno, offset, missing_list=missing_list)
 
     # ---- entry
 
@@ -1211,6 +1229,7 @@ class _Compiler:
                 node,
                 f"unknown list {name!r} in {text!r}; "
                 + (f"known lists: {known}" if known else "no lists are loaded"),
+                missing_list=name,
             )
         self.list_names.add(name)
         return name

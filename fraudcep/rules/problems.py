@@ -22,6 +22,9 @@ class Problem:
     line: int
     column: int
     message: str
+    missing_list: str | None = None
+    """The named list an expression names and the lists given lack, when that is the
+    problem (a runtime whose lists arrive later may load the file again then)."""
 
     def __str__(self) -> str:
         where = f"{self.source}:{self.line}:{self.column}:"

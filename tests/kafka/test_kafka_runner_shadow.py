@@ -2,11 +2,14 @@
 alerts topic only (marked in the record and its headers), a live rule's to the alerts topic;
 the alert counter is per rule and mode; promoting the rule (a new version with ``mode: live``
 on the rules topic) sends its next alerts to the alerts topic, with no restart; a promotion
-that keeps the version is rejected and changes nothing."""
+that keeps the version is rejected and changes nothing. ``fraudcep shadow report`` then reads
+both topics and measures the shadow rule against the live rule it is paired with."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -15,6 +18,7 @@ from typing import Any
 
 import pytest
 from support.kafka_runner import Job, payment_records, produce, read_topic, wait_until
+from support.paths import REPO
 
 from fraudcep.rules import load_rules
 from fraudcep_kafka.rules_topic import publish_rules
@@ -138,3 +142,38 @@ def test_shadow_alerts_go_to_their_topic_and_a_promotion_needs_no_restart(job: J
     assert "mode" not in promoted[0]
     assert counts['fraudcep_alerts_total{mode="live",rule="big"}'] == 1
     assert counts['fraudcep_alerts_total{mode="shadow",rule="big"}'] == 2
+
+    # the shadow report over both topics: big (shadow, v1) against huge (live)
+    out, html = job.workdir / "shadow.json", job.workdir / "shadow.html"
+    done = _cli(
+        "shadow", "report", "--bootstrap", job.bootstrap, "--alerts-topic", job.alerts_topic,
+        "--shadow-alerts-topic", job.shadow_alerts_topic, "--pair", "big=huge",
+        "--json", str(out), "--report", str(html),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    data = json.loads(out.read_text())
+    assert data["alerts_read"] == 4
+    shadow_rules = {r["rule_id"]: r for r in data["shadow_rules"]}
+    assert (shadow_rules["big"]["alerts"], shadow_rules["big"]["version"]) == (2, 1)
+    live_rules = {r["rule_id"]: r for r in data["live_rules"]}
+    assert (live_rules["huge"]["alerts"], live_rules["big"]["alerts"]) == (1, 1)
+    (pair,) = data["comparison"]
+    assert pair["rule_id"] == "big vs huge"
+    assert (pair["payments_only_candidate"], pair["payments_only_baseline"]) == (1, 0)
+    assert (pair["payments_both"], pair["alerts_both"]) == (1, 1)
+    assert pair["examples_only_candidate"] == ["p-mid"]
+    assert "big vs huge" in html.read_text(encoding="utf-8")
+    assert "big vs huge: payments +1 only shadow, -0 only live, 1 both" in done.stdout
+
+    missing = _cli("shadow", "report", "--bootstrap", job.bootstrap, "--alerts-topic",
+                   f"missing-{job.tag}", "--timeout", "30")  # fmt: skip
+    assert missing.returncode == 1 and f"missing-{job.tag}" in missing.stderr
+    bad_pair = _cli("shadow", "report", "--bootstrap", job.bootstrap, "--pair", "big")
+    assert bad_pair.returncode == 2 and "SHADOW=LIVE" in bad_pair.stderr
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fraudcep_cli", *args],
+        capture_output=True, text=True, cwd=REPO, timeout=600, check=False,
+    )  # fmt: skip

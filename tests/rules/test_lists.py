@@ -216,8 +216,13 @@ def test_a_rule_naming_a_missing_list_is_refused_at_load_time() -> None:
     assert "unknown list 'blocked_cards'" in problem.message
     assert "card_id in lists.blocked_cards and amount > 0" in problem.message
     assert "known lists: other" in problem.message
+    assert problem.missing_list == "blocked_cards"  # for a runtime to tell, not by the text
     with pytest.raises(RuleSpecError, match="no lists are loaded"):
         load_rules(_BLOCKED)
+    # other problems name no list
+    with pytest.raises(RuleSpecError) as other:
+        load_rules(_BLOCKED.replace("card_id in", "card_id ==="), lists=lists)
+    assert [p.missing_list for p in other.value.problems] == [None]
 
 
 # -- alerts ----------------------------------------------------------------------------------
