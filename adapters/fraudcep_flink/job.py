@@ -185,9 +185,9 @@ class _RulesSide:
         self.list_set = ListSet(self.lists)
         self.versions = RuleVersions(_file_rules(config, self.lists), lists=self.lists)
         self.waiting: dict[str, tuple[bytes | None, bytes, str]] = {}
-        """Rules records refused by rule id (the latest), tried again after a list change:
-        a rule naming a list the lists topic brings may be read before the list (Flink does
-        not order the two topics)."""
+        """Rules records refused for a list the job lacks, by rule id (the latest), tried
+        again after a list change: a rule naming a list the lists topic brings may be read
+        before the list (Flink does not order the two topics)."""
         self._rules_restored = False
         self.list_changes = metrics.counter("fraudcep_list_changes")
         self.rejected = metrics.counter("fraudcep_records_rejected")
@@ -236,7 +236,9 @@ class _RulesSide:
                 self._take_rule(state, value.key, value.value, source)
         except (RuleRecordError, ListRecordError) as exc:
             self.rejected.inc()
-            log.error("rejected %s record %s: %s", what, source, exc)
+            missing = getattr(exc, "missing_lists", ())
+            then = f" (waits for list {', '.join(missing)})" if missing else ""
+            log.error("rejected %s record %s%s: %s", what, source, then, exc)
         except Exception as exc:  # no record may stop the job
             self.rejected.inc()
             log.error("rejected %s record %s: %s: %s", what, source, type(exc).__name__, exc)
@@ -246,9 +248,11 @@ class _RulesSide:
         rule_id = (key or b"").decode("utf-8", errors="replace")
         try:
             changed = self.versions.apply_record(key, value, source=source)
-        except RuleRecordError:
-            if value and key is not None:
+        except RuleRecordError as exc:
+            if exc.missing_lists and key is not None and value:
                 self.waiting[rule_id] = (key, value, source)
+            else:
+                self.waiting.pop(rule_id, None)
             raise
         self.waiting.pop(rule_id, None)
         if value:
@@ -276,8 +280,8 @@ class _RulesSide:
         for rule_key, rule_value, rule_source in [self.waiting[i] for i in sorted(self.waiting)]:
             try:
                 self._take_rule(state, rule_key, rule_value, rule_source)
-            except Exception:  # refused again (logged the first time): it waits on
-                continue
+            except Exception:  # refused again (logged the first time): it waits on, or
+                continue  # (another reason now) is dropped
             log.info("rules record %s taken after list %s changed", rule_source, name)
 
 

@@ -96,7 +96,7 @@ def test_lists_from_files_and_the_lists_topic(
         # a rules-topic rule naming a list the job lacks is rejected...
         produce(kafka_bootstrap, job.rules_topic, [(b"vip", json.dumps(VIP).encode())])
         wait_until(lambda: "rejected rules record" in job_log(logs), 240, "the refusal")
-        assert "vip_cards" in job_log(logs)
+        assert "(waits for list vip_cards)" in job_log(logs)
         # ... and taken once the lists topic brings the list
         produce(kafka_bootstrap, job.lists_topic, [(b"vip_cards", b"c-vip\n")])
         vip = feed.until(

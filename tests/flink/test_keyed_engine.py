@@ -266,8 +266,9 @@ def test_a_topic_rule_naming_a_missing_list_is_refused() -> None:
     lists = Lists({"blocked_cards": ["c1"]})
     versions = RuleVersions([], lists=lists)
     missing = {**BLOCKED, "pattern": [{"name": "p", "where": "card_id in lists.nope"}]}
-    with pytest.raises(RuleRecordError, match="nope"):
+    with pytest.raises(RuleRecordError, match="nope") as info:
         versions.apply_record(b"blocked", json.dumps(missing).encode(), source="rules@0")
+    assert info.value.missing_lists == ("nope",)
     assert versions.apply_record(b"blocked", json.dumps(BLOCKED).encode(), source="rules@1")
 
 
