@@ -68,8 +68,9 @@ def test_shadow_alerts_go_to_their_topic_until_a_promotion(
         assert {a["rule_id"] for a, _ in shadow} == {"watch"}
         assert all("mode" not in a and h["fraudcep.mode"] == b"live" for a, h in live)
         assert all(a["mode"] == "shadow" and h["fraudcep.mode"] == b"shadow" for a, h in shadow)
-        # one payment, two alerts: made together, committed in the same transaction
-        assert {paid(a) for a, _ in live} == {paid(a) for a, _ in shadow}
+        # one payment, two alerts: made together, committed in the same transaction (the
+        # shadow topic, read after, may hold later ones too)
+        assert {paid(a) for a, _ in live} <= {paid(a) for a, _ in shadow}
 
         # a mode change keeping the version is refused; the next version promotes the rule
         produce(kafka_bootstrap, job.rules_topic, [(b"watch", watch(1, "live"))])
