@@ -22,6 +22,11 @@ detected_at     N     wall clock when the item was written (ms)
 expires_at      N     ``detected_at // 1000 + ttl`` (epoch seconds; the TTL attribute)
 events          S     compact JSON of ``Alert.to_dict()["events"]``
 source          S     where it came from: ``"payments.raw/3"`` (runner), ``"lambda"``
+lists           M     list name -> version (N) of each named list the rule read
+                      (:attr:`fraudcep.Alert.lists`); absent for a rule that reads none
+mode            S     ``"shadow"`` for an alert of a shadow rule (:attr:`fraudcep.Alert.mode`):
+                      recorded, never notified; absent for a live alert, so live items are
+                      as they always were
 ==============  ====  ===================================================================
 """
 
@@ -42,7 +47,7 @@ import attrs
 from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
-from fraudcep.alert import Alert
+from fraudcep.alert import LIVE, Alert
 from fraudcep.alert.identity import canonical_key
 from fraudcep.errors import FraudcepError
 from fraudcep.runtime import Backoff
@@ -299,6 +304,8 @@ def alert_item(
             "expires_at": now_ms // 1000 + ttl_s,
             "events": events,
             "source": source,
+            "lists": dict(alert.lists) or None,
+            "mode": None if alert.mode == LIVE else alert.mode,
         }
     )
 
@@ -524,14 +531,20 @@ class AlertTable:
 
         One conditional PutItem per alert (``attribute_not_exists(alert_id)``), several at
         once: safe when writers race, and an existing item is never rewritten."""
+        return len(self.put_new(alerts, source=source))
+
+    def put_new(self, alerts: Iterable[Alert], *, source: str = "") -> list[Alert]:
+        """:meth:`put_if_absent`, answering the alerts that were new (for counts per rule)."""
         unique = _unique(alerts)
         if not unique:
-            return 0
+            return []
         now = self.clock()
         items = [alert_item(a, now_ms=now, ttl_s=self.ttl_s, source=source) for a in unique]
         if len(items) == 1:
-            return int(self._put_new(items[0]))
-        return sum(self._pool().map(self._put_new, items))
+            written = [self._put_new(items[0])]
+        else:
+            written = list(self._pool().map(self._put_new, items))
+        return [a for a, new in zip(unique, written, strict=True) if new]
 
     def _put_new(self, item: dict[str, Any]) -> bool:
         try:

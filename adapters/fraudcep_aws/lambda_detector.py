@@ -52,6 +52,27 @@ current file. Items written by earlier releases (a whole-engine snapshot per key
 format 1 or 2) are read and rewritten as key records by the key's next save; they are not
 authenticated, so with a state key they are refused (see "Poison records").
 
+Named lists: ``FRAUDCEP_LISTS`` names the lists the rules read (``card_id in
+lists.blocked_cards``): a list file or directory in the package or a layer
+(:meth:`fraudcep.rules.Lists.from_path`), or ``s3://BUCKET/PREFIX``, one list per object
+(:mod:`fraudcep_aws.s3_lists`). The rules (the current file, and the files keys' records were
+written with) are compiled against them, so a rule naming a list they lack is refused when
+the container starts (:class:`~fraudcep.rules.RuleSpecError`), as lists that cannot be read
+are. S3 lists change without a redeploy: at the start of a batch, at most every
+``FRAUDCEP_LISTS_REFRESH_S`` (60) seconds, the prefix is listed and the objects whose ETag
+changed are read; a list whose entries changed gets the next version, and the batch's
+payments are judged against it. An object that cannot be taken leaves its list as it was
+(logged, see :mod:`fraudcep_aws.s3_lists`). Alerts record the versions of the lists their
+rule read (the ``lists`` attribute of the alert item). List contents are in no stored
+state: a key's partial matches go on under the new entries.
+
+Shadow rules: a rule version with ``mode: shadow`` runs like any other; its alerts are
+written to the alert table with ``mode`` ``"shadow"`` in their item, which the notifier
+(:mod:`fraudcep_aws.lambda_notifier`) never sends. Promoting one is a rule change like any
+other: a rule file with the rule's next version in mode live. Each batch's alert counts per
+rule and mode are in the ``batch done`` log line and in CloudWatch embedded-metric lines
+(:meth:`BatchReport.metric_lines`).
+
 State key: with ``FRAUDCEP_STATE_KEY`` (a secret of at least 16 characters), the key records
 and the item's state carry a MAC (keyed BLAKE2b) over the key, its rules digest, its offsets
 and the state: an item written without the key, with another key, or changed by anyone who
@@ -109,7 +130,8 @@ dead letter that cannot be written makes its record fail instead.
 
 Configuration (environment; :data:`DETECTOR_OPTIONS`): ``FRAUDCEP_ALERTS_TABLE``,
 ``FRAUDCEP_STATE_TABLE`` (both required), ``FRAUDCEP_DEAD_LETTER_TABLE``, ``FRAUDCEP_RULES``
-(a rule file; default the packaged default rules), ``FRAUDCEP_KEY_FIELD`` (``user_id``),
+(a rule file; default the packaged default rules), ``FRAUDCEP_LISTS`` (none),
+``FRAUDCEP_LISTS_REFRESH_S`` (60), ``FRAUDCEP_KEY_FIELD`` (``user_id``),
 ``FRAUDCEP_ALERT_TTL_S`` (86400), ``FRAUDCEP_ON_FAILURE`` (``report``),
 ``FRAUDCEP_WORKERS`` (8), and the options every runtime shares, with the Kafka runner's
 names and syntax (:data:`fraudcep.runtime.ENGINE_OPTIONS`): ``FRAUDCEP_TIMESTAMP_FIELD``
@@ -132,6 +154,7 @@ import json
 import logging
 import os
 import threading
+from collections import Counter
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Final, Literal
@@ -147,7 +170,7 @@ from fraudcep.engine.state import key_group
 from fraudcep.errors import ConfigurationError, EventError, FraudcepError, SnapshotError
 from fraudcep.payments.default_rules import DEFAULT_RULES_FILE
 from fraudcep.payments.payment import DEFAULT_MAX_BYTES, InvalidRecord, Reason, decode_payment
-from fraudcep.rules import RuleDefinition, apply_definitions, load_rules
+from fraudcep.rules import Lists, RuleDefinition, apply_definitions, load_rules
 from fraudcep.runtime import (
     ENGINE_OPTIONS,
     EngineOptions,
@@ -156,7 +179,14 @@ from fraudcep.runtime import (
     options_from_env,
     reconcile,
 )
-from fraudcep.runtime.options import ENV_PREFIX, choice, integer, optional_text, positive
+from fraudcep.runtime.options import (
+    ENV_PREFIX,
+    choice,
+    integer,
+    non_negative,
+    optional_text,
+    positive,
+)
 from fraudcep.timeutil import MIN_TIMESTAMP
 from fraudcep_aws.clients import client as make_client
 from fraudcep_aws.dynamodb import (
@@ -182,7 +212,9 @@ from fraudcep_aws.key_state import (
     key_text,
     record_key,
 )
+from fraudcep_aws.lambda_logs import emit_metrics, metric_line
 from fraudcep_aws.msk_event import BadRecord, KafkaRecord, batch_response, parse_kafka_event
+from fraudcep_aws.s3_lists import S3Lists, open_s3_lists
 
 __all__ = [
     "ALERT_SOURCE",
@@ -198,6 +230,7 @@ __all__ = [
     "RuleSet",
     "create_dead_letter_table",
     "handler",
+    "load_lists",
     "load_rule_set",
 ]
 
@@ -249,6 +282,23 @@ DETECTOR_OPTIONS: Final[tuple[Option, ...]] = (
         "default rules",
         "FILE",
     ),
+    Option(
+        "lists",
+        optional_text,
+        None,
+        "the named lists the rules read: a list file or directory inside the package or a "
+        "layer, or s3://BUCKET/PREFIX (one list per object, followed while the function is "
+        "warm); default: none",
+        "PATH",
+    ),
+    Option(
+        "lists_refresh_s",
+        non_negative(integer),
+        60,
+        "with s3:// lists, how often at most a warm function looks for changed list objects "
+        "(0: at every invocation)",
+        "SECONDS",
+    ),
     Option("key_field", _name, "user_id", "the field payments are keyed by"),
     Option(
         "alert_ttl_s",
@@ -289,6 +339,12 @@ class DetectorConfig:
     dead_letter_table: str | None = None
     rules: str | None = None
     """A rule file; None: the packaged default rules."""
+    lists: str | None = None
+    """Named lists: a list file or directory (:meth:`fraudcep.rules.Lists.from_path`), or
+    ``s3://BUCKET/PREFIX`` (:mod:`fraudcep_aws.s3_lists`); None: no lists."""
+    lists_refresh_s: int = attrs.field(default=60, validator=attrs.validators.ge(0))
+    """With ``s3://`` lists: a warm container looks for changed list objects at most this
+    often (seconds)."""
     key_field: str = attrs.field(default="user_id", validator=attrs.validators.min_len(1))
     timestamp_field: str = attrs.field(default="ts", validator=attrs.validators.min_len(1))
     event_id_field: str | None = "payment_id"
@@ -349,17 +405,33 @@ class RuleSet:
     definitions: tuple[RuleDefinition, ...]
 
     @classmethod
-    def from_text(cls, text: str, *, source: str) -> RuleSet:
+    def from_text(cls, text: str, *, source: str, lists: Lists | None = None) -> RuleSet:
+        """The rules of ``text``, their expressions compiled against ``lists`` (a rule
+        naming a list it lacks is refused: :class:`~fraudcep.rules.RuleSpecError`)."""
         digest = hashlib.sha256(text.encode()).hexdigest()
-        return cls(text, digest, tuple(load_rules(text, source=source)))
+        return cls(text, digest, tuple(load_rules(text, source=source, lists=lists)))
 
 
 @functools.cache
-def load_rule_set(path: str | None = None) -> RuleSet:
-    """The rule file at ``path`` (None: the default rules), compiled once per process."""
+def load_rule_set(path: str | None = None, lists: Lists | None = None) -> RuleSet:
+    """The rule file at ``path`` (None: the default rules), compiled once per process and
+    registry of ``lists``."""
     file = DEFAULT_RULES_FILE if path is None else path
     with open(file, encoding="utf-8") as f:
-        return RuleSet.from_text(f.read(), source=str(file))
+        return RuleSet.from_text(f.read(), source=str(file), lists=lists)
+
+
+def load_lists(config: DetectorConfig, *, s3: Any = None) -> tuple[Lists | None, S3Lists | None]:
+    """The named lists ``config`` names, and for ``s3://`` lists what follows them (``s3``:
+    the S3 client to use; default one at the URL's ``endpoint_url`` and ``region``, else
+    boto3's); ``(None, None)`` without lists."""
+    where = config.lists
+    if where is None:
+        return None, None
+    if where.startswith("s3://"):
+        source = open_s3_lists(where, client=s3, refresh_s=config.lists_refresh_s)
+        return source.lists, source
+    return Lists.from_path(where), None
 
 
 # -- dead letters -----------------------------------------------------------------------------
@@ -507,10 +579,41 @@ class BatchReport:
     """Failed records as ``(topic-partition, offset)``."""
     state_resets: int = 0
     """Keys whose stored state kept failing and was given up (see "Poison records")."""
+    rule_alerts: Mapping[tuple[str, str], int] = attrs.Factory(dict)
+    """:attr:`alerts` per rule id and mode (``live``, ``shadow``)."""
+    rule_new_alerts: Mapping[tuple[str, str], int] = attrs.Factory(dict)
+    """:attr:`new_alerts` per rule id and mode."""
 
     def response(self) -> dict[str, Any]:
         """The partial batch response (see :mod:`fraudcep_aws.msk_event`)."""
         return batch_response(self.failures)
+
+    def by_rule(self) -> list[dict[str, Any]]:
+        """The alert counts per rule and mode, sorted: ``rule_id``, ``mode``, ``alerts``,
+        ``new_alerts``."""
+        pairs = sorted(set(self.rule_alerts) | set(self.rule_new_alerts))
+        return [
+            {
+                "rule_id": rule_id,
+                "mode": mode,
+                "alerts": self.rule_alerts.get((rule_id, mode), 0),
+                "new_alerts": self.rule_new_alerts.get((rule_id, mode), 0),
+            }
+            for rule_id, mode in pairs
+        ]
+
+    def metric_lines(self, *, timestamp_ms: int) -> list[str]:
+        """The batch's alert metrics as EMF lines (:func:`fraudcep_aws.lambda_logs.metric_line`):
+        ``Alerts`` and ``NewAlerts`` with the dimensions ``rule_id`` and ``mode``, one line
+        per rule and mode that had alerts."""
+        return [
+            metric_line(
+                {"rule_id": row["rule_id"], "mode": row["mode"]},
+                {"Alerts": row["alerts"], "NewAlerts": row["new_alerts"]},
+                timestamp_ms=timestamp_ms,
+            )
+            for row in self.by_rule()
+        ]
 
 
 @attrs.define(eq=False)
@@ -523,6 +626,10 @@ _Job = tuple[str, list[_Item], KeyState]
 """A key, its records in the batch and its state as loaded."""
 
 
+_RuleMode = tuple[str, str]
+"""A rule id and an alert mode (``live``, ``shadow``): what alerts are counted by."""
+
+
 @attrs.frozen
 class _KeyResult:
     applied: int = 0
@@ -531,6 +638,8 @@ class _KeyResult:
     conflicts: int = 0
     dead_lettered: int = 0
     state_resets: int = 0
+    rule_alerts: Counter[_RuleMode] = attrs.Factory(Counter)
+    rule_new_alerts: Counter[_RuleMode] = attrs.Factory(Counter)
 
 
 @attrs.define
@@ -544,10 +653,19 @@ class _Tally:
     conflicts: int = 0
     dead: int = 0
     resets: int = 0
+    rule_emitted: Counter[_RuleMode] = attrs.Factory(Counter)
+    rule_written: Counter[_RuleMode] = attrs.Factory(Counter)
 
     def result(self) -> _KeyResult:
         return _KeyResult(
-            self.applied, self.emitted, self.written, self.conflicts, self.dead, self.resets
+            self.applied,
+            self.emitted,
+            self.written,
+            self.conflicts,
+            self.dead,
+            self.resets,
+            Counter(self.rule_emitted),
+            Counter(self.rule_written),
         )
 
 
@@ -662,6 +780,10 @@ class Detector:
     rules: RuleSet
     dead_letters: DeadLetterTable | None = None
     clock: Callable[[], int] = wall_clock_ms
+    lists: Lists | None = None
+    """The named lists the rules were compiled against (None: none)."""
+    list_source: S3Lists | None = None
+    """What keeps :attr:`lists` in step with S3 (checked at the start of each batch)."""
     conflicts: int = attrs.field(default=0, init=False)
     """State saves lost to another writer so far (each one redone)."""
     refused_rule_changes: int = attrs.field(default=0, init=False)
@@ -677,16 +799,24 @@ class Detector:
     )
 
     @classmethod
-    def from_config(cls, config: DetectorConfig, *, dynamodb: Any = None) -> Detector:
-        """A detector on the tables ``config`` names (``dynamodb``: a client to use)."""
+    def from_config(
+        cls, config: DetectorConfig, *, dynamodb: Any = None, s3: Any = None
+    ) -> Detector:
+        """A detector on the tables and lists ``config`` names (``dynamodb``, ``s3``: clients
+        to use). A rule naming a list the lists lack is refused
+        (:class:`~fraudcep.rules.RuleSpecError`), and so are lists that cannot be read
+        (:class:`~fraudcep.rules.ListError`)."""
         client = dynamodb if dynamodb is not None else make_client("dynamodb")
         dead = config.dead_letter_table
+        lists, source = load_lists(config, s3=s3)
         return cls(
             config=config,
             alerts=AlertTable(config.alerts_table, client, ttl_s=config.alert_ttl_s),
             state=KeyStateStore(config.state_table, client),
-            rules=load_rule_set(config.rules),
+            rules=load_rule_set(config.rules, lists),
             dead_letters=DeadLetterTable(dead, client) if dead else None,
+            lists=lists,
+            list_source=source,
         )
 
     # -- one batch ------------------------------------------------------------------------
@@ -694,6 +824,8 @@ class Detector:
     def process(self, event: Any) -> BatchReport:
         """Run one invocation's event; see :class:`BatchReport`."""
         batch = parse_kafka_event(event)
+        if self.list_source is not None:
+            self.list_source.refresh()
         self._store_rules()
         failures: list[tuple[str, int]] = []
         dead = 0
@@ -779,6 +911,8 @@ class Detector:
             failed_keys=failed_keys,
             failures=tuple(sorted(set(failures))),
             state_resets=totals.state_resets,
+            rule_alerts=dict(totals.rule_alerts),
+            rule_new_alerts=dict(totals.rule_new_alerts),
         )
 
     def _decode(self, record: KafkaRecord) -> tuple[dict[str, Any], Any, int]:
@@ -1049,7 +1183,10 @@ class Detector:
         the key since). Returns how many records were dead-lettered."""
         dead = self._side_outputs(work.key, outcome)
         tally.emitted += len(outcome.alerts)
-        tally.written += self.alerts.put_if_absent(outcome.alerts, source=ALERT_SOURCE)
+        tally.rule_emitted.update((a.rule_id, a.mode) for a in outcome.alerts)
+        new = self.alerts.put_new(outcome.alerts, source=ALERT_SOURCE)
+        tally.written += len(new)
+        tally.rule_written.update((a.rule_id, a.mode) for a in new)
         self._store(work.state, outcome.save)
         return dead
 
@@ -1580,7 +1717,9 @@ class Detector:
             except TableError as exc:
                 raise SnapshotError(str(exc)) from None
             cached = RuleSet(
-                text, digest, tuple(load_rules(text, source=f"rule file {digest[:12]}"))
+                text,
+                digest,
+                tuple(load_rules(text, source=f"rule file {digest[:12]}", lists=self.lists)),
             )
             with self._lock:
                 self._old_rules[digest] = cached
@@ -1674,6 +1813,8 @@ def _add(a: _KeyResult, b: _KeyResult) -> _KeyResult:
         a.conflicts + b.conflicts,
         a.dead_lettered + b.dead_lettered,
         a.state_resets + b.state_resets,
+        a.rule_alerts + b.rule_alerts,
+        a.rule_new_alerts + b.rule_new_alerts,
     )
 
 
@@ -1715,9 +1856,12 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
                 "timer_keys": report.timer_keys,
                 "state_resets": report.state_resets,
                 "failed_records": len(report.failures),
+                "alerts_by_rule": report.by_rule(),
+                **({"lists": detector.lists.versions()} if detector.lists else {}),
             }
         ),
     )
+    emit_metrics(report.metric_lines(timestamp_ms=detector.clock()))
     if report.failures and detector.config.on_failure == "raise":
         partition, offset = report.failures[0]
         raise BatchFailed(

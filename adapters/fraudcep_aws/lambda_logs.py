@@ -4,6 +4,11 @@ CloudWatch Logs stores each line of a function's stdout as one event, so a JSON 
 filtered on its fields (``alert_id``, ``channel``, ``sequence_number``) by metric filters and
 Logs Insights without parsing text. Code logs with ``extra={"fields": {...}}``; the request
 id of the current invocation is added to every line.
+
+Metrics go the same way, as lines in CloudWatch's embedded metric format (EMF,
+:func:`metric_line`): CloudWatch makes metrics of them (namespace :data:`METRICS_NAMESPACE`,
+with the line's dimensions) with no PutMetricData call and no permission beyond the log
+group's, and the line stays a searchable log event.
 """
 
 from __future__ import annotations
@@ -13,12 +18,23 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, TextIO
 
-__all__ = ["LOGGER_NAME", "JsonFormatter", "configure", "request_id"]
+__all__ = [
+    "LOGGER_NAME",
+    "METRICS_NAMESPACE",
+    "JsonFormatter",
+    "configure",
+    "emit_metrics",
+    "metric_line",
+    "request_id",
+]
 
 LOGGER_NAME: Final = "fraudcep"
+METRICS_NAMESPACE: Final = "fraudcep"
+"""The CloudWatch namespace of the handlers' metrics."""
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "fraudcep_lambda_request_id", default=None
 )
@@ -67,3 +83,43 @@ def configure(level: str | None = None, stream: TextIO | None = None) -> None:
     logger.handlers[:] = [h for h in logger.handlers if not getattr(h, _MARK, False)]
     logger.addHandler(handler)
     logger.propagate = False
+
+
+def metric_line(
+    dimensions: Mapping[str, str],
+    values: Mapping[str, int | float],
+    *,
+    timestamp_ms: int,
+    unit: str = "Count",
+    namespace: str = METRICS_NAMESPACE,
+) -> str:
+    """One EMF line: the metrics ``values`` (name -> value, all in ``unit``) for the
+    dimension values ``dimensions`` (name -> value, one dimension set), at ``timestamp_ms``."""
+    doc: dict[str, Any] = {
+        "_aws": {
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": namespace,
+                    "Dimensions": [list(dimensions)],
+                    "Metrics": [{"Name": name, "Unit": unit} for name in values],
+                }
+            ],
+        },
+        **dimensions,
+        **values,
+    }
+    current = request_id.get()
+    if current is not None:
+        doc["request_id"] = current  # a property: searchable, not a dimension
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+
+
+def emit_metrics(lines: Iterable[str], stream: TextIO | None = None) -> None:
+    """Write EMF lines (:func:`metric_line`) to ``stream`` (default stdout) as they are:
+    CloudWatch reads a line as EMF only when the whole line is the JSON object, so they do
+    not go through a logger whose handler may prefix them."""
+    out = stream or sys.stdout
+    for line in lines:
+        out.write(line + "\n")
+    out.flush()

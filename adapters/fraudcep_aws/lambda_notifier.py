@@ -9,6 +9,13 @@ Which records
     markers below write) and REMOVE records (among them DynamoDB TTL's expiry deletes) are
     skipped and counted in the batch's summary log line.
 
+Shadow alerts
+    An alert item with ``mode`` ``"shadow"`` comes from a shadow rule (docs/rules.md): it is
+    recorded in the table to be watched, never acted on. The notifier sends it nowhere,
+    writes no delivery marker for it and never reports it as failed: it is logged
+    (``shadow alert: not sent``, with the rule) and counted per rule as ``shadow`` in the
+    batch's summary line. A live alert of the same batch is delivered as usual.
+
 Failure semantics
     Every record of the batch is processed, in stream order, whatever happened to the
     records before it; the answer lists, in stream order, the sequence number of every record
@@ -166,6 +173,8 @@ class BatchResult:
     """In stream order."""
     malformed: tuple[Failure, ...] = ()
     """Records that can never be read (see the module docstring): logged, not reported."""
+    shadow: Mapping[str, int] = attrs.Factory(dict)
+    """Per rule: alerts of shadow rules, sent nowhere (counted in :attr:`alerts` too)."""
 
     def response(self) -> dict[str, list[dict[str, str]]]:
         """The partial-batch response Lambda reads (``ReportBatchItemFailures``)."""
@@ -214,8 +223,23 @@ class Notifier:
         malformed: list[Failure] = []
         skipped: Counter[str] = Counter()
         alerts = self._new_alerts(records, malformed, skipped)
+        shadow: Counter[str] = Counter()
+        live = []
+        for record, alert in alerts:
+            if not alert.shadow:
+                live.append((record, alert))
+                continue
+            shadow[alert.rule_id] += 1
+            log.info(
+                "shadow alert: not sent",
+                extra={
+                    "fields": _fields(
+                        record, alert_id=alert.alert_id, rule_id=alert.rule_id, mode=alert.mode
+                    )
+                },
+            )
         table = self._table(records)
-        pending = self._pending(alerts, table, budget, failures)
+        pending = self._pending(live, table, budget, failures)
         delivered, already = self._deliver(pending, table, budget, failures)
         ordered = tuple(
             failures[r.sequence_number] for r in records if r.sequence_number in failures
@@ -239,6 +263,7 @@ class Notifier:
             skipped=dict(skipped),
             failures=ordered,
             malformed=tuple(malformed),
+            shadow=dict(shadow),
         )
         log.info(
             "batch done",
@@ -249,6 +274,7 @@ class Notifier:
                     "delivered": result.delivered,
                     "already_delivered": result.already_delivered,
                     "skipped": result.skipped,
+                    "shadow": result.shadow,
                     "malformed": len(malformed),
                     "failed": len(ordered),
                     "first_failed": ordered[0].sequence_number if ordered else None,
@@ -415,8 +441,12 @@ class Notifier:
         return pending
 
     def _mark(self, table: str | None, pending: _Pending, channel: str) -> None:
-        fields = _fields(pending.record, alert_id=pending.alert.alert_id, channel=channel)
-        log.info("alert delivered", extra={"fields": fields})
+        alert = pending.alert
+        fields = _fields(pending.record, alert_id=alert.alert_id, channel=channel)
+        log.info(
+            "alert delivered",
+            extra={"fields": {**fields, "rule_id": alert.rule_id, "mode": alert.mode}},
+        )
         if table is None or not pending.has_item:
             return
         try:

@@ -20,6 +20,12 @@ emitted_at        timestamp(ms, UTC)  event time the engine emitted the alert at
 events            string              JSON: stage name -> list of matched payments
 source_topic      string              the input topic
 source_partition  int32               the input partition
+mode              string, nullable    ``live`` or ``shadow`` (:attr:`fraudcep.Alert.mode`): a
+                                      shadow rule's alerts are recorded, never acted on;
+                                      null only when read from files of earlier releases,
+                                      which hold live alerts
+lists             string, nullable    JSON: list name -> version of each named list the rule
+                                      read (:attr:`fraudcep.Alert.lists`); null when none
 ================  ==================  ======================================================
 
 Payments (``payments/dt=.../hour=.../*.parquet``, partitioned by ``ts``):
@@ -40,10 +46,11 @@ source_partition  int32
 source_offset     int64               the record's offset in the input partition
 ================  ==================  ======================================================
 
-All columns but ``extra`` are required (non-null). ``dt`` (``YYYY-MM-DD``) and ``hour``
-(``00``-``23``) are in the path only, as hive partitioning has it. A string holding a lone
-UTF-16 surrogate (JSON allows ``"\\ud800"``; UTF-8 cannot hold it) is written with the
-surrogate as the six characters ``\\ud800``.
+All columns but ``extra`` and the alerts' ``mode`` and ``lists`` (added after the others,
+so that files written before them read with nulls there) are required (non-null). ``dt``
+(``YYYY-MM-DD``) and ``hour`` (``00``-``23``) are in the path only, as hive partitioning has
+it. A string holding a lone UTF-16 surrogate (JSON allows ``"\\ud800"``; UTF-8 cannot hold
+it) is written with the surrogate as the six characters ``\\ud800``.
 """
 
 from __future__ import annotations
@@ -90,6 +97,8 @@ ALERTS_SCHEMA: Final = pa.schema(
         _required("events", pa.string()),
         _required("source_topic", pa.string()),
         _required("source_partition", pa.int32()),
+        pa.field("mode", pa.string(), nullable=True),
+        pa.field("lists", pa.string(), nullable=True),
     ]
 )
 """The columns of ``alerts`` (see the module docstring)."""
@@ -156,6 +165,8 @@ def alerts_batch(alerts: Sequence[Alert], topic: str, partition: int) -> pa.Reco
         "last_ts": [a.last_ts for a in alerts],
         "emitted_at": [a.emitted_at for a in alerts],
         "events": [_json({k: list(v) for k, v in a.events.items()}) for a in alerts],
+        "mode": [a.mode for a in alerts],
+        "lists": [_json(dict(sorted(a.lists.items()))) if a.lists else None for a in alerts],
     }
     return _batch(ALERTS_SCHEMA, columns, len(alerts), topic, partition)
 

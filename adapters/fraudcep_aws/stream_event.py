@@ -30,6 +30,7 @@ from typing import Any, Final
 import attrs
 from boto3.dynamodb.types import TypeDeserializer
 
+from fraudcep.alert import LIVE, MODES, SHADOW
 from fraudcep.errors import FraudcepError
 
 __all__ = [
@@ -221,6 +222,14 @@ class StreamAlert:
     events: Mapping[str, list[Any]]
     detected_at: int | None = None
     source: str = ""
+    mode: str = LIVE
+    """``"shadow"`` for an alert of a shadow rule (the item's ``mode``): never notified."""
+    lists: Mapping[str, int] = attrs.Factory(dict)
+    """The version of each named list the rule read (the item's ``lists``)."""
+
+    @property
+    def shadow(self) -> bool:
+        return self.mode == SHADOW
 
     def to_detail(self) -> dict[str, Any]:
         """The alert as JSON-friendly data: the EventBridge ``Detail``."""
@@ -235,6 +244,7 @@ class StreamAlert:
             "detected_at": self.detected_at,
             "source": self.source,
             "events": {name: list(events) for name, events in self.events.items()},
+            **({"lists": dict(self.lists)} if self.lists else {}),
         }
 
     def payments(self) -> list[Any]:
@@ -284,6 +294,28 @@ def _json(name: str, text: str) -> Any:
         raise MalformedRecord(f"attribute {name!r} is not JSON: {exc}") from None
 
 
+MAX_LISTS: Final = 1000
+"""The most list versions an alert item may carry (a rule names a handful)."""
+
+
+def _lists(image: Mapping[str, Any]) -> dict[str, int]:
+    """The item's ``lists`` (M: list name -> N), checked one level deep; {} when absent."""
+    raw = image.get("lists")
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping) or len(raw) != 1 or "M" not in raw:
+        raise MalformedRecord(f"attribute 'lists' is not an M attribute value: {_shown(raw)}")
+    members = raw["M"]
+    if not isinstance(members, Mapping) or len(members) > MAX_LISTS:
+        raise MalformedRecord(f"attribute 'lists' holds {_shown(members)}")
+    out = {}
+    for name in members:
+        if not isinstance(name, str) or not name:
+            raise MalformedRecord(f"attribute 'lists' has the list name {_shown(name, 40)}")
+        out[name] = _value(members, name, "N")
+    return out
+
+
 def alert_from_image(image: Mapping[str, Any]) -> StreamAlert:
     """Decode an alert item's attribute-value map (a stream record's ``NewImage``).
 
@@ -298,6 +330,9 @@ def alert_from_image(image: Mapping[str, Any]) -> StreamAlert:
         raise MalformedRecord(
             "attribute 'events' must be a JSON object of stage name -> list of events"
         )
+    mode = _value(image, "mode", "S", required=False) or LIVE
+    if mode not in MODES:
+        raise MalformedRecord(f"attribute 'mode' is {_shown(mode, 20)}, not one of {MODES}")
     return StreamAlert(
         alert_id=alert_id,
         rule_id=_value(image, "rule_id", "S"),
@@ -309,4 +344,6 @@ def alert_from_image(image: Mapping[str, Any]) -> StreamAlert:
         events=events,
         detected_at=_value(image, "detected_at", "N", required=False),
         source=_value(image, "source", "S", required=False) or "",
+        mode=mode,
+        lists=_lists(image),
     )

@@ -22,6 +22,7 @@ from typing import IO, Any
 from fraudcep import Alert, Engine, FraudcepError, LateEvent
 from fraudcep.rules import RuleDefinition, RuleSpecError, load_rule_file, parse_duration
 from fraudcep.rules.lists import ListError, Lists
+from fraudcep.runtime.list_sources import load_lists
 
 DESCRIPTION = "Validate rule files (YAML or JSON) and test rules on events."
 
@@ -91,7 +92,7 @@ def _registry(args: argparse.Namespace) -> tuple[Lists | None, list[dict[str, An
     if not paths:
         return None, []
     try:
-        return Lists.from_path(*paths), []
+        return load_lists(*paths), []
     except (ListError, OSError) as exc:
         return None, [_problem(", ".join(paths), f"cannot read the lists: {exc}")]
 

@@ -124,8 +124,9 @@ OPTIONS: tuple[Option, ...] = (
         path_list,
         (),
         "named lists the rules may read (x in lists.NAME, see docs/rules.md): a list file "
-        "(.txt, .list, .csv, .json, .jsonl; named after its stem) or a directory of them; "
-        "repeat the flag for several (comma-separated in the environment, a list in the file)",
+        "(.txt, .list, .csv, .json, .jsonl; named after its stem), a directory of them, or "
+        "s3://BUCKET/PREFIX (read at start; the lists topic carries changes); repeat the flag "
+        "for several (comma-separated in the environment, a list in the file)",
         "FILE_OR_DIR",
         repeatable=True,
     ),

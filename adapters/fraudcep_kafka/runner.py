@@ -49,7 +49,6 @@ from fraudcep.errors import ConfigurationError, EventError, SnapshotError
 from fraudcep.payments.default_rules import default_rule_definitions
 from fraudcep.payments.payment import InvalidRecord, decode_payment
 from fraudcep.rules import (
-    Lists,
     RuleDefinition,
     RuleSpecError,
     dump_rules,
@@ -74,6 +73,7 @@ from fraudcep.runtime.checkpoint import (
     load_chain,
     open_checkpoint_store,
 )
+from fraudcep.runtime.list_sources import load_lists
 from fraudcep.runtime.output_records import (
     BAD_EVENT_REASON,
     LATE_REASON,
@@ -292,8 +292,9 @@ class Runner:
         on_started: Callable[[Runner], None] | None = None,
     ) -> None:
         self.config = config
-        self.lists = Lists.from_path(*config.lists)
-        """The named lists the rules read: the ``--lists`` files, then the lists topic."""
+        self.lists = load_lists(*config.lists)
+        """The named lists the rules read: the ``--lists`` files (or ``s3://`` prefixes), then
+        the lists topic."""
         self.list_set = ListSet(self.lists)
         self._rules_deferred = False
         """The rule file names lists the ``--lists`` files lack: loaded again once the lists

@@ -13,8 +13,9 @@ Entries are strings, matched exactly (after stripping blanks around them in file
 tested against a list matches when it is a string equal to an entry, or an integer (not a
 bool) whose decimal text is one. Anything else, ``None`` included, is in no list.
 
-Files (:meth:`Lists.load_file`, :meth:`Lists.from_path`), by extension; a list is named after
-its file's stem:
+Files (:meth:`Lists.load_file`, :meth:`Lists.from_path`; :func:`parse_list_file` for a file's
+bytes got elsewhere, such as an object store), by extension; a list is named after its file's
+stem:
 
 * ``.json``: a JSON array of strings (or integers);
 * ``.jsonl``: one JSON string (or integer) per line, blank lines skipped;
@@ -33,7 +34,7 @@ import io
 import json
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import attrs
@@ -41,7 +42,15 @@ import attrs
 from fraudcep.errors import ConfigurationError
 from fraudcep.rules.expressions import check_identifier, email_domain
 
-__all__ = ["LIST_EXTENSIONS", "ListError", "Lists", "NamedList", "email_domain", "list_text"]
+__all__ = [
+    "LIST_EXTENSIONS",
+    "ListError",
+    "Lists",
+    "NamedList",
+    "email_domain",
+    "list_text",
+    "parse_list_file",
+]
 
 LIST_EXTENSIONS = (".txt", ".list", ".csv", ".json", ".jsonl")
 """The file extensions :meth:`Lists.load_dir` reads."""
@@ -202,14 +211,12 @@ class Lists:
         """Read list file ``path`` (its format by extension, see the module) into list ``name``
         (default: the file's stem); returns the new version of the list."""
         p = Path(path)
-        list_name = p.stem if name is None else name
         try:
-            text = p.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise ListError(f"{p}: not UTF-8 text ({exc.reason})") from None
+            data = p.read_bytes()
         except OSError as exc:
             raise ListError(f"{p}: cannot read: {exc.strerror or exc}") from None
-        entries = read_entries(text, p.suffix.lower(), str(p))
+        stem, entries = parse_list_file(data, p.name, source=str(p))
+        list_name = stem if name is None else name
         self.replace(list_name, entries)
         return self._lists[list_name]
 
@@ -236,6 +243,23 @@ class Lists:
             else:
                 lists.load_file(path)
         return lists
+
+
+def parse_list_file(
+    data: bytes, file_name: str, *, source: str | None = None
+) -> tuple[str, list[Any]]:
+    """The list name (the stem of ``file_name``, a file or object name whose ``/``-separated
+    last part counts) and entries of a list file's bytes, read as its extension says (see the
+    module): one parser for the lists of files and those of other stores. UTF-8, a byte
+    order mark skipped; errors name ``source`` (default ``file_name``). The name is not
+    checked here: :meth:`Lists.replace` does it."""
+    where = file_name if source is None else source
+    p = PurePosixPath(file_name)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ListError(f"{where}: not UTF-8 text ({exc.reason})") from None
+    return p.stem, read_entries(text, p.suffix.lower(), where)
 
 
 def read_entries(text: str, extension: str, source: str = "<list>") -> list[Any]:

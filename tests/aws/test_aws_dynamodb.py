@@ -16,12 +16,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import quote
 
+import attrs
 import boto3
 import pytest
 from botocore.config import Config
 from support.aws_server import REGION, client, unique
 
-from fraudcep.alert import Alert
+from fraudcep.alert import LIVE, SHADOW, Alert
 from fraudcep.alert.identity import canonical_key
 from fraudcep.runtime import Backoff
 from fraudcep.runtime.sink import SinkError, SourcePartition, open_sink
@@ -171,6 +172,32 @@ def test_alert_item_round_trips_through_the_table(ddb: Any, table_name: str) -> 
         "source": "payments.raw/3",
     }
     assert isinstance(plain["events"]["first"][0]["amount"], float)
+
+
+def test_an_alert_item_keeps_the_list_versions_its_rule_read(ddb: Any, table_name: str) -> None:
+    plain = make_alert(8)
+    assert "lists" not in alert_item(plain, now_ms=NOW_MS)  # items of rules without lists
+    alert = attrs.evolve(plain, lists={"blocked_cards": 3, "risky_bins": 1})
+    item = alert_item(alert, now_ms=NOW_MS, source="lambda")
+    assert item["lists"] == {"M": {"blocked_cards": {"N": "3"}, "risky_bins": {"N": "1"}}}
+    ddb.put_item(TableName=table_name, Item=item)
+    stored = ddb.get_item(TableName=table_name, Key={"alert_id": {"S": alert.alert_id}})["Item"]
+    assert alert_from_item(stored)["lists"] == {"blocked_cards": 3, "risky_bins": 1}
+
+
+def test_a_shadow_alerts_item_says_so_and_a_live_ones_is_unchanged(
+    ddb: Any, table_name: str
+) -> None:
+    live = make_alert(9)
+    assert live.mode == LIVE and "mode" not in alert_item(live, now_ms=NOW_MS)
+    shadow = attrs.evolve(make_alert(10), mode=SHADOW)
+    item = alert_item(shadow, now_ms=NOW_MS, source="lambda")
+    assert item["mode"] == {"S": "shadow"}
+    table = AlertTable(table_name, ddb)
+    assert table.put_new([live, shadow, live], source="lambda") == [live, shadow]
+    assert table.put_new([live, shadow]) == []
+    modes = {i["alert_id"]: i.get("mode") for i in table.live_items()}
+    assert modes == {live.alert_id: None, shadow.alert_id: "shadow"}
 
 
 def test_items_are_made_and_read_by_boto3s_type_serializer() -> None:

@@ -956,6 +956,33 @@ def test_handler_answers_the_partial_batch_response(
     )
 
 
+def test_handler_writes_alert_metrics_per_rule_and_mode(
+    lambda_env: None,
+    capsys: pytest.CaptureFixture[str],
+    records: list[dict[str, Any]],
+    expected: set[str],
+) -> None:
+    assert handler(msk_event(records), None) == {"batchItemFailures": []}
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert {(m["rule_id"], m["mode"]) for m in lines} == {
+        (d.id, "live") for d in default_rule_definitions()
+    }
+    assert sum(m["NewAlerts"] for m in lines) == len(expected)
+    for m in lines:  # CloudWatch's embedded metric format: the line is the metric
+        (directive,) = m["_aws"]["CloudWatchMetrics"]
+        assert directive == {
+            "Namespace": "fraudcep",
+            "Dimensions": [["rule_id", "mode"]],
+            "Metrics": [
+                {"Name": "Alerts", "Unit": "Count"},
+                {"Name": "NewAlerts", "Unit": "Count"},
+            ],
+        }
+        assert isinstance(m["_aws"]["Timestamp"], int)
+    assert handler(msk_event(records), None) == {"batchItemFailures": []}
+    assert '"_aws"' not in capsys.readouterr().out  # nothing new: no alert metrics
+
+
 def test_handler_raises_to_retry_the_batch_when_asked(
     lambda_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

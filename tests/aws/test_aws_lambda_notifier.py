@@ -20,10 +20,12 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
+from support import lambda_events
 from support.aws_server import client, unique
 from support.webhook_server import Webhook
 
@@ -36,6 +38,8 @@ from fraudcep_aws.channels import (
     EventBridgeChannel,
     SlackChannel,
 )
+from fraudcep_aws.key_state import create_state_table
+from fraudcep_aws.lambda_detector import Detector, DetectorConfig
 from fraudcep_aws.lambda_notifier import Notifier, NotifierConfig, handler
 from fraudcep_aws.slack import SLACK_RETRY, slack_message
 from fraudcep_aws.stream_event import (
@@ -860,6 +864,7 @@ def test_handler_from_environment(
     assert Counter((d["alert_id"], d["channel"]) for d in delivered) == Counter(
         (i, c) for i in ids for c in CHANNELS
     )
+    assert {(d["rule_id"], d["mode"]) for d in delivered} == {("big-then-abroad", "live")}
     assert "/services/" not in out.getvalue()  # the webhook URL is a secret
 
     with pytest.raises(MalformedEvent):
@@ -961,6 +966,11 @@ def test_amounts_by_currency() -> None:
         ({"events": {"S": "[]"}}, "'events' must be a JSON object"),
         ({"alert_id": {"S": ""}}, "'alert_id' is empty"),
         ({"rule_id": {"Q": "x"}}, "unknown DynamoDB type 'Q'"),
+        ({"mode": {"S": "dark"}}, "'mode' is 'dark', not one of \\('live', 'shadow'\\)"),
+        ({"mode": {"N": "1"}}, "'mode' is of type N, expected S"),
+        ({"lists": {"S": "x"}}, "'lists' is not an M attribute value"),
+        ({"lists": {"M": {"blocked": {"S": "2"}}}}, "'blocked' is of type S, expected N"),
+        ({"lists": {"M": {"blocked": {"N": "1.5"}}}}, "'blocked' is 1.5, not an integer"),
     ],
 )
 def test_bad_alert_items_are_named(change: dict[str, Any], message: str) -> None:
@@ -968,6 +978,26 @@ def test_bad_alert_items_are_named(change: dict[str, Any], message: str) -> None
 
     with pytest.raises(MalformedRecord, match=message):
         alert_from_image(_image(**change))
+
+
+def test_an_items_mode_is_read_live_by_default() -> None:
+    assert alert_from_image(_image()).mode == "live"
+    assert alert_from_image(_image(mode={"S": "live"})).shadow is False
+    assert alert_from_image(_image(mode={"S": "shadow"})).shadow is True
+
+
+def test_the_list_versions_of_an_alert_go_in_its_eventbridge_event(
+    aws: Aws, webhook: Webhook
+) -> None:
+    item = alert_item(0)
+    item["lists"] = {"M": {"blocked_cards": {"N": "3"}, "risky_bins": {"N": "1"}}}
+    aws.ddb.put_item(TableName=aws.table, Item=item)
+    (plain,) = put_alerts(aws, 1)
+    result = make_notifier(aws, webhook, [], email=False).process(stream_event(aws))
+    assert result.response() == {"batchItemFailures": []}
+    details = {d["alert_id"]: d for d in queue_details(aws)}
+    assert details[item["alert_id"]["S"]]["lists"] == {"blocked_cards": 3, "risky_bins": 1}
+    assert "lists" not in details[plain]
 
 
 def test_missing_attribute_is_named() -> None:
@@ -990,3 +1020,145 @@ def test_table_from_stream_arn() -> None:
 def test_notifier_needs_a_channel() -> None:
     with pytest.raises(ConfigurationError, match="no channel"):
         Notifier([])
+
+
+# -- shadow rules: the detector records, the notifier sends nothing ----------------------------
+
+SHADOW_RULES = """
+- id: big-live
+  version: 1
+  key: user_id
+  pattern:
+    - {name: pay, where: amount > 1000}
+- id: big-shadow
+  version: 1
+  mode: shadow
+  key: user_id
+  pattern:
+    - {name: pay, where: amount > 500}
+"""
+
+
+def detect(env: Aws, rules: Path, state: str, offset: int, *payments: dict[str, Any]) -> Any:
+    """The detector on ``rules`` writing to the test's table: the payments on partition 0,
+    then one 10 s later that moves the partition's event time past them."""
+    last = max(p["ts"] for p in payments)
+    rows = [*payments, lambda_events.payment("u-tail", last + 10_000, 1.0, n=offset)]
+    event = lambda_events.msk_event(
+        [lambda_events.record(p, 0, offset + i) for i, p in enumerate(rows)]
+    )
+    config = DetectorConfig(alerts_table=env.table, state_table=state, rules=str(rules))
+    detector = Detector.from_config(config, dynamodb=env.ddb)
+    try:
+        return detector.process(event)
+    finally:
+        detector.close()
+
+
+pay = lambda_events.payment
+
+
+def items_by_rule(env: Aws) -> dict[tuple[str, str], dict[str, Any]]:
+    """(rule id, key) -> the alert item, as stored."""
+    out = {}
+    for page in env.ddb.get_paginator("scan").paginate(TableName=env.table, ConsistentRead=True):
+        for item in page["Items"]:
+            out[(item["rule_id"]["S"], json.loads(item["key"]["S"]))] = item
+    return out
+
+
+def test_a_shadow_rules_alerts_are_recorded_marked_and_never_sent(
+    aws: Aws, webhook: Webhook, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(SHADOW_RULES, encoding="utf-8")
+    state = unique("state")
+    create_state_table(aws.ddb, state)
+    report = detect(aws, rules, state, 0, pay("u1", T0, 2000.0, n=1), pay("u2", T0, 700.0, n=1))
+    assert report.failures == ()
+    assert report.by_rule() == [
+        {"rule_id": "big-live", "mode": "live", "alerts": 1, "new_alerts": 1},
+        {"rule_id": "big-shadow", "mode": "shadow", "alerts": 2, "new_alerts": 2},
+    ]
+    lines = [json.loads(line) for line in report.metric_lines(timestamp_ms=T0)]
+    assert [(m["rule_id"], m["mode"], m["NewAlerts"]) for m in lines] == [
+        ("big-live", "live", 1),
+        ("big-shadow", "shadow", 2),
+    ]
+    (directive,) = lines[0]["_aws"]["CloudWatchMetrics"]
+    assert directive["Dimensions"] == [["rule_id", "mode"]]
+    assert {m["Name"] for m in directive["Metrics"]} == {"Alerts", "NewAlerts"}
+
+    items = items_by_rule(aws)
+    assert set(items) == {("big-live", "u1"), ("big-shadow", "u1"), ("big-shadow", "u2")}
+    assert "mode" not in items[("big-live", "u1")]  # a live item is as it always was
+    assert items[("big-shadow", "u1")]["mode"] == {"S": "shadow"}
+    assert items[("big-shadow", "u2")]["mode"] == {"S": "shadow"}
+    live_id = items[("big-live", "u1")]["alert_id"]["S"]
+    shadow_ids = {items[k]["alert_id"]["S"] for k in items if k[0] == "big-shadow"}
+
+    notifier = make_notifier(aws, webhook, [])
+    with caplog.at_level(logging.INFO, logger="fraudcep.lambda.notifier"):
+        result = notifier.process(stream_event(aws), Context())
+    assert result.response() == {"batchItemFailures": []}
+    assert result.alerts == 3 and result.shadow == {"big-shadow": 2}
+    assert result.delivered == dict.fromkeys(CHANNELS, 1)
+    assert slack_ids(webhook) == [live_id]
+    assert [d["alert_id"] for d in queue_details(aws)] == [live_id]
+    assert [live_id in m["body"] for m in sent_emails(aws)] == [True]
+    assert markers(aws, live_id) == set(CHANNELS)
+    assert all(markers(aws, i) == set() for i in shadow_ids)
+    skipped = [r for r in caplog.records if r.getMessage() == "shadow alert: not sent"]
+    assert {r.fields["alert_id"] for r in skipped} == shadow_ids  # type: ignore[attr-defined]
+    (done,) = [r for r in caplog.records if r.getMessage() == "batch done"]
+    assert done.fields["shadow"] == {"big-shadow": 2}  # type: ignore[attr-defined]
+
+    # redelivered: the live alert is not sent again, the shadow ones never fail or go out
+    again = notifier.process(stream_event(aws), Context())
+    assert again.response() == {"batchItemFailures": []} and again.shadow == {"big-shadow": 2}
+    assert again.delivered == {} and again.already_delivered == dict.fromkeys(CHANNELS, 1)
+    assert len(webhook.messages()) == 1 and not queue_details(aws) and len(sent_emails(aws)) == 1
+
+
+def test_a_promoted_rules_next_alert_is_live_and_sent(
+    aws: Aws, webhook: Webhook, tmp_path: Path
+) -> None:
+    shadow = tmp_path / "shadow.yaml"
+    shadow.write_text(SHADOW_RULES, encoding="utf-8")
+    state = unique("state")
+    create_state_table(aws.ddb, state)
+    notifier = make_notifier(aws, webhook, [], email=False)
+    detect(aws, shadow, state, 0, pay("u2", T0, 700.0, n=1))
+    assert notifier.process(stream_event(aws)).shadow == {"big-shadow": 1}
+    assert webhook.messages() == [] and queue_details(aws) == []
+
+    # the promotion: a new rule file (the detector's rule-change path) with the rule's next
+    # version in mode live; the mode cannot change under the same version
+    promoted = tmp_path / "promoted.yaml"
+    promoted.write_text(
+        SHADOW_RULES.replace("version: 1\n  mode: shadow\n", "version: 2\n"), encoding="utf-8"
+    )
+    report = detect(aws, promoted, state, 2, pay("u2", T0 + 60_000, 700.0, n=2))
+    assert report.by_rule() == [
+        {"rule_id": "big-shadow", "mode": "live", "alerts": 1, "new_alerts": 1}
+    ]
+    promoted_item = next(
+        i
+        for i in scan_items(aws)
+        if i["rule_id"]["S"] == "big-shadow" and i["rule_version"]["N"] == "2"
+    )
+    assert "mode" not in promoted_item
+    result = notifier.process(stream_event(aws))
+    assert result.response() == {"batchItemFailures": []}
+    assert result.shadow == {"big-shadow": 1}  # the earlier shadow alert, still not sent
+    promoted_id = promoted_item["alert_id"]["S"]
+    assert slack_ids(webhook) == [promoted_id]
+    assert [(d["alert_id"], d["rule_version"]) for d in queue_details(aws)] == [(promoted_id, 2)]
+
+
+def scan_items(env: Aws) -> list[dict[str, Any]]:
+    return [
+        item
+        for page in env.ddb.get_paginator("scan").paginate(TableName=env.table)
+        for item in page["Items"]
+    ]

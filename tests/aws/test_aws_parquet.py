@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.aws_server import client, unique
 
-from fraudcep.alert import Alert
+from fraudcep.alert import SHADOW, Alert
 from fraudcep.alert.identity import canonical_key
 from fraudcep.runtime.checkpoint import new_id
 from fraudcep.runtime.sink import SinkError, SourcePartition, open_sink
@@ -221,6 +221,25 @@ def test_rows_land_in_their_event_time_hour_with_the_documented_columns(lake: La
         T0 + 2 * HOUR + 6,
     ]
     assert (late["source_topic"], late["source_partition"]) == ("payments.raw", 3)
+    assert (late["mode"], late["lists"]) == ("live", None)
+
+
+def test_shadow_alerts_and_list_versions_have_columns_of_their_own(lake: Lake) -> None:
+    sink = lake.sink("data=alerts").open(SOURCE, 0, None)
+    sink.alerts(
+        [
+            alert("live", T0),
+            attrs.evolve(alert("shadow", T0), mode=SHADOW),
+            attrs.evolve(alert("listed", T0), lists={"risky_bins": 1, "blocked_cards": 4}),
+        ]
+    )
+    sink.checkpoint(1, new_id(1))
+    got = {r["alert_id"]: (r["mode"], r["lists"]) for r in lake.rows("alerts")}
+    assert got == {
+        "live": ("live", None),
+        "shadow": ("shadow", None),
+        "listed": ("live", '{"blocked_cards":4,"risky_bins":1}'),
+    }
 
 
 def test_a_fresh_partitions_first_range_is_named_after_its_offset(lake: Lake) -> None:
@@ -250,6 +269,8 @@ def test_the_schemas_are_the_documented_ones() -> None:
         ("events", "string", False),
         ("source_topic", "string", False),
         ("source_partition", "int32", False),
+        ("mode", "string", True),
+        ("lists", "string", True),
     ]
     assert shown(PAYMENTS_SCHEMA) == [
         *((name, "string", False) for name in ("payment_id", "user_id", "card_id", "merchant")),

@@ -1092,7 +1092,7 @@ def test_metrics_are_served_over_http() -> None:
     try:
         assert address[0] == "127.0.0.1" and address[1] > 0
         metrics.processed.inc(5)
-        metrics.alerts.labels(rule="big").inc()
+        metrics.alerts.labels(rule="big", mode="live").inc()
         metrics.lag.labels(partition="2").set(17)
         metrics.latency.observe(0.003)
         metrics.fetch_delay.observe(0.004)

@@ -18,7 +18,7 @@ from fraudcep import Engine
 from fraudcep.pattern.conditions import expression_of
 from fraudcep.rules import RuleSpecError, load_rules
 from fraudcep.rules.expressions import ExpressionError, compile_expression
-from fraudcep.rules.lists import ListError, Lists, NamedList, email_domain
+from fraudcep.rules.lists import ListError, Lists, NamedList, email_domain, parse_list_file
 from fraudcep.runtime.output_records import alert_value
 
 
@@ -100,6 +100,27 @@ def test_files_of_each_format(tmp_path: Path) -> None:
         lists.load_file(tmp_path / "bad.json")
     with pytest.raises(ListError, match="cannot read"):
         lists.load_file(tmp_path / "absent.txt")
+
+
+def test_a_list_files_bytes_parse_as_its_file_would(tmp_path: Path) -> None:
+    # what the directory reader takes from a file, an object store's reader takes from bytes
+    samples = {
+        "blocked_cards.txt": "\ufeff# blocked\nc1\n\n  c2  \n",
+        "merchants.csv": "# merchant,reason\nm1,fraud\n",
+        "bins.json": json.dumps(["4111", 520000]),
+        "domains.jsonl": '"a.com"\n\n"b.org"\n',
+    }
+    for file_name, text in samples.items():
+        (tmp_path / file_name).write_text(text, encoding="utf-8")
+    from_files = Lists.from_path(tmp_path)
+    for file_name, text in samples.items():
+        name, entries = parse_list_file(text.encode(), f"lists/prod/{file_name}")
+        assert from_files.get(name).entries == Lists({name: entries}).get(name).entries
+    assert parse_list_file(b"[1]", "x.JSON") == ("x", [1])  # extensions in any case
+    with pytest.raises(ListError, match=r"^s3://b/k\.txt: not UTF-8 text"):
+        parse_list_file(b"\xff\xfe", "k.txt", source="s3://b/k.txt")
+    with pytest.raises(ListError, match=r"^k\.json:1:2: "):
+        parse_list_file(b"{", "k.json")
 
 
 def test_a_million_entries_are_a_set() -> None:
