@@ -69,9 +69,10 @@ OPTIONS: tuple[Option, ...] = (
         path_list,
         (),
         "named lists the rules may read (x in lists.NAME, see docs/rules.md): a list file "
-        "(.txt, .list, .csv, .json, .jsonl; named after its stem) or a directory of them, read "
-        "at start (on a cluster: at the same path where the job is submitted and on every task "
-        "manager); repeat the flag for several (comma-separated in the environment)",
+        "(.txt, .list, .csv, .json, .jsonl; named after its stem), a directory of them, or "
+        "s3://BUCKET/PREFIX (with the AWS adapter), read at start where the job is submitted "
+        "and by every task manager (the lists topic carries changes); repeat the flag for "
+        "several (comma-separated in the environment)",
         "FILE_OR_DIR",
         repeatable=True,
     ),

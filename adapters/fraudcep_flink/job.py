@@ -56,6 +56,7 @@ from fraudcep.payments.payment import InvalidRecord, decode_payment
 from fraudcep.rules import Lists, RuleDefinition, load_rule_file
 from fraudcep.runtime import SideOutputs
 from fraudcep.runtime.list_records import ListRecordError, ListSet
+from fraudcep.runtime.list_sources import load_lists
 from fraudcep.runtime.output_records import (
     BAD_EVENT_REASON,
     LATE_REASON,
@@ -127,7 +128,7 @@ def check_start(config: JobConfig) -> None:
     the rule file compiled against them. A list that cannot be read, or a rule naming a list
     they lack, raises (:class:`~fraudcep.errors.FraudcepError`) here, on the client, rather
     than failing every task at open (and each restart)."""
-    _file_rules(config, Lists.from_path(*config.lists))
+    _file_rules(config, load_lists(*config.lists))
 
 
 def _origin(row: Any) -> tuple[Any, ...]:
@@ -181,7 +182,7 @@ class _RulesSide:
     config: JobConfig
 
     def _open_rules(self, config: JobConfig, metrics: Any) -> None:
-        self.lists = Lists.from_path(*config.lists)
+        self.lists = load_lists(*config.lists)
         self.list_set = ListSet(self.lists)
         self.versions = RuleVersions(_file_rules(config, self.lists), lists=self.lists)
         self.waiting: dict[str, tuple[bytes | None, bytes, str]] = {}
