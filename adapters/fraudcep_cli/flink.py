@@ -18,7 +18,8 @@ from pathlib import Path
 DESCRIPTION = (
     "Run the rules as a PyFlink job on a local mini-cluster (the default) or, submitted "
     "with `flink run -py`, on a cluster: Kafka payments in, alerts and dead letters out "
-    "exactly once, live rules from the rules topic. Options after `run` are the job's "
+    "exactly once, live rules and named lists from the rules and lists topics, shadow rules' "
+    "alerts to their own topic. Options after `run` are the job's "
     "(`fraudcep flink run --help` lists them)."
 )
 

@@ -215,6 +215,7 @@ def job(
         alerts_topic=f"{topic}.alerts",  # made by produce
         dead_letter_topic=f"{topic}.dlq",
         rules_topic=None,
+        lists_topic=None,
         parallelism=parallelism,
         bounded=True,
         transactional_id_prefix=f"bench-{tag}",

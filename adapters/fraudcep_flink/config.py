@@ -22,8 +22,10 @@ from fraudcep.runtime.options import (
     integer,
     key_values,
     optional_text,
+    path_list,
     positive,
 )
+from fraudcep.runtime.output_records import SHADOW_ALERTS_TOPIC
 
 __all__ = ["OPTIONS", "JobConfig", "parse_args"]
 
@@ -35,6 +37,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("group_id", str, "fraudcep-flink", "the Kafka source's consumer group"),
     Option("input_topic", str, "payments.raw", "topic of the payment records"),
     Option("alerts_topic", str, "fraud.alerts", "topic the alerts are written to"),
+    Option(
+        "shadow_alerts_topic",
+        str,
+        SHADOW_ALERTS_TOPIC,
+        "topic the alerts of shadow rules (mode: shadow) are written to, apart from the "
+        "alerts anything acts on",
+    ),
     Option(
         "dead_letter_topic",
         str,
@@ -54,6 +63,26 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "rule file (YAML or JSON); default: the packaged default rules",
         "FILE",
+    ),
+    Option(
+        "lists",
+        path_list,
+        (),
+        "named lists the rules may read (x in lists.NAME, see docs/rules.md): a list file "
+        "(.txt, .list, .csv, .json, .jsonl; named after its stem), a directory of them, or "
+        "s3://BUCKET/PREFIX (with the AWS adapter), read at start where the job is submitted "
+        "and by every task manager (the lists topic carries changes); repeat the flag for "
+        "several (comma-separated in the environment)",
+        "FILE_OR_DIR",
+        repeatable=True,
+    ),
+    Option(
+        "lists_topic",
+        optional_text,
+        "fraud.lists",
+        "compacted topic of live list changes, as the runner reads it (key: list name, value: "
+        "its entries as a JSON array or one per line, empty: back to the --lists file); 'off' "
+        "to disable",
     ),
     Option("parallelism", positive(integer), 1, "parallel instances of every operator", "N"),
     Option(
@@ -135,9 +164,12 @@ class JobConfig:
     group_id: str = _BY_NAME["group_id"].default
     input_topic: str = _BY_NAME["input_topic"].default
     alerts_topic: str = _BY_NAME["alerts_topic"].default
+    shadow_alerts_topic: str = _BY_NAME["shadow_alerts_topic"].default
     dead_letter_topic: str = _BY_NAME["dead_letter_topic"].default
     rules_topic: str | None = _BY_NAME["rules_topic"].default
     rules: str | None = None
+    lists: tuple[str, ...] = ()
+    lists_topic: str | None = _BY_NAME["lists_topic"].default
     parallelism: int = _BY_NAME["parallelism"].default
     checkpoint_interval: int = _BY_NAME["checkpoint_interval"].default
     idle_timeout: int = _BY_NAME["idle_timeout"].default
@@ -173,6 +205,7 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> JobConfig:
         parser.add_argument(
             option.flag,
             dest=option.name,
+            action="append" if option.repeatable else "store",
             metavar=option.metavar or "TEXT",
             help=f"{option.help} (env {option.env})",
         )

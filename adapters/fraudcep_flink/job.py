@@ -3,8 +3,8 @@
 The job graph (docs/flink.md draws it)::
 
     payments topic --KafkaSource (event time per partition)--> Intake --key_by--> Keyed
-        --> KafkaSink (EXACTLY_ONCE): alerts + dead letters
-    rules topic --KafkaSource--> broadcast --> Intake, Keyed
+        --> KafkaSink (EXACTLY_ONCE): alerts (shadow rules' to their own topic) + dead letters
+    rules topic + lists topic --KafkaSource--> broadcast --> Intake, Keyed
 
 - The source reads each record's event time from its JSON in Java
   (:func:`~fraudcep_flink.kafka_io.payment_time`), so watermarks are made per partition,
@@ -24,6 +24,11 @@ The job graph (docs/flink.md draws it)::
   the rules topic's records (the runner's format), broadcast to Intake and Keyed, kept in
   broadcast state (the topic's records, and every rule set by digest) so that a restored job
   has them. A key takes a change on its next payment or timer.
+- Named lists: the ``--lists`` files from the start, overridden by the lists topic's records
+  (the runner's format, :mod:`fraudcep.runtime.list_records`), which come on the same
+  broadcast stream; each instance applies them to its one registry the rules of all its keys
+  read, so a change is seen by every key's next evaluation. Broadcast state keeps each
+  list's latest record.
 """
 
 from __future__ import annotations
@@ -48,13 +53,16 @@ from pyflink.java_gateway import get_gateway
 from fraudcep.errors import EventError, FraudcepError
 from fraudcep.payments.default_rules import default_rule_definitions
 from fraudcep.payments.payment import InvalidRecord, decode_payment
-from fraudcep.rules import RuleDefinition, load_rule_file
+from fraudcep.rules import Lists, RuleDefinition, load_rule_file
 from fraudcep.runtime import SideOutputs
+from fraudcep.runtime.list_records import ListRecordError, ListSet
+from fraudcep.runtime.list_sources import load_lists
 from fraudcep.runtime.output_records import (
     BAD_EVENT_REASON,
     LATE_REASON,
     POISON_REASON,
     alert_headers,
+    alert_topic,
     alert_value,
     dead_letter_headers,
 )
@@ -68,16 +76,17 @@ from fraudcep_flink.kafka_io import (
     payment_time,
     record_source,
 )
-from fraudcep_flink.keyed import KeyedEngine, RuleVersion, RuleVersions, flink_key, keys_of
+from fraudcep_flink.keyed import KeyedEngine, RuleVersions, flink_key, keys_of
 
-__all__ = ["build_job", "run_job"]
+__all__ = ["build_job", "check_start", "run_job"]
 
 log = logging.getLogger("fraudcep.flink")
 
 RULES_STATE = MapStateDescriptor("fraudcep-rules", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
 """Broadcast state: ``topic:<rule id>`` -> the rules topic's latest record value for the id,
 ``set:<digest>`` -> every rule set there has been, as a rule file (a key's state names the
-one it was written with)."""
+one it was written with), ``list:<name>`` -> the lists topic's latest record value for the
+list."""
 DEAD_LETTERS = OutputTag("dead-letters", OUTPUT_RECORD)
 CACHE_LIMIT = 50_000
 """Engines cached per operator instance (least recently used go first; the state is the
@@ -108,10 +117,18 @@ class _Count:
             self.pending = 0
 
 
-def _file_rules(config: JobConfig) -> list[RuleDefinition]:
+def _file_rules(config: JobConfig, lists: Lists) -> list[RuleDefinition]:
     if config.rules is None:
         return list(default_rule_definitions())
-    return list(load_rule_file(config.rules))
+    return list(load_rule_file(config.rules, lists=lists))
+
+
+def check_start(config: JobConfig) -> None:
+    """What the job reads at start, read once before it is built: the ``--lists`` files and
+    the rule file compiled against them. A list that cannot be read, or a rule naming a list
+    they lack, raises (:class:`~fraudcep.errors.FraudcepError`) here, on the client, rather
+    than failing every task at open (and each restart)."""
+    _file_rules(config, load_lists(*config.lists))
 
 
 def _origin(row: Any) -> tuple[Any, ...]:
@@ -155,23 +172,52 @@ def _key_by_first(stream: DataStream) -> KeyedStream:
 
 
 class _RulesSide:
-    """The rules side of a broadcast function: the same in Intake and Keyed."""
+    """The broadcast side of Intake and Keyed, the same in both: the rules (the rule file
+    overridden by the rules topic) and the named lists (the ``--lists`` files overridden by
+    the lists topic) the rules read. Every parallel instance takes every record of both
+    topics, in the one order of the broadcast stream, so all arrive at the same rules and
+    the same list versions; a list change is seen by every key's next evaluation (the rules
+    of every key read the instance's one :class:`~fraudcep.rules.Lists`)."""
 
-    def _open_rules(self, config: JobConfig) -> None:
-        self.versions = RuleVersions(_file_rules(config))
+    config: JobConfig
+
+    def _open_rules(self, config: JobConfig, metrics: Any) -> None:
+        self.lists = load_lists(*config.lists)
+        self.list_set = ListSet(self.lists)
+        self.versions = RuleVersions(_file_rules(config, self.lists), lists=self.lists)
+        self.waiting: dict[str, tuple[bytes | None, bytes, str]] = {}
+        """Rules records refused for a list the job lacks, by rule id (the latest), tried
+        again after a list change: a rule naming a list the lists topic brings may be read
+        before the list (Flink does not order the two topics)."""
         self._rules_restored = False
+        self.list_changes = metrics.counter("fraudcep_list_changes")
+        self.rejected = metrics.counter("fraudcep_records_rejected")
 
     def _restore_rules(self, state: Any) -> None:
-        """After a restore: the topic's records and the rule sets from broadcast state."""
+        """After a restore: the lists, the rule sets and the topics' records from broadcast
+        state (lists first: the rules may read them)."""
         if self._rules_restored:
             return
         self._rules_restored = True
         records: dict[str, bytes] = {}
-        for name, value in state.items():
-            if name.startswith("topic:"):
+        sets: list[tuple[str, bytes]] = []
+        for name, value in sorted(state.items()):
+            if name.startswith("list:"):
+                try:
+                    self.list_set.apply_record(
+                        name[len("list:") :].encode(), value, source=f"broadcast state {name}"
+                    )
+                except ListRecordError as exc:
+                    log.error("a lists record kept in state is refused: %s", exc)
+            elif name.startswith("topic:"):
                 records[name[len("topic:") :]] = value
             elif name.startswith("set:"):
-                self.versions.remember(RuleVersion.from_text(value.decode(), source=name))
+                sets.append((name, value))
+        for name, value in sets:
+            try:
+                self.versions.remember(self.versions.from_text(value.decode(), source=name))
+            except FraudcepError as exc:  # a key written with it cannot be read: said then
+                log.error("a rule set kept in state is refused: %s", exc)
         for rule_id in sorted(records):
             try:
                 self.versions.apply_record(rule_id.encode(), records[rule_id],
@@ -183,24 +229,61 @@ class _RulesSide:
         state = ctx.get_broadcast_state(RULES_STATE)
         self._restore_rules(state)
         source = f"{value.topic}[{value.partition}]@{value.offset}"
+        what = "lists" if value.topic == self.config.lists_topic else "rules"
         try:
-            changed = self.versions.apply_record(value.key, value.value, source=source)
-        except RuleRecordError as exc:
-            log.error("rejected rules record %s: %s", source, exc)
-            return iter(())
+            if what == "lists":
+                self._take_list(state, value.key, value.value, source)
+            else:
+                self._take_rule(state, value.key, value.value, source)
+        except (RuleRecordError, ListRecordError) as exc:
+            self.rejected.inc()
+            missing = getattr(exc, "missing_lists", ())
+            then = f" (waits for list {', '.join(missing)})" if missing else ""
+            log.error("rejected %s record %s%s: %s", what, source, then, exc)
         except Exception as exc:  # no record may stop the job
-            log.error("rejected rules record %s: %s: %s", source, type(exc).__name__, exc)
-            return iter(())
-        rule_id = (value.key or b"").decode("utf-8", errors="replace")
-        if value.value:
-            state.put(f"topic:{rule_id}", value.value)
+            self.rejected.inc()
+            log.error("rejected %s record %s: %s: %s", what, source, type(exc).__name__, exc)
+        return iter(())
+
+    def _take_rule(self, state: Any, key: bytes | None, value: bytes | None, source: str) -> None:
+        rule_id = (key or b"").decode("utf-8", errors="replace")
+        try:
+            changed = self.versions.apply_record(key, value, source=source)
+        except RuleRecordError as exc:
+            if exc.missing_lists and key is not None and value:
+                self.waiting[rule_id] = (key, value, source)
+            else:
+                self.waiting.pop(rule_id, None)
+            raise
+        self.waiting.pop(rule_id, None)
+        if value:
+            state.put(f"topic:{rule_id}", value)
         elif state.contains(f"topic:{rule_id}"):
             state.remove(f"topic:{rule_id}")
         if changed:
             current = self.versions.current
             state.put(f"set:{current.digest}", current.text().encode())
             log.info("rules changed by %s: now %s", source, short_repr(current.digest[:12]))
-        return iter(())
+
+    def _take_list(self, state: Any, key: bytes | None, value: bytes | None, source: str) -> None:
+        changed = self.list_set.apply_record(key, value, source=source)
+        name = (key or b"").decode("utf-8", errors="replace")
+        if value:
+            state.put(f"list:{name}", value)
+        elif state.contains(f"list:{name}"):
+            state.remove(f"list:{name}")
+        if not changed:
+            return
+        named = self.lists.get(name)
+        self.list_changes.inc()
+        log.info("list %s changed by %s: version %d, %d entries", name, source, named.version,
+                 len(named))  # fmt: skip
+        for rule_key, rule_value, rule_source in [self.waiting[i] for i in sorted(self.waiting)]:
+            try:
+                self._take_rule(state, rule_key, rule_value, rule_source)
+            except Exception:  # refused again (logged the first time): it waits on, or
+                continue  # (another reason now) is dropped
+            log.info("rules record %s taken after list %s changed", rule_source, name)
 
 
 class Intake(_RulesSide, BroadcastProcessFunction):  # type: ignore[misc]
@@ -212,11 +295,11 @@ class Intake(_RulesSide, BroadcastProcessFunction):  # type: ignore[misc]
         self.config = config
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        self._open_rules(self.config)
+        metrics = runtime_context.get_metrics_group()
+        self._open_rules(self.config, metrics)
         self.ts = self.config.timestamp_field
         self.dlq = self.config.dead_letter_topic
         self.max_bytes = self.config.max_record_bytes
-        metrics = runtime_context.get_metrics_group()
         self.read = _Count(metrics.counter("fraudcep_records_read"))
         self.dead = metrics.counter("fraudcep_records_dead_lettered")
         self.late = metrics.counter("fraudcep_payments_late")
@@ -261,7 +344,8 @@ class Keyed(_RulesSide, KeyedBroadcastProcessFunction):  # type: ignore[misc]
         self.config = config
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        self._open_rules(self.config)
+        metrics = runtime_context.get_metrics_group()
+        self._open_rules(self.config, metrics)
         self.options = self.config.engine_options
         self.outputs = SideOutputs()
         self.callbacks = self.outputs.callbacks()
@@ -270,11 +354,15 @@ class Keyed(_RulesSide, KeyedBroadcastProcessFunction):  # type: ignore[misc]
         )
         self.cache: OrderedDict[str, KeyedEngine] = OrderedDict()
         self.alerts_topic = self.config.alerts_topic
+        self.shadow_alerts_topic = self.config.shadow_alerts_topic
         self.dlq = self.config.dead_letter_topic
         self.ts = self.config.timestamp_field
         self.seen = 0
-        metrics = runtime_context.get_metrics_group()
         self.alert_count = metrics.counter("fraudcep_alerts")
+        self.metrics = metrics
+        self.alerts_by: dict[tuple[str, str], Any] = {}
+        """Per (rule, mode): ``fraudcep_alerts`` in the metric groups ``rule`` and ``mode``
+        (made at a rule's first alert: rules come and go with the rules topic)."""
         self.condition_errors = metrics.counter("fraudcep_condition_errors")
         self.overflows = metrics.counter("fraudcep_overflows")
         self.refusals = metrics.counter("fraudcep_rule_changes_refused")
@@ -378,7 +466,7 @@ class Keyed(_RulesSide, KeyedBroadcastProcessFunction):  # type: ignore[misc]
     def _out(self, alerts: Sequence[Any]) -> Iterator[Any]:
         out = [
             output_row(
-                self.alerts_topic,
+                alert_topic(alert, self.alerts_topic, self.shadow_alerts_topic),
                 alert.alert_id.encode(),
                 alert_value(alert),
                 _text(alert_headers(alert)),
@@ -387,9 +475,18 @@ class Keyed(_RulesSide, KeyedBroadcastProcessFunction):  # type: ignore[misc]
         ]
         if alerts:
             self.alert_count.inc(len(alerts))
+            for alert in alerts:
+                self._alert_counter(alert.rule_id, alert.mode).inc()
         if self.outputs:
             self._side_outputs()
         return iter(out)
+
+    def _alert_counter(self, rule_id: str, mode: str) -> Any:
+        counter = self.alerts_by.get((rule_id, mode))
+        if counter is None:
+            group = self.metrics.add_group("rule", rule_id).add_group("mode", mode)
+            counter = self.alerts_by[rule_id, mode] = group.counter("fraudcep_alerts")
+        return counter
 
     def _side_outputs(self) -> None:
         out = self.outputs
@@ -438,13 +535,14 @@ def build_job(env: Any, config: JobConfig) -> None:
         idle_timeout_ms=None if config.bounded else config.idle_timeout,
     )
     records = env.from_source(payments_source, time_of, "payments")
-    if config.rules_topic is not None:
+    changes = [t for t in (config.rules_topic, config.lists_topic) if t is not None]
+    if changes:
         rules_source = record_source(
             config.bootstrap,
-            [config.rules_topic],
+            changes,
             group_id=f"{config.group_id}-rules",
             bounded=config.bounded,
-            starting="earliest",  # every instance needs every rule
+            starting="earliest",  # every instance needs every rule and list
             properties=props,
         )
         # the rules stream's event time is its records' own (Kafka) time; idle, it does
@@ -452,7 +550,7 @@ def build_job(env: Any, config: JobConfig) -> None:
         rules_time = WatermarkStrategy.for_monotonous_timestamps().with_idleness(
             Duration.of_millis(min(config.idle_timeout, 1000))
         )
-        rules = env.from_source(rules_source, rules_time, "rules").set_parallelism(1)
+        rules = env.from_source(rules_source, rules_time, "rules and lists").set_parallelism(1)
     else:
         rules = env.from_collection([], type_info=records.get_type())
     intake = records.connect(rules.broadcast(RULES_STATE)).process(
@@ -496,6 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = [a for a in args if a != "--cluster"]
     try:
         config = parse_args(args, os.environ)
+        check_start(config)
     except FraudcepError as exc:
         print(f"fraudcep flink run: {exc}", file=sys.stderr)
         return 2

@@ -31,7 +31,7 @@ import attrs
 from fraudcep import Alert, Engine
 from fraudcep.engine.state import key_group
 from fraudcep.errors import EventError, SnapshotError
-from fraudcep.rules import RuleDefinition, apply_definitions, dump_rules, load_rules
+from fraudcep.rules import Lists, RuleDefinition, apply_definitions, dump_rules, load_rules
 from fraudcep.runtime import EngineOptions, Reconciliation, reconcile
 from fraudcep.runtime.rule_records import RuleSet
 from fraudcep.timeutil import MAX_TIMESTAMP
@@ -83,17 +83,21 @@ class RuleVersion:
         return dump_rules(self.definitions, format="json")
 
     @classmethod
-    def from_text(cls, text: str, *, source: str) -> RuleVersion:
-        return cls.of(load_rules(text, source=source))
+    def from_text(cls, text: str, *, source: str, lists: Lists | None = None) -> RuleVersion:
+        """The rule set of :meth:`text`, its expressions reading ``lists``."""
+        return cls.of(load_rules(text, source=source, lists=lists))
 
 
 class RuleVersions:
     """The current rules (the rule file, overridden by the rules topic) and every rule set
     there has been, by digest. Fed the rules topic's records in order, every parallel
-    instance of a job arrives at the same versions (the digests are of sorted definitions)."""
+    instance of a job arrives at the same versions (the digests are of sorted definitions).
+    Rules are compiled against ``lists``, the instance's named lists: a list change is seen
+    by every rule reading it with no new version (the digests are of the rules' text)."""
 
-    def __init__(self, file_rules: Sequence[RuleDefinition]) -> None:
-        self.rule_set = RuleSet(file_rules)
+    def __init__(self, file_rules: Sequence[RuleDefinition], *, lists: Lists | None = None) -> None:
+        self.lists = lists
+        self.rule_set = RuleSet(file_rules, lists=lists)
         self.current = RuleVersion.of(self.rule_set.effective())
         self.known: dict[str, RuleVersion] = {self.current.digest: self.current}
 
@@ -107,6 +111,10 @@ class RuleVersions:
             return False
         self.current = self.known.setdefault(version.digest, version)
         return True
+
+    def from_text(self, text: str, *, source: str) -> RuleVersion:
+        """A rule set kept as text (:meth:`RuleVersion.text`), compiled against the lists."""
+        return RuleVersion.from_text(text, source=source, lists=self.lists)
 
     def remember(self, version: RuleVersion) -> None:
         """Know ``version`` (restored from a checkpoint) as one a key may have been written

@@ -33,6 +33,7 @@ from fraudcep.runtime.options import (
     key_values,
     non_negative,
     optional_text,
+    path_list,
     positive,
 )
 from fraudcep.runtime.output_records import SHADOW_ALERTS_TOPIC
@@ -52,18 +53,6 @@ def _url_list(value: Any) -> tuple[str, ...]:
             raise ValueError(f"expected scheme://..., e.g. dynamodb://fraud_alerts, got {text!r}")
         urls.append(text)
     return tuple(urls)
-
-
-def _path_list(value: Any) -> tuple[str, ...]:
-    """Paths: a list (config file, repeated flag) or ``path,path`` (environment)."""
-    items = value if isinstance(value, list | tuple) else str(value).split(",")
-    paths = []
-    for item in items:
-        if not isinstance(item, str):
-            raise ValueError(f"expected a path, got {item!r}")
-        if item.strip():
-            paths.append(item.strip())
-    return tuple(paths)
 
 
 def _default_instance() -> str:
@@ -132,7 +121,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "lists",
-        _path_list,
+        path_list,
         (),
         "named lists the rules may read (x in lists.NAME, see docs/rules.md): a list file "
         "(.txt, .list, .csv, .json, .jsonl; named after its stem), a directory of them, or "

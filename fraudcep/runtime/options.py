@@ -38,6 +38,7 @@ __all__ = [
     "optional_text",
     "options_from_env",
     "options_table",
+    "path_list",
     "positive",
 ]
 
@@ -165,6 +166,18 @@ class Option:
             hidden = self.secret and (not given or given in message or message in given)
             shown = "" if hidden else f": {message}"
             raise ConfigurationError(f"{source}: bad value for {self.name}{shown}") from None
+
+
+def path_list(value: Any) -> tuple[str, ...]:
+    """Paths: a list (config file, repeated flag) or ``path,path`` (environment)."""
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    paths = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError(f"expected a path, got {item!r}")
+        if item.strip():
+            paths.append(item.strip())
+    return tuple(paths)
 
 
 def key_values(value: Any) -> dict[str, str]:
@@ -327,7 +340,7 @@ def options_table(options: Iterable[Option]) -> str:
 
 
 def _shown_default(option: Option) -> str:
-    if option.default is None:
+    if option.default is None or option.default == ():
         return "none"
     if option.metavar == "DURATION":
         return f"`{option.default}ms`" if option.default else "`0`"

@@ -11,7 +11,7 @@ record it refuses (log, count, keep the rules as they were) is the runtime's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from fraudcep.rules import Lists, RuleDefinition, RuleSpecError, load_rules
 
@@ -20,6 +20,12 @@ __all__ = ["RuleRecordError", "RuleSet", "parse_rule_record", "short_repr"]
 
 class RuleRecordError(ValueError):
     """A rules-topic record that does not hold exactly the rule its key names."""
+
+    def __init__(self, message: str, *, missing_lists: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.missing_lists = tuple(sorted(set(missing_lists)))
+        """The named lists the record's rule reads that the runtime lacks (sorted): a runtime
+        that can get them later (the PyFlink job, from its lists topic) tries it again then."""
 
 
 def parse_rule_record(
@@ -38,7 +44,8 @@ def parse_rule_record(
         # the rule file loader, with all its limits; a mapping is the one rule itself
         definitions = load_rules(text, source=source, rule_mapping=True, lists=lists)
     except RuleSpecError as exc:
-        raise RuleRecordError(str(exc)) from None
+        missing = [p.missing_list for p in exc.problems if p.missing_list is not None]
+        raise RuleRecordError(str(exc), missing_lists=missing) from None
     if len(definitions) != 1 or definitions[0].id != rule_id:
         got = [d.id for d in definitions]
         raise RuleRecordError(

@@ -34,6 +34,9 @@ def test_defaults_flags_and_environment() -> None:
     assert config.engine_options.max_out_of_orderness == 5000
     kv = parse_args(["--kafka-config", "security.protocol=SSL, linger.ms=5"], {})
     assert kv.kafka_config == {"security.protocol": "SSL", "linger.ms": "5"}
+    assert parse_args(["--lists", "a.txt", "--lists", "dir"], {}).lists == ("a.txt", "dir")
+    assert parse_args([], {"FRAUDCEP_LISTS": "a.txt, dir"}).lists == ("a.txt", "dir")
+    assert parse_args(["--lists-topic", "off"], {}).lists_topic is None
 
 
 @pytest.mark.parametrize(
@@ -56,7 +59,8 @@ def test_shared_options_have_the_runners_names_and_meanings() -> None:
     shared = [o for o in OPTIONS if o.name in runner]
     assert {o.name for o in shared} >= {
         "bootstrap", "input_topic", "alerts_topic", "dead_letter_topic", "rules_topic",
-        "rules", "idle_timeout", "max_out_of_orderness", "timestamp_field", "state_key",
+        "rules", "lists", "lists_topic", "idle_timeout", "max_out_of_orderness",
+        "timestamp_field", "state_key",
     }  # fmt: skip
     for option in shared:
         if option.name in {"group_id", "transaction_timeout"}:

@@ -106,7 +106,7 @@ def test_event_time_is_kept_per_partition(kafka_bootstrap: str, tmp_path: Path) 
     assert len(want) > 5
     produce(kafka_bootstrap, job.input_topic,
             [(p["user_id"].encode(), json.dumps(p).encode()) for p in stream])  # fmt: skip
-    run_bounded(job, tmp_path, rules_topic="off", max_out_of_orderness="0")
+    run_bounded(job, tmp_path, rules_topic="off", lists_topic="off", max_out_of_orderness="0")
     dead = read_topic(kafka_bootstrap, job.dlq_topic)
     assert [headers(m)["fraudcep.reason"] for m in dead] == []
     check_alerts(job, want)

@@ -17,11 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fraudcep import Engine
-from fraudcep.errors import EventError, SnapshotError
+from fraudcep.errors import EventError, FraudcepError, SnapshotError
 from fraudcep.payments.default_rules import default_rule_definitions
 from fraudcep.payments.synthetic import PaymentGenerator
-from fraudcep.rules import load_rules
+from fraudcep.rules import Lists, load_rules
 from fraudcep.runtime import EngineOptions
+from fraudcep.runtime.list_records import ListSet
+from fraudcep.runtime.rule_records import RuleRecordError
 from fraudcep.timeutil import MAX_TIMESTAMP
 from fraudcep_flink.keyed import KeyedEngine, RuleVersion, RuleVersions, flink_key, keys_of
 
@@ -217,3 +219,77 @@ def test_state_of_another_format_or_unknown_rules_is_refused() -> None:
 
 def test_flink_keys_keep_key_types_apart() -> None:
     assert flink_key("user_id", 5) != flink_key("user_id", "5")
+
+
+BLOCKED = {
+    "id": "blocked",
+    "version": 1,
+    "key": "card_id",
+    "pattern": [{"name": "p", "where": "card_id in lists.blocked_cards"}],
+}
+
+
+def test_rules_read_the_instances_lists_and_a_change_reaches_every_key() -> None:
+    """Rules compiled against the instance's lists: a lists-topic record changes what every
+    key decides, cached or loaded again from its state, with no new rule version; alerts
+    carry the list's version. A rule set kept as text compiles against them too."""
+    lists = Lists({"blocked_cards": ["c1"]})
+    list_set = ListSet(lists)
+    versions = RuleVersions(load_rules(json.dumps([BLOCKED]), lists=lists), lists=lists)
+    options = EngineOptions()
+
+    def pay(entry: KeyedEngine, n: int) -> list[Any]:
+        payment = {"payment_id": f"p{n}", "card_id": entry.key, "ts": n}
+        return entry.feed(payment, n - 1) + entry.advance(n)
+
+    c1 = KeyedEngine("card_id", "c1", versions.current, options)
+    c2 = KeyedEngine("card_id", "c2", versions.current, options)
+    assert [a.lists for a in pay(c1, 1)] == [{"blocked_cards": 1}]
+    assert pay(c2, 2) == []
+    digest = versions.current.digest
+
+    assert list_set.apply_record(b"blocked_cards", b'["c2"]', source="lists@0")
+    assert versions.current.digest == digest  # no new rule version
+    assert pay(c1, 3) == []
+    assert [a.lists for a in pay(c2, 4)] == [{"blocked_cards": 2}]
+    again = KeyedEngine("card_id", "c2", versions.current, options)  # evicted, made again
+    assert [a.lists for a in pay(again, 5)] == [{"blocked_cards": 2}]
+
+    kept = versions.from_text(versions.current.text(), source="set")
+    assert kept.digest == digest
+    with pytest.raises(FraudcepError, match="nope"):
+        RuleVersions(load_rules(json.dumps([{**BLOCKED, "pattern": [
+            {"name": "p", "where": "card_id in lists.nope"}]}]), lists=lists))  # fmt: skip
+
+
+def test_a_topic_rule_naming_a_missing_list_is_refused() -> None:
+    lists = Lists({"blocked_cards": ["c1"]})
+    versions = RuleVersions([], lists=lists)
+    missing = {**BLOCKED, "pattern": [{"name": "p", "where": "card_id in lists.nope"}]}
+    with pytest.raises(RuleRecordError, match="nope") as info:
+        versions.apply_record(b"blocked", json.dumps(missing).encode(), source="rules@0")
+    assert info.value.missing_lists == ("nope",)
+    assert versions.apply_record(b"blocked", json.dumps(BLOCKED).encode(), source="rules@1")
+
+
+def test_a_promoted_rule_alerts_live_on_each_keys_next_payment() -> None:
+    """A shadow rule's alerts are shadow; a new version with mode live from the rules topic
+    reaches each key on its next payment, whose alerts are live; a mode change keeping the
+    version is refused."""
+    spec = {"id": "watch", "version": 1, "mode": "shadow", "key": "user_id",
+            "pattern": [{"name": "p", "where": "amount > 3000"}]}  # fmt: skip
+    versions = RuleVersions(load_rules(json.dumps([spec])))
+    options = EngineOptions()
+    entry = KeyedEngine("user_id", "u1", versions.current, options)
+
+    def pay(n: int) -> list[Any]:
+        entry.to_rules(versions.current)
+        return entry.feed({"payment_id": f"p{n}", "user_id": "u1", "amount": 4000, "ts": n},
+                          n - 1) + entry.advance(n)  # fmt: skip
+
+    assert [(a.mode, a.rule_version) for a in pay(1)] == [("shadow", 1)]
+    with pytest.raises(RuleRecordError, match="mode"):
+        versions.apply_record(b"watch", json.dumps({**spec, "mode": "live"}).encode(), source="r")
+    promoted = json.dumps({**spec, "version": 2, "mode": "live"}).encode()
+    assert versions.apply_record(b"watch", promoted, source="r")
+    assert [(a.mode, a.rule_version) for a in pay(2)] == [("live", 2)]

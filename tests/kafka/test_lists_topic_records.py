@@ -14,16 +14,16 @@ import pytest
 from support.paths import REPO
 
 from fraudcep.rules import Lists, load_rules
-from fraudcep.runtime.rule_records import RuleRecordError, RuleSet
-from fraudcep_kafka.lists_topic import (
+from fraudcep.runtime.list_records import (
     MAX_ENTRIES,
     MAX_ENTRY_LENGTH,
     MAX_LIST_RECORD_BYTES,
     ListRecordError,
     ListSet,
-    ListsTopicReader,
     parse_list_record,
 )
+from fraudcep.runtime.rule_records import RuleRecordError, RuleSet
+from fraudcep_kafka.lists_topic import ListsTopicReader
 
 RULE = {"id": "blocked", "key": "card_id", "pattern": [{"name": "p", "where": ""}]}
 
