@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fraudcep import Alert, Engine, LateEvent
+from fraudcep.alert import event_label
 from fraudcep.rules import RuleDefinition
 
 __all__ = [
@@ -43,15 +44,6 @@ def _day(ms: int) -> str:
     return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)).strftime("%Y-%m-%d")
 
 
-def _id(event: Any, id_field: str, ts_field: str) -> Any:
-    """What ``fraudcep rules test`` shows for a matched event: its id, else its timestamp."""
-    if isinstance(event, Mapping):
-        if id_field in event:
-            return event[id_field]
-        return event.get(ts_field)
-    return None
-
-
 @attrs.frozen
 class AlertRecord:
     """One alert as the backtest keeps it."""
@@ -71,7 +63,7 @@ class AlertRecord:
             first_ts=alert.first_ts,
             last_ts=alert.last_ts,
             events=tuple(
-                (name, tuple(_id(e, id_field, ts_field) for e in evs))
+                (name, tuple(event_label(e, id_field, ts_field) for e in evs))
                 for name, evs in alert.events.items()
             ),
         )

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import attrs
 
-from fraudcep.alert import SHADOW
+from fraudcep.alert import SHADOW, event_label
 from fraudcep_backtest.backtest import (
     AlertRecord,
     Comparison,
@@ -64,12 +64,8 @@ def alert_record(record: Mapping[str, Any], id_field: str, ts_field: str) -> Ale
     for name, matched in events.items():
         if not isinstance(matched, list):
             raise AlertRecordError(f"not an alert record (stage {name!r} is not a list)")
-        ids = []
-        for event in matched:
-            if isinstance(event, Mapping):
-                ids.append(event.get(id_field, event.get(ts_field)))
-            else:
-                ids.append(event)
+        # a slim record (slim_record) holds the labels already
+        ids = [event_label(e, id_field, ts_field) if isinstance(e, Mapping) else e for e in matched]
         stages.append((str(name), tuple(ids)))
     try:
         hash(key)

@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
 from fraudcep import Alert, Engine, FraudcepError, LateEvent
+from fraudcep.alert import event_label
 from fraudcep.rules import RuleDefinition, RuleSpecError, load_rule_file, parse_duration
 from fraudcep.rules.lists import ListError, Lists
 from fraudcep.runtime.list_sources import load_lists
@@ -217,14 +218,6 @@ def _events(path: str, err: IO[str], bad: list[int]) -> Iterator[tuple[int, dict
             yield number, event
 
 
-def _label(event: Any, id_field: str, ts_field: str) -> Any:
-    if isinstance(event, dict):
-        if id_field in event:
-            return event[id_field]
-        return event.get(ts_field)
-    return None
-
-
 def _alert_record(alert: Alert, id_field: str, ts_field: str) -> dict[str, Any]:
     return {
         "rule_id": alert.rule_id,
@@ -232,7 +225,8 @@ def _alert_record(alert: Alert, id_field: str, ts_field: str) -> dict[str, Any]:
         "first_ts": alert.first_ts,
         "last_ts": alert.last_ts,
         "events": {
-            name: [_label(e, id_field, ts_field) for e in evs] for name, evs in alert.events.items()
+            name: [event_label(e, id_field, ts_field) for e in evs]
+            for name, evs in alert.events.items()
         },
         **({"lists": dict(alert.lists)} if alert.lists else {}),
         **({"mode": alert.mode} if alert.shadow else {}),

@@ -23,6 +23,7 @@ __all__ = [
     "alert_id",
     "canonical_event",
     "canonical_key",
+    "event_label",
 ]
 
 
@@ -32,6 +33,17 @@ SHADOW = "shadow"
 """The mode of a rule that runs on live traffic but whose alerts only get recorded, so its
 effect can be watched before it acts (see docs/rules.md, "Shadow rules")."""
 MODES = (LIVE, SHADOW)
+
+
+def event_label(event: Any, id_field: str, ts_field: str) -> Any:
+    """How a matched event is named where an alert is shown or compared (``rules test``, the
+    backtest, the shadow report): its ``id_field``, else its ``ts_field``; None for an event
+    that is not a mapping."""
+    if isinstance(event, Mapping):
+        if id_field in event:
+            return event[id_field]
+        return event.get(ts_field)
+    return None
 
 
 @attrs.frozen

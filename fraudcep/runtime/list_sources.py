@@ -27,7 +27,7 @@ def load_lists(*locations: str | Path) -> Lists:
     """One registry of the lists of ``locations``, in order: list files, directories of them,
     and store URLs. A name given twice is an error (which one would a rule mean?); so is a
     URL whose scheme no installed package reads."""
-    lists = Lists()
+    registries: list[tuple[str | Path, Lists]] = []
     for location in locations:
         if is_url(location):
             scheme = str(location).partition("://")[0]
@@ -40,6 +40,11 @@ def load_lists(*locations: str | Path) -> Lists:
             found = reader(str(location))
         else:
             found = Lists.from_path(location)
+        registries.append((location, found))
+    if len(registries) == 1:
+        return registries[0][1]  # as read: no copy of a large list
+    lists = Lists()
+    for location, found in registries:
         for named in found:
             if named.name in lists:
                 raise ListError(f"{location}: list {named.name!r} is given twice")
